@@ -1,0 +1,71 @@
+.POSIX:
+# wsfilter - WebSocket server for one connection on stdin/stdout
+
+VERSION = 0.1.0
+PREFIX = /usr/local
+BINDIR = $(PREFIX)/bin
+MANPREFIX = $(PREFIX)/share/man
+DOCDIR = $(PREFIX)/share/doc/wsfilter
+SYSTEMDUNITDIR = $(PREFIX)/lib/systemd/system
+
+CC = cc
+CFLAGS = -O2 -g
+WARN = -std=c11 -Wall -Wextra -Wpedantic -Wshadow -Wformat=2 -Wstrict-prototypes
+CPPFLAGS_ALL = -DVERSION=\"$(VERSION)\" -D_FORTIFY_SOURCE=2
+ASAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+BATS = bats
+PORT = 8765
+
+all: wsfilter
+
+wsfilter: wsfilter.c web_index.h
+	$(CC) $(WARN) $(CPPFLAGS_ALL) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ wsfilter.c
+
+wsfilter-asan: wsfilter.c web_index.h
+	$(CC) $(WARN) $(CPPFLAGS_ALL) $(CPPFLAGS) $(ASAN_FLAGS) -o $@ wsfilter.c
+
+# the page, as a C array: od and sed, nothing beyond POSIX
+web_index.h: web/index.html
+	od -An -v -tx1 web/index.html | sed 's/ *\([0-9a-f][0-9a-f]\)/0x\1,/g' > $@.tmp
+	mv $@.tmp $@
+
+run: wsfilter
+	@echo "wsfilter on ws://localhost:$(PORT) — open http://localhost:$(PORT)/"
+	socat TCP-LISTEN:$(PORT),reuseaddr,fork,backlog=128,nodelay EXEC:./wsfilter
+
+test: wsfilter
+	$(BATS) test
+
+# everything CI checks: warning-free under gcc and clang, the suite, the suite
+# under AddressSanitizer + UndefinedBehaviorSanitizer
+check:
+	$(MAKE) clean
+	$(MAKE) CC=clang CFLAGS="-O2 -g -Werror" wsfilter
+	$(MAKE) clean
+	$(MAKE) CC=gcc CFLAGS="-O2 -g -Werror" wsfilter
+	$(MAKE) test
+	$(MAKE) test-asan
+
+deps:
+	sh test/deps.sh
+
+test-asan: wsfilter-asan
+	WSFILTER=$$(pwd)/wsfilter-asan $(BATS) test
+
+bench: wsfilter
+	QUICK=$(QUICK) sh test/bench/run.sh
+
+install: wsfilter
+	mkdir -p $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANPREFIX)/man1
+	cp -f wsfilter $(DESTDIR)$(BINDIR)/wsfilter
+	chmod 755 $(DESTDIR)$(BINDIR)/wsfilter
+	cp -f wsfilter.1 $(DESTDIR)$(MANPREFIX)/man1/wsfilter.1
+	chmod 644 $(DESTDIR)$(MANPREFIX)/man1/wsfilter.1
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/wsfilter $(DESTDIR)$(MANPREFIX)/man1/wsfilter.1
+
+clean:
+	rm -f wsfilter wsfilter-asan web_index.h web_index.h.tmp
+
+.PHONY: all run test check deps test-asan bench install uninstall clean
