@@ -52,6 +52,11 @@ deps:
 test-asan: wsfilter-asan
 	WSFILTER=$$(pwd)/wsfilter-asan $(BATS) test
 
+# FUZZ_TIME seconds of libFuzzer on the core and of AFL++ on the program
+FUZZ_TIME = 60
+fuzz:
+	FUZZ_TIME=$(FUZZ_TIME) sh test/fuzz/run.sh
+
 bench: wsfilter
 	QUICK=$(QUICK) sh test/bench/run.sh
 
@@ -67,5 +72,6 @@ uninstall:
 
 clean:
 	rm -f wsfilter wsfilter-asan web_index.h web_index.h.tmp
+	rm -rf test/fuzz/bin test/fuzz/out
 
-.PHONY: all run test check deps test-asan bench install uninstall clean
+.PHONY: all run test check deps test-asan fuzz bench install uninstall clean

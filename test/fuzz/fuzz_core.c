@@ -1,0 +1,144 @@
+/*
+ * libFuzzer target for wsfilter's protocol core: bytes in, frames out, no
+ * descriptors.  The first input byte picks options and how the rest is cut
+ * into reads (down to one byte at a time); the output is then checked: after
+ * a 101, it must parse as whole, unmasked, minimally encoded server frames.
+ */
+#define WSFILTER_NO_MAIN
+#include "../../wsfilter.c"
+
+#define OUT_KEEP (1 << 20)
+
+static unsigned char sent[OUT_KEEP];
+static size_t nsent;
+
+static void drain(struct conn *c)
+{
+	size_t n = c->out_len;
+
+	if (n > OUT_KEEP - nsent)
+		n = OUT_KEEP - nsent;
+	memcpy(sent + nsent, c->out + c->out_off, n);
+	nsent += n;
+	c->written_total += c->out_len;
+	c->out_off = c->out_len = 0;
+}
+
+/* Server frames after the 101 head: whole, unmasked, minimal lengths,
+ * no RSV bits, known opcodes, control frames short and final. */
+static void check_output(void)
+{
+	const unsigned char *p = sent, *end = sent + nsent, *h, *start;
+	uint64_t len;
+	int op;
+
+	if (nsent == OUT_KEEP || nsent < 13 || memcmp(p, "HTTP/1.1 101 ", 13) != 0)
+		return;
+	h = memmem(p, nsent, "\r\n\r\n", 4);
+	if (!h)
+		abort();
+	p = h + 4;
+	while (p < end) {
+		if (end - p < 2)
+			abort();
+		start = p;
+		op = p[0] & 0x0F;
+		if ((p[0] & WSBIT_RSV) || (p[1] & WSBIT_MASK))
+			abort();
+		if (op != OP_CONT && op != OP_TEXT && op != OP_BINARY &&
+		    op != OP_CLOSE && op != OP_PING && op != OP_PONG)
+			abort();
+		len = p[1] & 0x7F;
+		p += 2;
+		if (len == 126) {
+			if (end - p < 2)
+				abort();
+			len = (uint64_t)p[0] << 8 | p[1];
+			if (len < 126)
+				abort();
+			p += 2;
+		} else if (len == 127) {
+			if (end - p < 8)
+				abort();
+			len = 0;
+			for (int i = 0; i < 8; i++)
+				len = len << 8 | p[i];
+			if (len <= 0xFFFF)
+				abort();
+			p += 8;
+		}
+		if (op >= OP_CLOSE && (len > CTRL_MAX || !(start[0] & WSBIT_FIN)))
+			abort();
+		if ((uint64_t)(end - p) < len)
+			abort();
+		p += len;
+	}
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct conn *c = &conn;
+	size_t off, step, n, room;
+	uint8_t sel;
+	int64_t now = 1000000;
+
+	if (size < 1)
+		return 0;
+	sel = data[0];
+	data++, size--;
+
+	memset(&opt, 0, sizeof opt);
+	opt.random_max = DEF_RANDOM_MAX;
+	opt.hs_timeout = DEF_HS_TIMEOUT;
+	opt.close_timeout = DEF_CLOSE_TIMEOUT;
+	opt.echo = sel & 1;
+	opt.max_message = (sel & 2) ? 300 : 0;
+	if (sel & 4) {
+		opt.origins[0] = "http://a.example";
+		opt.norigins = 1;
+		opt.protocols[0] = "chat";
+		opt.nprotocols = 1;
+	}
+	opt.ping_interval = (sel & 8) ? 1 : 0;
+	opt.ping_timeout = 1;
+	log_to = LOG_NONE;
+
+	memset(c, 0, offsetof(struct conn, in));
+	memset(&c->frame, 0, sizeof *c - offsetof(struct conn, frame));
+	c->in_off = c->in_len = c->out_off = c->out_len = 0;
+	c->out_total = c->written_total = 0;
+	c->state = CS_HANDSHAKE;
+	c->start_ms = c->last_rx_ms = now;
+	c->rng[0] = 1;
+	nsent = 0;
+
+	/* reads of 1, 2, 7, 64 or up to 64 KiB bytes */
+	static const size_t steps[] = { 1, 2, 7, 64, 4096, IN_BUF_SIZE, 3, 13 };
+	step = steps[(sel >> 4) & 7];
+	for (off = 0; off < size && (c->state == CS_HANDSHAKE || c->state == CS_OPEN);) {
+		room = IN_BUF_SIZE - c->in_len;
+		if (c->in_off) {
+			memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
+			c->in_len -= c->in_off;
+			c->in_off = 0;
+			room = IN_BUF_SIZE - c->in_len;
+		}
+		n = size - off < step ? size - off : step;
+		if (n > room)
+			n = room;
+		memcpy(c->in + c->in_len, data + off, n);
+		c->in_len += n;
+		off += n;
+		now += 10;
+		conn_process(c, now);
+		drain(c);
+		conn_timers(c, now);
+		drain(c);
+		/* what is left must be less than a frame header or a
+		 * control frame, or the head being read */
+		if (c->state == CS_OPEN && c->in_len - c->in_off > 2 + 8 + 4 + CTRL_MAX)
+			abort();
+	}
+	check_output();
+	return 0;
+}
