@@ -24,6 +24,10 @@ wsfilter: wsfilter.c web_index.h
 wsfilter-asan: wsfilter.c web_index.h
 	$(CC) $(WARN) $(CPPFLAGS_ALL) $(CPPFLAGS) $(ASAN_FLAGS) -o $@ wsfilter.c
 
+# test build only: opens a file after the handshake, which the sandbox kills
+wsfilter-test-forbidden: wsfilter.c web_index.h
+	$(CC) $(WARN) $(CPPFLAGS_ALL) $(CPPFLAGS) -O2 -DWSFILTER_TEST_FORBIDDEN -o $@ wsfilter.c
+
 # the page, as a C array: od and sed, nothing beyond POSIX
 web_index.h: web/index.html
 	od -An -v -tx1 web/index.html | sed 's/ *\([0-9a-f][0-9a-f]\)/0x\1,/g' > $@.tmp
@@ -33,7 +37,7 @@ run: wsfilter
 	@echo "wsfilter on ws://localhost:$(PORT) — open http://localhost:$(PORT)/"
 	socat TCP-LISTEN:$(PORT),reuseaddr,fork,backlog=128,nodelay EXEC:./wsfilter
 
-test: wsfilter
+test: wsfilter wsfilter-test-forbidden
 	$(BATS) test
 
 # everything CI checks: warning-free under gcc and clang, the suite, the suite
@@ -49,7 +53,7 @@ check:
 deps:
 	sh test/deps.sh
 
-test-asan: wsfilter-asan
+test-asan: wsfilter-asan wsfilter-test-forbidden
 	WSFILTER=$$(pwd)/wsfilter-asan $(BATS) test
 
 # FUZZ_TIME seconds of libFuzzer on the core and of AFL++ on the program
@@ -71,7 +75,7 @@ uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/wsfilter $(DESTDIR)$(MANPREFIX)/man1/wsfilter.1
 
 clean:
-	rm -f wsfilter wsfilter-asan web_index.h web_index.h.tmp
+	rm -f wsfilter wsfilter-asan wsfilter-test-forbidden web_index.h web_index.h.tmp
 	rm -rf test/fuzz/bin test/fuzz/out
 
 .PHONY: all run test check deps test-asan fuzz bench install uninstall clean

@@ -884,6 +884,10 @@ static void hs_complete(struct conn *c, const char *head, size_t len, int64_t no
 	}
 	c->http_status = 101;
 	c->state = CS_OPEN;
+#ifdef WSFILTER_TEST_FORBIDDEN
+	/* test builds only: a call outside the allow-list proves the kill */
+	(void)!open("/dev/null", O_RDONLY);
+#endif
 	if (opt.ping_interval)
 		c->next_ping_ms = now + (int64_t)opt.ping_interval * 1000;
 }
