@@ -67,6 +67,7 @@
 #define LIST_MAX          16           /* --origin and --protocol entries */
 #define PEER_MAX          80           /* sanitized peer text in log lines */
 #define LOG_MAX           512          /* one log line */
+#define DISCARD_MAX       (256 * 1024) /* input read and dropped after the end */
 
 #define DEF_RANDOM_MAX    1000
 #define DEF_HS_TIMEOUT    10
@@ -160,6 +161,7 @@ struct conn {
 	int in_eof;                  /* the client will send nothing more */
 	int wr_shut;                 /* our write side is shut down */
 	int wr_err;                  /* writing failed: the client is gone */
+	size_t discarded;            /* input dropped while lingering */
 
 	unsigned char in[IN_BUF_SIZE];
 	size_t in_off, in_len;       /* unconsumed input is in[in_off, in_len) */
@@ -1385,15 +1387,22 @@ static void conn_read(struct conn *c, int64_t now)
 {
 	ssize_t n;
 
-	if (c->in_off) {
+	if (c->state == CS_LINGER) {
+		c->in_off = c->in_len = 0; /* past the end: input is dropped */
+	} else if (c->in_off) {
 		memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
 		c->in_len -= c->in_off;
 		c->in_off = 0;
 	}
-	if (c->state == CS_LINGER)
-		c->in_len = 0; /* after the close: read to discard */
 	n = read(c->in_fd, c->in + c->in_len, IN_BUF_SIZE - c->in_len);
-	if (n > 0) {
+	if (n > 0 && c->state == CS_LINGER) {
+		/* read only so that closing does not reset the connection
+		 * and destroy our last bytes; a client that keeps sending
+		 * gets no more of our time */
+		c->discarded += (size_t)n;
+		if (c->discarded > DISCARD_MAX)
+			c->state = CS_DONE;
+	} else if (n > 0) {
 		c->in_len += (size_t)n;
 		c->last_rx_ms = now;
 	} else if (n == 0) {
@@ -1479,7 +1488,8 @@ static void conn_run(struct conn *c, const sigset_t *run_mask)
 				break;
 		}
 
-		ev_in = (!c->in_eof && (c->in_len < IN_BUF_SIZE || c->in_off)) ? POLLIN : 0;
+		ev_in = !c->in_eof && (c->state == CS_LINGER || c->in_len < IN_BUF_SIZE ||
+				       c->in_off) ? POLLIN : 0;
 		ev_out = c->out_len ? POLLOUT : 0;
 		if (c->in_fd == c->out_fd) {
 			pfd[0] = (struct pollfd){ c->in_fd, (short)(ev_in | ev_out), 0 };
@@ -1506,11 +1516,8 @@ static void conn_run(struct conn *c, const sigset_t *run_mask)
 		now = now_ms();
 		if (wr)
 			conn_write(c);
-		if (rd) {
+		if (rd)
 			conn_read(c, now);
-			if (c->state == CS_LINGER && !c->in_eof)
-				c->in_len = 0;
-		}
 		if (c->state == CS_HANDSHAKE || c->state == CS_OPEN) {
 			conn_process(c, now);
 			/* with room to spare, what is left is an incomplete
@@ -1904,8 +1911,10 @@ static void log_summary(const struct conn *c, int64_t now)
 			 (unsigned long long)c->msgs_out, (unsigned long long)c->bytes_out,
 			 close_txt, reason, c->status);
 	} else if (c->http_status) {
-		log_line("%s http %d %s %lld.%03llds%s, exit %d", c->peer, c->http_status,
-			 c->http_what ? c->http_what : "", (long long)(ms / 1000),
+		int what = c->http_what && strcmp(c->http_what, "http") != 0;
+
+		log_line("%s http %d%s%s %lld.%03llds%s, exit %d", c->peer, c->http_status,
+			 what ? " " : "", what ? c->http_what : "", (long long)(ms / 1000),
 			 (long long)(ms % 1000), reason, c->status);
 	} else {
 		log_line("%s no request %lld.%03llds%s, exit %d", c->peer, (long long)(ms / 1000),
