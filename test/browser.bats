@@ -1,0 +1,203 @@
+#!/usr/bin/env bats
+# The test page (web/index.html, served by wsfilter on GET /) in a real headless Chromium,
+# driven by test/browser/drive.mjs through playwright-core. wsfilter runs behind socat.
+
+load common
+
+CHROMIUM=/usr/bin/chromium
+DRIVE="$BATS_TEST_DIRNAME/browser/drive.mjs"
+
+# One Chromium for the whole file (test/browser/serve.mjs); each test gets a new browser context.
+setup_file() {
+	[ -x "$CHROMIUM" ] || return 0 # setup skips every test
+	local endpoint="$BATS_FILE_TMPDIR/endpoint" i
+	node "$BATS_TEST_DIRNAME/browser/serve.mjs" "$endpoint" >"$BATS_FILE_TMPDIR/chromium.log" 2>&1 3>&- &
+	echo $! >"$BATS_FILE_TMPDIR/serve.pid"
+	for i in $(seq 1 600); do
+		[ -s "$endpoint" ] && break
+		kill -0 "$(cat "$BATS_FILE_TMPDIR/serve.pid")" 2>/dev/null || break
+		sleep 0.1
+	done
+	if [ ! -s "$endpoint" ]; then
+		cat "$BATS_FILE_TMPDIR/chromium.log" >&2
+		echo "Chromium did not start" >&2
+		return 1
+	fi
+	PW_ENDPOINT=$(cat "$endpoint")
+	export PW_ENDPOINT
+}
+
+teardown_file() {
+	local pid i
+	pid=$(cat "$BATS_FILE_TMPDIR/serve.pid" 2>/dev/null) || return 0
+	kill -TERM "$pid" 2>/dev/null || true
+	for i in $(seq 1 100); do
+		kill -0 "$pid" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	# node did not end: end the browser too (playwright starts it as a process group leader)
+	pid=$(cat "$BATS_FILE_TMPDIR/endpoint.browser-pid" 2>/dev/null) && kill -KILL -- "-$pid" 2>/dev/null || true
+}
+
+setup() {
+	[ -x "$CHROMIUM" ] || skip "$CHROMIUM is missing (apt-get install chromium): browser tests skipped"
+	ARTIFACTS="$TOP/test/artifacts"
+	mkdir -p "$ARTIFACTS"
+	SOCAT_PID=
+}
+
+teardown() {
+	stop_all
+}
+
+# start_server [OPTION...]: wsfilter OPTIONs behind socat on a free port; sets PORT and SOCAT_PID.
+# socat runs in its own process group (setsid) so that every child it forks can be found and ended.
+start_server() {
+	PORT=$(free_port)
+	setsid socat "TCP-LISTEN:$PORT,bind=127.0.0.1,reuseaddr,fork,backlog=128,nodelay" \
+		EXEC:"$WSFILTER${*:+ $*}" 2>>"$BATS_TEST_TMPDIR/server.log" 3>&- &
+	SOCAT_PID=$!
+	wait_port "$PORT"
+	# setsid did not fork, so socat leads its own group
+	[ "$(ps -o pgid= -p "$SOCAT_PID" | tr -d ' ')" = "$SOCAT_PID" ]
+}
+
+# group_pids: every process still alive in socat's process group.
+group_pids() {
+	[ -n "$SOCAT_PID" ] && pgrep -g "$SOCAT_PID" || true
+}
+
+# stop_wsfilters: SIGTERM the wsfilter processes (not socat), as a service manager stopping them
+# would; each sends close 1001 through its socat relay. Waits up to 5 s for them to end.
+stop_wsfilters() {
+	local p i alive
+	for p in $(group_pids); do
+		[ "$(cat "/proc/$p/comm" 2>/dev/null)" = socat ] || kill -TERM "$p" 2>/dev/null || true
+	done
+	for i in $(seq 1 50); do
+		alive=0
+		for p in $(group_pids); do
+			[ "$(cat "/proc/$p/comm" 2>/dev/null)" = socat ] || alive=1
+		done
+		[ "$alive" = 0 ] && return 0
+		sleep 0.1
+	done
+}
+
+stop_all() {
+	[ -n "$SOCAT_PID" ] || return 0
+	kill -TERM -- "-$SOCAT_PID" 2>/dev/null || true
+	local i
+	for i in $(seq 1 50); do
+		[ -z "$(group_pids)" ] && break
+		sleep 0.1
+	done
+	kill -KILL -- "-$SOCAT_PID" 2>/dev/null || true
+	wait "$SOCAT_PID" 2>/dev/null || true
+	SOCAT_PID=
+}
+
+# drive SCENARIO ARGS...: run the browser script; its "KEY: value" lines land in $output.
+drive() {
+	run timeout 150 node "$DRIVE" "$@"
+	echo "$output"
+	echo "--- server log:"
+	cat "$BATS_TEST_TMPDIR/server.log" 2>/dev/null || true
+}
+
+@test "page served by wsfilter connects back to the same host and port" {
+	start_server
+	drive open "http://127.0.0.1:$PORT/"
+	assert_success
+	assert_line "STATUS: WebSocket connection established"
+	assert_line "URL-FIELD: ws://127.0.0.1:$PORT/"
+	assert_line "SEND-DISABLED: false"
+	# no CSP violation, script error or other console complaint
+	refute_output --partial "CONSOLE:"
+	refute_output --partial "PAGE-ERROR:"
+}
+
+@test "Send One Message logs the sent text and the reply with a ' - N' suffix" {
+	start_server
+	drive send "http://127.0.0.1:$PORT/"
+	assert_success
+	assert_line "LOG: Sent: Hello there"
+	assert_line --regexp '^LOG: Received: Hello there - ([1-9][0-9]{0,2}|1000)$'
+	assert_line "COUNT-bad: 0"
+}
+
+@test "burst of 10,000 messages all come back in order with none lost" {
+	start_server
+	drive burst "http://127.0.0.1:$PORT/" --shot "$ARTIFACTS/browser-burst.png"
+	summary=$(printf '%s\n' "$output" | sed -n 's/^SUMMARY: //p')
+	echo "# browser burst: ${summary:-no summary}" >&3
+	assert_success
+	assert_line "BUTTON: Start 10,000 Messages"
+	assert_line --regexp '^SUMMARY: 10000/10000 received in [0-9]+ ms, 0 lost, [0-9,]+ msg/s$'
+	assert_line "COUNT-recv: 10,000"
+	assert_line "COUNT-bad: 0"
+	[ -s "$ARTIFACTS/browser-burst.png" ]
+}
+
+@test "burst size is editable and the visible log keeps only the last 500 lines" {
+	start_server
+	drive burst "http://127.0.0.1:$PORT/" --count 1200
+	assert_success
+	assert_line "BUTTON: Start 1,200 Messages"
+	assert_line --regexp '^SUMMARY: 1200/1200 received in [0-9]+ ms, 0 lost, '
+	assert_line "LOG-LINES: 500"
+	# 1 connect line + 1,200 sent + 1,200 received + 1 summary = 2,402 lines, 500 shown
+	assert_line "FOLDED: 1,902 earlier lines folded"
+}
+
+@test "page opened from a file:// URL connects to the URL typed into the URL field" {
+	start_server
+	drive file "file://$TOP/web/index.html" --ws "ws://127.0.0.1:$PORT/"
+	assert_success
+	assert_line "DEFAULT-URL: ws://localhost:8765/"
+	assert_line "STATUS: WebSocket connection established"
+	assert_line --regexp '^LOG: Received: Hello there - [0-9]+$'
+}
+
+@test "Disconnect closes with 1000 and Connect opens a new connection" {
+	start_server
+	drive reconnect "http://127.0.0.1:$PORT/"
+	assert_success
+	assert_line --regexp '^CLOSED-STATUS: Connection closed: code 1000'
+	assert_line "SEND-DISABLED: true"
+	assert_line "BUTTON: Connect"
+	assert_line "STATUS: WebSocket connection established"
+	assert_line --regexp '^LOG: Received: Hello there - [0-9]+$'
+}
+
+@test "an unchanged reply is counted as a mismatch unless 'server echoes unchanged' is ticked" {
+	start_server --echo
+	drive mismatch "http://127.0.0.1:$PORT/"
+	assert_success
+	assert_line --regexp '^LOG: Mismatch: expected "Hello there - N", received "Hello there"'
+	assert_line "MISMATCHED-AFTER-FIRST: 1"
+	# after ticking the box the same reply is accepted and the count stays at 1
+	assert_line "LOG: Received: Hello there"
+	assert_line "COUNT-bad: 1"
+}
+
+@test "stopping the server shows a closed status with code 1001" {
+	start_server
+	out="$BATS_TEST_TMPDIR/stop.out"
+	timeout 150 node "$DRIVE" stop "http://127.0.0.1:$PORT/" >"$out" 2>&1 3>&- &
+	node_pid=$!
+	for i in $(seq 1 300); do
+		grep -q '^READY:' "$out" && break
+		kill -0 "$node_pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	stop_wsfilters
+	kill -TERM "$SOCAT_PID" 2>/dev/null || true
+	wait "$node_pid" || true
+	run cat "$out"
+	echo "$output"
+	assert_line --regexp '^STATUS: Connection closed: code 1001'
+	assert_line "BUTTON: Connect"
+	assert_line "SEND-DISABLED: true"
+}
