@@ -1339,7 +1339,9 @@ static int64_t conn_timers(struct conn *c, int64_t now)
 				c->ping_end = c->out_total;
 				c->next_ping_ms = now + (int64_t)opt.ping_interval * 1000;
 			}
-			if (!c->ping_end && !c->pong_deadline)
+			/* a ping that is due but finds no room waits for
+			 * POLLOUT, not for a timer */
+			if (!c->ping_end && !c->pong_deadline && c->next_ping_ms > now)
 				NEXT(c->next_ping_ms);
 			NEXT(c->pong_deadline);
 		}
@@ -1450,8 +1452,8 @@ static void conn_eof(struct conn *c, int64_t now)
 		conn_linger(c, EXIT_GONE, now);
 	} else if (c->state == CS_OPEN) {
 		snprintf(c->reason, sizeof c->reason, "client left without a close%s",
-			 c->in_len > c->in_off ? " (mid-frame header)"
-			 : c->frame.active ? " (mid-payload)" : "");
+			 c->frame.active ? ", mid-payload"
+			 : c->in_len > c->in_off ? ", mid-frame" : "");
 		conn_linger(c, EXIT_GONE, now);
 	}
 }
@@ -1500,7 +1502,7 @@ static void conn_run(struct conn *c, const sigset_t *run_mask)
 			npfd = 2;
 		}
 		if (next >= 0) {
-			next -= now;
+			next = next > now ? next - now : 0;
 			ts.tv_sec = next / 1000;
 			ts.tv_nsec = (long)(next % 1000) * 1000000;
 		}

@@ -1,0 +1,987 @@
+#!/usr/bin/python3
+"""Hostile clients against wsfilter, one scenario per subcommand:
+
+    cases.py NAME
+
+Each scenario runs wsfilter ($WSFILTER, else ../../wsfilter), misbehaves,
+checks the answer, the exit status, the time to exit, the peak RSS, the CPU
+time and the log line, prints "measure NAME: ..." lines and exits 0; on a
+failed check it prints "FAIL: ..." and exits 1.
+"""
+
+import os
+import re
+import socket
+import struct
+import sys
+import threading
+import time
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from wsh import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT,  # noqa: E402
+                 RSS_GROWTH_KB, Fail, Sampler, Server, Writer, check,
+                 close_frame, frame, handshake_request, split_suffix, xor_mask)
+
+CASES = {}
+
+
+def case(fn):
+    CASES[fn.__name__.replace("_", "-")] = fn
+    return fn
+
+
+def run_server(args=(), **kw):
+    return Server(args, **kw)
+
+
+def expect_close(s, code, timeout=2.0, what=""):
+    got = s.reader.until_close(timeout)
+    check(got is not None, "no close frame %s(expected %d)" % (what, code))
+    check(got[0] == code, "close code %s %s(expected %d), reason %r" % (got[0], what, code, got[1]))
+    return got
+
+
+def finish_close(s):
+    """Answer the server's close and end our side of TCP, as a client does
+    once the server has closed (RFC 6455 7.1.1)."""
+    try:
+        s.send(close_frame(1000))
+        s.sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+def client_close(s, code=1000):
+    """The close handshake started by the client: send close, get the echo,
+    then end our side of TCP once the server has."""
+    s.send(close_frame(code))
+    expect_close(s, code, 2.0)
+    s.sock.shutdown(socket.SHUT_WR)
+
+
+# ---- slowloris -------------------------------------------------------------
+
+@case
+def slowloris(_):
+    s = run_server(["--handshake-timeout", "2"])
+    try:
+        req, _ = handshake_request(extra=b"X-Filler: " + b"a" * 200 + b"\r\n")
+        stop = threading.Event()
+        sent = [0]
+
+        def dribble():
+            for b in req[:-2]:  # never the final blank line
+                if stop.wait(0.2):
+                    return
+                try:
+                    s.send(bytes([b]))
+                    sent[0] += 1
+                except OSError:
+                    return
+
+        t = threading.Thread(target=dribble, daemon=True)
+        t.start()
+        head = s.reader.http_head(6.0)
+        t_answer = time.monotonic() - s.t0
+        stop.set()
+        check(head is not None, "no answer to a dribbled request head")
+        check(head.startswith("HTTP/1.1 408 "), "answer %r, expected 408" % head.split("\r\n")[0])
+        check(1.8 <= t_answer <= 4.0, "408 after %.2f s, expected about 2 s" % t_answer)
+        s.sock.shutdown(socket.SHUT_WR)
+        s.expect_exit(5, 1.0, r"http 408 .*exit 5")
+        t.join(1)
+        s.bounds(cpu_s=0.5)
+        s.report("slowloris", answer_after="%.2fs" % t_answer, bytes_dribbled=sent[0])
+    finally:
+        s.cleanup()
+
+
+# ---- header flood ----------------------------------------------------------
+
+def flood_chunks(total):
+    yield b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+    line = b"X-Flood: " + b"f" * 1014 + b"\r\n"  # 1 KiB a line
+    chunk = line * 4
+    sent = 0
+    while sent < total:
+        yield chunk
+        sent += len(chunk)
+
+
+@case
+def header_flood(_):
+    """1 MiB of headers as fast as possible: 431 when the head passes
+    8 KiB, long before the client is through."""
+    total = 1 << 20
+    s = run_server(["--close-timeout", "1"], client_sndbuf=16384)
+    try:
+        w = Writer(s.sock, flood_chunks(total))
+        w.start()
+        head = s.reader.http_head(5.0)
+        sent_at_answer = w.sent
+        check(head is not None, "no answer to 1 MiB of headers")
+        check(head.startswith("HTTP/1.1 431 "), "answer %r, expected 431" % head.split("\r\n")[0])
+        check(sent_at_answer < total // 4,
+              "the 431 came only after the client had sent %d bytes" % sent_at_answer)
+        s.expect_exit(3, 2.0, r"http 431 .*exit 3")
+        w.done.wait(3)
+        check(w.done.is_set(), "the client is still blocked after wsfilter exited")
+        check(w.error is not None,
+              "wsfilter read all %d bytes of the flood before it closed" % w.sent)
+        s.bounds(cpu_s=0.5)
+        s.report("header-flood", client_sent_at_431=sent_at_answer, client_sent=w.sent)
+    finally:
+        s.cleanup()
+
+
+@case
+def header_flood_endless(_):
+    """A flood that never stops after the 431: wsfilter discards it for
+    the close timeout at most, then exits."""
+    s = run_server(["--close-timeout", "1"], client_sndbuf=65536)
+    try:
+        w = Writer(s.sock, flood_chunks(1 << 40))
+        w.start()
+        head = s.reader.http_head(5.0)
+        t = time.monotonic()
+        check(head is not None and head.startswith("HTTP/1.1 431 "), "answer %r, expected 431" % (head,))
+        s.expect_exit(3, 3.0, r"http 431 .*exit 3")
+        dt = s.end - t
+        check(not w.done.is_set() or w.error is not None, "the flood ended by itself")
+        check(dt < 2.0, "wsfilter exited %.2f s after the 431 (close timeout 1 s)" % dt)
+        w.halt.set()
+        s.bounds(cpu_s=2.0)
+        s.report("header-flood-endless", exit_after_431="%.2fs" % dt, client_sent=w.sent)
+    finally:
+        s.cleanup()
+
+
+@case
+def header_flood_tcp(_):
+    """Over TCP, wsfilter stops reading the flood at some point and closes
+    with input unread, which sends a reset: the 431 must still reach a
+    client that only reads it later."""
+    s = run_server(["--close-timeout", "1"], tcp=True)
+    try:
+        w = Writer(s.sock, flood_chunks(1 << 40))
+        w.start()
+        s.expect_exit(3, 3.0, r"http 431 .*exit 3")
+        time.sleep(0.2)
+        head = s.reader.http_head(2.0)
+        check(head is not None, "no 431 over TCP (lost to the reset or the close)")
+        check(head.startswith("HTTP/1.1 431 "), "answer %r, expected 431" % head.split("\r\n")[0])
+        w.halt.set()
+        s.bounds(cpu_s=2.0)
+        s.report("header-flood-tcp", client_sent=w.sent, client_error=type(w.error).__name__)
+    finally:
+        s.cleanup()
+
+
+def leave_after_failure(upgrade, data, answer_re, log_re):
+    """The client sends more than wsfilter's 64 KiB input buffer in one go,
+    gets the error answer, and leaves: wsfilter notices the EOF at once
+    instead of sitting out the close timeout."""
+    s = run_server(["--close-timeout", "3"])
+    try:
+        if upgrade:
+            s.upgrade()
+        w = Writer(s.sock, [data])
+        w.start()
+        if upgrade:
+            got = s.reader.until_close(2.0)
+            answer = "close %s" % (got[0] if got else None)
+        else:
+            head = s.reader.http_head(2.0)
+            answer = head.split("\r\n")[0] if head else "nothing"
+        check(re.search(answer_re, answer), "answer %r, expected /%s/" % (answer, answer_re))
+        w.halt.set()
+        t = time.monotonic()
+        s.sock.shutdown(socket.SHUT_RDWR)
+        s.sock.close()
+        s.expect_exit(3, 4.0, log_re)
+        dt = s.end - t
+        check(dt < 1.0, "wsfilter exited %.2f s after the client left (close timeout 3 s): "
+              "it stopped watching the connection" % dt)
+        return s, dt
+    except Exception:
+        s.cleanup()
+        raise
+
+
+@case
+def leave_after_431_big_head(_):
+    data = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100000 + b"\r\n\r\n"
+    s, dt = leave_after_failure(False, data, r"^HTTP/1\.1 431 ", r"http 431 .*exit 3")
+    s.report("leave-after-431-big-head", exit_after_client_left="%.2fs" % dt)
+    s.cleanup()
+
+
+@case
+def leave_after_1002_big_frame(_):
+    data = frame(OP_TEXT, b"x" * 100000, rsv=4)
+    s, dt = leave_after_failure(True, data, r"^close 1002$", r"close 1002 by server .*exit 3")
+    s.report("leave-after-1002-big-frame", exit_after_client_left="%.2fs" % dt)
+    s.cleanup()
+
+
+# ---- giant frame lengths ---------------------------------------------------
+
+@case
+def frame_2p63m1_streams(_):
+    s = run_server()
+    try:
+        s.upgrade()
+        key = b"\x11\x22\x33\x44"
+        data = bytes(range(256)) * 16  # 4 KiB
+        head = frame(OP_BINARY, b"", key=key, length=(1 << 63) - 1)
+        s.send(head)
+        got = bytearray()
+        for i in range(4):
+            s.send(xor_mask(data, key))  # the key period is 4, each 4 KiB starts aligned
+            time.sleep(0.02)
+        deadline = time.monotonic() + 3
+        while len(got) < 4 * len(data) and time.monotonic() < deadline:
+            f = s.reader.frame(max(0.0, deadline - time.monotonic()))
+            check(f is not None, "streaming stopped after %d bytes" % len(got))
+            fin, op, payload = f
+            check(not fin, "a final frame inside a 2^63-1 byte message")
+            check(op in (OP_BINARY, OP_CONT) and (op == OP_BINARY) == (not got),
+                  "opcode %d at offset %d" % (op, len(got)))
+            got += payload
+        check(bytes(got) == data * 4, "streamed %d bytes, not the 16 KiB sent" % len(got))
+        samp = s.sample()
+        t_close = time.monotonic()
+        s.sock.close()
+        s.expect_exit(4, 1.0, r"client left without a close, mid-payload.*exit 4")
+        s.bounds(cpu_s=0.5)
+        s.report("frame-2^63-1", streamed=len(got), exit_after_close="%.3fs" % (s.end - t_close),
+                 rss_while_streaming="%d KiB" % (samp[0] if samp else -1))
+    finally:
+        s.cleanup()
+
+
+@case
+def frame_2p63m1_max_message(_):
+    s = run_server(["--max-message", "1000000"])
+    try:
+        s.upgrade()
+        t = time.monotonic()
+        s.send(frame(OP_BINARY, b"", length=(1 << 63) - 1))
+        expect_close(s, 1009, 1.0, "for a 2^63-1 byte frame header ")
+        dt = time.monotonic() - t
+        finish_close(s)
+        s.expect_exit(3, 3.0, r"close 1009 by server .*exit 3")
+        s.bounds(cpu_s=0.5)
+        s.report("frame-2^63-1-max-message", close_after="%.3fs" % dt)
+    finally:
+        s.cleanup()
+
+
+@case
+def frame_2p63(_):
+    s = run_server()
+    try:
+        s.upgrade()
+        s.send(frame(OP_BINARY, b"", length=1 << 63))
+        expect_close(s, 1002, 1.0, "for a 64-bit length with the top bit set ")
+        finish_close(s)
+        s.expect_exit(3, 3.0, r"close 1002 by server .*exit 3")
+        s.bounds(cpu_s=0.5)
+        s.report("frame-2^63")
+    finally:
+        s.cleanup()
+
+
+# ---- endless fragments -----------------------------------------------------
+
+@case
+def endless_fragments(_):
+    n = 100000
+    s = run_server()
+    samp = Sampler(s)
+    try:
+        s.upgrade()
+        samp.start()
+
+        one = frame(OP_CONT, b"b", fin=False)  # same mask key each time: fine
+        empty = frame(OP_CONT, b"", fin=False)
+
+        def chunks():
+            yield frame(OP_TEXT, b"a", fin=False)
+            for i in range(n // 1000):
+                yield one * 1000
+                yield empty * 1000
+            yield frame(OP_CONT, b"z", fin=True)
+
+        w = Writer(s.sock, chunks())
+        w.start()
+        got = 0
+        frames = 0
+        t_mid = None
+        deadline = time.monotonic() + 30
+        while True:
+            f = s.reader.frame(max(0.0, deadline - time.monotonic()))
+            check(f is not None, "stream ended after %d bytes in %d frames" % (got, frames))
+            fin, op, payload = f
+            check(op == (OP_TEXT if frames == 0 else OP_CONT), "opcode %d in frame %d" % (op, frames))
+            frames += 1
+            if fin:
+                body, num = split_suffix(payload)
+                got += len(body)
+                break
+            got += len(payload)
+            if t_mid is None and got > n // 2:
+                t_mid = time.monotonic()
+        check(got == n + 2, "reply carried %d bytes, expected %d" % (got, n + 2))
+        lo, hi = samp.rss_range(t_mid or 0)
+        samp.stop()
+        check(hi - lo <= RSS_GROWTH_KB, "RSS grew from %d to %d KiB during the second half" % (lo, hi))
+        client_close(s)
+        s.expect_exit(0, 3.0, r"in 1 msg .*close 1000 by client.*exit 0")
+        s.bounds(cpu_s=3.0)
+        s.report("endless-fragments", fragments=2 * n + 2, reply_frames=frames,
+                 rss_second_half="%d..%d KiB" % (lo, hi))
+    finally:
+        samp.stop()
+        s.cleanup()
+
+
+def ping_sync(s, tag, timeout=2.0):
+    """Send a ping and skip replies up to its pong: everything sent before
+    has been processed.  Returns the data frames skipped, or raises Fail
+    with the close code if a close came first."""
+    s.send(frame(OP_PING, tag))
+    skipped = []
+    deadline = time.monotonic() + timeout
+    while True:
+        f = s.reader.frame(max(0.0, deadline - time.monotonic()))
+        check(f is not None, "no pong for ping %r" % tag)
+        if f[1] == OP_PONG and f[2] == tag:
+            return skipped
+        if f[1] == OP_CLOSE:
+            code = struct.unpack("!H", f[2][:2])[0] if len(f[2]) >= 2 else None
+            raise Fail("close %s (%r) before pong %r" % (code, f[2][2:], tag))
+        skipped.append(f)
+
+
+@case
+def endless_fragments_max_message(_):
+    limit = 10000
+    s = run_server(["--max-message", str(limit)])
+    try:
+        s.upgrade()
+        s.send(frame(OP_TEXT, b"a", fin=False) +
+               b"".join(frame(OP_CONT, b"b", fin=False) for _ in range(limit - 1)))
+        echoed = sum(len(f[2]) for f in ping_sync(s, b"at-limit"))
+        check(echoed == limit, "echoed %d bytes at the limit, expected %d" % (echoed, limit))
+        t = time.monotonic()
+        s.send(frame(OP_CONT, b"c", fin=False))
+        code, reason, skipped = expect_close(s, 1009, 1.0, "one byte over --max-message ")
+        check(skipped == 0, "%d data frames after crossing the limit" % skipped)
+        dt = time.monotonic() - t
+        finish_close(s)
+        s.expect_exit(3, 3.0, r"close 1009 by server \(message over --max-message\).*exit 3")
+        s.bounds(cpu_s=0.5)
+        s.report("endless-fragments-max-message", close_after_crossing="%.3fs" % dt)
+    finally:
+        s.cleanup()
+
+
+# ---- a big message trickled ------------------------------------------------
+
+@case
+def big_message_trickled(_):
+    size = 64 << 20
+    piece = 16384
+    s = run_server()
+    samp = Sampler(s)
+    try:
+        s.upgrade()
+        samp.start()
+        key = os.urandom(4)
+        block = os.urandom(piece)
+        masked = xor_mask(block, key)  # 16 KiB pieces keep the key phase aligned
+
+        def chunks():
+            yield frame(OP_BINARY, b"", key=key, length=size)
+            for i in range(size // piece):
+                yield masked
+                if i % 64 == 63:
+                    time.sleep(0.01)  # a trickle: 64 pauses, a few seconds in all
+
+        w = Writer(s.sock, chunks())
+        t0 = time.monotonic()
+        w.start()
+        got = 0
+        frames = 0
+        bad = None
+        t_mid = None
+        deadline = time.monotonic() + 40
+        while True:
+            f = s.reader.frame(max(0.0, deadline - time.monotonic()))
+            check(f is not None, "reply ended after %d bytes" % got)
+            fin, op, payload = f
+            frames += 1
+            if fin:
+                body, num = split_suffix(payload)
+            else:
+                body = payload
+            # every byte compared against the block sent at its offset
+            off = got % piece
+            mv = memoryview(body)
+            i = 0
+            while i < len(body) and bad is None:
+                k = min(piece - off, len(body) - i)
+                if mv[i:i + k] != block[off:off + k]:
+                    bad = got + i
+                i += k
+                off = 0
+            got += len(body)
+            if t_mid is None and got >= size // 4:
+                t_mid = time.monotonic()
+            if fin:
+                break
+        dt = time.monotonic() - t0
+        check(bad is None, "reply differs from the message at byte %d" % (bad or 0))
+        check(got == size, "reply carried %d bytes, expected %d" % (got, size))
+        check(1 <= num <= 1000, "suffix number %d" % num)
+        lo, hi = samp.rss_range(t_mid or 0)
+        samp.stop()
+        check(hi - lo <= RSS_GROWTH_KB, "RSS grew from %d to %d KiB while streaming" % (lo, hi))
+        client_close(s)
+        s.expect_exit(0, 3.0, r"in 1 msg %d B, out 1 msg .*exit 0" % size)
+        s.bounds(cpu_s=4.0)
+        s.report("64MiB-trickled", seconds="%.2f" % dt, reply_frames=frames,
+                 rss_after_first_quarter="%d..%d KiB" % (lo, hi))
+    finally:
+        samp.stop()
+        s.cleanup()
+
+
+@case
+def big_message_max_message(_):
+    limit = 1000000
+    piece = 65536
+    s = run_server(["--max-message", str(limit)])
+    try:
+        s.upgrade()
+        data = os.urandom(piece)
+        below = limit // piece  # 15 pieces: 983,040 bytes
+        w = Writer(s.sock, [frame(OP_BINARY if i == 0 else OP_CONT, data, fin=False)
+                            for i in range(below)], pause=0.005)
+        w.start()
+        echoed = 0
+        while echoed < below * piece:
+            f = s.reader.frame(3.0)
+            check(f is not None and f[1] in (OP_BINARY, OP_CONT),
+                  "echo stopped at %d bytes below the limit: %r" % (echoed, f and f[:2]))
+            echoed += len(f[2])
+        w.join(3)
+        echoed += sum(len(f[2]) for f in ping_sync(s, b"below"))
+        check(echoed == below * piece, "echoed %d bytes below the limit, expected %d" % (echoed, below * piece))
+        t = time.monotonic()
+        s.send(frame(OP_CONT, data, fin=False))
+        code, reason, skipped = expect_close(s, 1009, 1.0, "when the message crosses --max-message ")
+        dt = time.monotonic() - t
+        finish_close(s)
+        s.expect_exit(3, 3.0, r"close 1009 by server .*exit 3")
+        s.bounds(cpu_s=0.5)
+        s.report("big-message-max-message", sent_before_crossing=below * piece,
+                 close_after_crossing="%.3fs" % dt, frames_after_crossing=skipped)
+    finally:
+        s.cleanup()
+
+
+# ---- floods while the client does not read ---------------------------------
+
+@case
+def ping_flood(_):
+    total = 50 * 1000 * 1000
+    per = 125
+    count = total // (per + 6)
+    s = run_server(client_rcvbuf=65536)
+    samp = Sampler(s)
+    try:
+        s.upgrade()
+        samp.start()
+        pad = b"p" * (per - 8)
+        key = b"\x5a\xa5\x0f\xf0"
+        k8 = int.from_bytes(key * 2, "big")
+        head = bytes([0x80 | OP_PING, 0x80 | per]) + key
+        masked_pad = xor_mask(pad, key)  # pad starts at payload offset 8
+
+        def ping(i):
+            return head + (i ^ k8).to_bytes(8, "big") + masked_pad
+
+        def pong(i):
+            return bytes([0x80 | OP_PONG, per]) + struct.pack("!Q", i) + pad
+
+        batch = 500
+
+        def chunks():
+            for base in range(0, count, batch):
+                yield b"".join(ping(i) for i in range(base, min(count, base + batch)))
+
+        w = Writer(s.sock, chunks())
+        w.start()
+        stalled = w.stalled(quiet=0.5, limit=15)
+        check(stalled, "the pinging client was never blocked (sent %d of %d bytes)" % (w.sent, total))
+        sent_at_stall = w.sent
+        s1 = s.sample()
+        time.sleep(0.5)
+        s2 = s.sample()
+        check(s1 and s2, "wsfilter is gone while the client was not reading")
+        check(w.sent < 8 << 20, "the client got %d bytes out while not reading" % w.sent)
+        check(s2[0] - s1[0] <= RSS_GROWTH_KB / 4, "RSS grew from %d to %d KiB while blocked" % (s1[0], s2[0]))
+        check(sent_at_stall < 8 << 20, "%d bytes accepted before wsfilter stopped reading" % sent_at_stall)
+        # now read everything: every pong, in order, byte for byte
+        t0 = time.monotonic()
+        r = s.reader
+        for base in range(0, count, batch):
+            want = b"".join(pong(i) for i in range(base, min(count, base + batch)))
+            got = r.exact(len(want), 10.0)
+            if len(got) < len(want) and got == want[:len(got)]:
+                raise Fail("pongs stop at pong %d of %d (%s; client sent %d bytes, writer %s; "
+                           "wsfilter %s, rss/hwm/cpu %s, read %s bytes; log %r)"
+                           % (base + len(got) // (per + 2), count,
+                              "EOF" if r.eof else "nothing for 10 s", w.sent,
+                              "done %r" % (w.error,) if w.done.is_set() else "blocked",
+                              "exit %s" % s.proc.poll() if s.proc.poll() is not None else "running",
+                              s.sample(), s.read_chars(), s.log_line()))
+            if got != want:
+                at = next((j for j in range(len(got)) if got[j] != want[j]), len(got))
+                raise Fail("pongs differ from the pings at pong %d (byte %d of %d): %r"
+                           % (base + at // (per + 2), at, len(want), got[at - at % (per + 2):][:16]))
+        dt = time.monotonic() - t0
+        w.done.wait(5)
+        check(w.done.is_set() and w.error is None, "writer: %r" % (w.error,))
+        samp.stop()
+        client_close(s)
+        s.expect_exit(0, 3.0, r"close 1000 by client.*exit 0")
+        s.bounds(cpu_s=8.0)
+        s.report("ping-flood", pings=count, bytes=w.sent, accepted_before_block=sent_at_stall,
+                 rss_while_blocked="%d->%d KiB" % (s1[0], s2[0]), drain_seconds="%.2f" % dt)
+    finally:
+        samp.stop()
+        s.cleanup()
+
+
+@case
+def many_messages_unread(_):
+    n = 100000
+    s = run_server(["--echo"])
+    samp = Sampler(s)
+    try:
+        s.upgrade()
+        samp.start()
+
+        def chunks():
+            for base in range(0, n, 1000):
+                yield b"".join(frame(OP_TEXT, b"message %d" % i) for i in range(base, base + 1000))
+
+        w = Writer(s.sock, chunks())
+        w.start()
+        stalled = w.stalled(quiet=0.5, limit=20)
+        sent_at_stall = w.sent
+        rss_blocked = s.sample()
+        r = s.reader
+        t0 = time.monotonic()
+        deadline = t0 + 40
+        for i in range(n):
+            m = r.message(max(0.0, deadline - time.monotonic()))
+            check(m is not None, "reply %d of %d never came (deadlock?)" % (i, n))
+            check(m == (OP_TEXT, b"message %d" % i), "reply %d is %r" % (i, m))
+        dt = time.monotonic() - t0
+        w.done.wait(5)
+        check(w.done.is_set() and w.error is None, "writer: %r" % (w.error,))
+        samp.stop()
+        client_close(s)
+        s.expect_exit(0, 3.0, r"in %d msg .*out %d msg .*exit 0" % (n, n))
+        s.bounds(cpu_s=8.0)
+        s.report("100k-messages-unread", writer_blocked=stalled, accepted_before_block=sent_at_stall,
+                 rss_while_blocked="%d KiB" % (rss_blocked[0] if rss_blocked else -1),
+                 drain_seconds="%.2f" % dt)
+    finally:
+        samp.stop()
+        s.cleanup()
+
+
+# ---- disconnects -----------------------------------------------------------
+
+def disconnect(partial, log_re, upgrade=True):
+    s = run_server()
+    try:
+        if upgrade:
+            s.upgrade()
+        s.send(partial)
+        time.sleep(0.1)
+        t = time.monotonic()
+        s.sock.close()
+        s.expect_exit(4, 1.0, log_re)
+        dt = s.end - t
+        s.bounds(cpu_s=0.5)
+        return s, dt
+    except Exception:
+        s.cleanup()
+        raise
+
+
+@case
+def disconnect_mid_handshake(_):
+    req, _ = handshake_request()
+    s, dt = disconnect(req[:40], r"client left during the handshake.*exit 4", upgrade=False)
+    s.report("disconnect-mid-handshake", exit_after_close="%.3fs" % dt)
+    s.cleanup()
+
+
+@case
+def disconnect_mid_header(_):
+    s, dt = disconnect(frame(OP_TEXT, b"x" * 300)[:3],
+                       r"client left without a close, mid-frame.*exit 4")
+    s.report("disconnect-mid-header", exit_after_close="%.3fs" % dt)
+    s.cleanup()
+
+
+@case
+def disconnect_mid_payload(_):
+    s, dt = disconnect(frame(OP_TEXT, b"x" * 300)[:100],
+                       r"client left without a close, mid-payload.*exit 4")
+    s.report("disconnect-mid-payload", exit_after_close="%.3fs" % dt)
+    s.cleanup()
+
+
+@case
+def disconnect_mid_close(_):
+    # a close frame whose 2-byte code has only arrived half
+    s, dt = disconnect(close_frame(1000)[:7], r"client left without a close.*exit 4")
+    s.report("disconnect-mid-close", exit_after_close="%.3fs" % dt, log=repr(s.log_line()))
+    s.cleanup()
+
+
+# ---- UTF-8 split across frames ---------------------------------------------
+
+VALID = [b"\xc3\xa9", b"\xdf\xbf", b"\xe2\x82\xac", b"\xe0\xa0\x80", b"\xed\x9f\xbf", b"\xef\xbf\xbf",
+         b"\xf0\x9f\x98\x80", b"\xf0\x90\x80\x80", b"\xf4\x8f\xbf\xbf"]
+
+
+def invalid_sequences():
+    """(label, bytes) with the bad byte at each position of 2-, 3- and
+    4-byte sequences, and the range errors of RFC 3629."""
+    out = []
+    for seq in (b"\xc3\xa9", b"\xe2\x82\xac", b"\xf0\x9f\x98\x80"):
+        n = len(seq)
+        for pos in range(n):
+            subs = [b"\x80", b"\xff"] if pos == 0 else [b"A", b"\xc3", b"\xff"]
+            for sub in subs:
+                out.append(("%d-byte, byte %d = %s" % (n, pos + 1, sub.hex()), seq[:pos] + sub + seq[pos + 1:]))
+    out += [("overlong 2-byte", b"\xc1\xbf"), ("overlong 3-byte", b"\xe0\x9f\xbf"),
+            ("surrogate", b"\xed\xa0\x80"), ("overlong 4-byte", b"\xf0\x8f\xbf\xbf"),
+            ("above U+10FFFF", b"\xf4\x90\x80\x80"), ("lead F5", b"\xf5\x80\x80\x80")]
+    return out
+
+
+def splits(data):
+    """Fragmentations of data: two parts at every split point, and one
+    fragment per byte."""
+    out = [[data[:k], data[k:]] for k in range(1, len(data))]
+    out.append([data[i:i + 1] for i in range(len(data))])
+    return out
+
+
+def fragments(parts, fin_last=True):
+    fs = []
+    for i, p in enumerate(parts):
+        fs.append(frame(OP_TEXT if i == 0 else OP_CONT, p, fin=fin_last and i == len(parts) - 1))
+    return b"".join(fs)
+
+
+@case
+def utf8_invalid_split(_):
+    cases = []
+    for label, bad in invalid_sequences():
+        for parts in splits(b"ab" + bad + b"cd"):
+            cases.append((label, parts))
+    # a message that ends inside a sequence: 1..n-1 bytes of each length
+    for seq in (b"\xc3\xa9", b"\xe2\x82\xac", b"\xf0\x9f\x98\x80"):
+        for k in range(1, len(seq)):
+            for parts in splits(b"ab" + seq[:k]):
+                cases.append(("truncated %d of %d" % (k, len(seq)), parts))
+    worst = [0, 0.0]
+    failures = []
+    lock = threading.Lock()
+
+    def one(label, parts):
+        s = run_server()
+        try:
+            s.upgrade()
+            s.send(fragments(parts))
+            expect_close(s, 1007, 5.0, "")
+            finish_close(s)
+            s.expect_exit(3, 5.0, r"close 1007 by server \(invalid UTF-8 in a text message\).*exit 3")
+            s.bounds(cpu_s=0.5)
+            with lock:
+                worst[0] = max(worst[0], s.hwm_kb)
+                worst[1] = max(worst[1], s.cpu_s)
+        except Exception as e:  # noqa: BLE001 - reported with the case
+            with lock:
+                failures.append("%s split as %r: %s: %s" % (label, parts, type(e).__name__, e))
+        finally:
+            s.cleanup()
+
+    todo = list(cases)
+
+    def worker():
+        while True:
+            with lock:
+                if not todo or len(failures) > 5:
+                    return
+                label, parts = todo.pop()
+            one(label, parts)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    check(not failures, "; ".join(failures))
+    print("measure utf8-invalid-split: cases %d worst_peak_rss %d KiB worst_cpu %.2fs"
+          % (len(cases), worst[0], worst[1]))
+
+
+@case
+def utf8_invalid_fails_fast(_):
+    """The bad byte in a non-final fragment fails the connection without
+    waiting for the rest of the message."""
+    s = run_server()
+    try:
+        s.upgrade()
+        s.send(frame(OP_TEXT, b"ok \xe2\x82", fin=False) + frame(OP_CONT, b"A", fin=False))
+        expect_close(s, 1007, 1.0, "for a bad byte in a non-final fragment ")
+        finish_close(s)
+        s.expect_exit(3, 3.0, r"close 1007 .*exit 3")
+        s.report("utf8-fails-fast")
+    finally:
+        s.cleanup()
+
+
+@case
+def utf8_valid_split(_):
+    s = run_server(["--echo"])
+    try:
+        s.upgrade()
+        msgs = []
+        for seq in VALID:
+            for parts in splits(b"ab" + seq + b"cd"):
+                msgs.append(parts)
+            for parts in splits(seq):
+                msgs.append(parts)
+        for parts in msgs:
+            s.send(fragments(parts))
+        for parts in msgs:
+            m = s.reader.message(2.0)
+            check(m is not None, "no reply to %r" % parts)
+            check(m == (OP_TEXT, b"".join(parts)), "reply %r to %r" % (m, parts))
+        client_close(s)
+        s.expect_exit(0, 3.0, r"in %d msg .*exit 0" % len(msgs))
+        s.bounds(cpu_s=0.5)
+        s.report("utf8-valid-split", messages=len(msgs))
+    finally:
+        s.cleanup()
+
+
+# ---- idle and keepalive ----------------------------------------------------
+
+@case
+def idle_timeout(_):
+    s = run_server(["--idle-timeout", "1"])
+    try:
+        s.upgrade()
+        t = time.monotonic()
+        code, reason, _ = expect_close(s, 1001, 3.0, "from an idle connection ")
+        dt = time.monotonic() - t
+        check(0.9 <= dt <= 2.5, "closed after %.2f s idle, expected about 1 s" % dt)
+        finish_close(s)
+        s.expect_exit(5, 3.0, r"close 1001 by server \(idle for 1 s\).*exit 5")
+        s.bounds(cpu_s=0.3)
+        s.report("idle-timeout", close_after="%.2fs" % dt, reason=repr(reason))
+    finally:
+        s.cleanup()
+
+
+def answer_pings(s, seconds):
+    """Answer every ping for `seconds`; returns the pings seen, raises Fail
+    on a close."""
+    pings = 0
+    deadline = time.monotonic() + seconds
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return pings
+        f = s.reader.frame(left)
+        if f is None:
+            check(not s.reader.eof, "connection closed after %d pings" % pings)
+            continue
+        check(f[1] != OP_CLOSE, "close frame %r after %d pings" % (f[2], pings))
+        if f[1] == OP_PING:
+            check(f[2] == b"wsfilter", "ping payload %r" % f[2])
+            pings += 1
+            s.send(frame(OP_PONG, f[2]))
+
+
+@case
+def keepalive_answered(_):
+    s = run_server(["--ping-interval", "1"])
+    try:
+        s.upgrade()
+        pings = answer_pings(s, 3.5)
+        check(pings >= 2, "only %d pings in 3.5 s with --ping-interval 1" % pings)
+        check(s.proc.poll() is None, "wsfilter exited")
+        client_close(s)
+        s.expect_exit(0, 3.0, r"close 1000 by client.*exit 0")
+        s.bounds(cpu_s=0.3)
+        s.report("keepalive-answered", pings_in_3_5s=pings)
+    finally:
+        s.cleanup()
+
+
+@case
+def keepalive_unanswered(_):
+    s = run_server(["--ping-interval", "1", "--ping-timeout", "1"])
+    try:
+        s.upgrade()
+        t = time.monotonic()
+        code, reason, skipped = expect_close(s, 1011, 4.0, "when pings go unanswered ")
+        dt = time.monotonic() - t
+        check(1.5 <= dt <= 3.5, "closed %.2f s after the handshake, expected about 2 s" % dt)
+        finish_close(s)
+        s.expect_exit(5, 3.0, r"close 1011 by server \(no pong within 1 s\).*exit 5")
+        s.report("keepalive-unanswered", close_after="%.2fs" % dt)
+    finally:
+        s.cleanup()
+
+
+@case
+def idle_with_answered_pings(_):
+    """--idle-timeout counts any byte from the client (README): pongs to
+    the keepalive pings keep the connection open."""
+    s = run_server(["--idle-timeout", "2", "--ping-interval", "1"])
+    try:
+        s.upgrade()
+        pings = answer_pings(s, 3.5)
+        check(pings >= 2, "only %d pings in 3.5 s" % pings)
+        client_close(s)
+        s.expect_exit(0, 3.0, r"exit 0")
+        s.report("idle-with-answered-pings", pings_in_3_5s=pings)
+    finally:
+        s.cleanup()
+
+
+def run_idle_nonreader(extra):
+    """A client that sends until wsfilter stops reading and never reads a
+    byte: wsfilter's input goes quiet, so --idle-timeout 2 ends it."""
+    s = run_server(["--echo", "--idle-timeout", "2", "--close-timeout", "1"] + extra)
+    try:
+        s.upgrade()
+        msg = frame(OP_BINARY, b"x" * 1000)
+        w = Writer(s.sock, (msg * 100 for _ in range(1000)))
+        w.start()
+        check(w.stalled(quiet=0.5, limit=10), "the client was never blocked (sent %d bytes)" % w.sent)
+        t = time.monotonic()
+        try:
+            s.expect_exit(5, 6.0, r"idle for 2 s\).*exit 5")
+        except Fail as e:
+            raise Fail("%s; the client blocked after %d bytes" % (e, w.sent))
+        finally:
+            w.halt.set()
+        dt = s.end - t
+        s.bounds(cpu_s=0.5)
+        return s, dt, w.sent
+    except Exception:
+        s.cleanup()
+        raise
+
+
+@case
+def idle_nonreader(_):
+    s, dt, sent = run_idle_nonreader([])
+    s.report("idle-nonreader", exit_after_client_blocked="%.2fs" % dt, client_sent=sent)
+    s.cleanup()
+
+
+@case
+def idle_nonreader_with_pings(_):
+    s, dt, sent = run_idle_nonreader(["--ping-interval", "1"])
+    s.report("idle-nonreader-with-pings", exit_after_client_blocked="%.2fs" % dt, client_sent=sent)
+    s.cleanup()
+
+
+# ---- nothing lost at the close ---------------------------------------------
+
+def nothing_lost(shut_wr, tcp):
+    n = 1000
+    s = run_server(tcp=tcp)
+    try:
+        s.upgrade()
+        s.send(b"".join(frame(OP_TEXT, b"m%d" % i) for i in range(n)) + close_frame(1000, b"bye"))
+        if shut_wr:
+            s.sock.shutdown(socket.SHUT_WR)
+        for i in range(n):
+            m = s.reader.message(3.0)
+            check(m is not None, "reply %d of %d missing (connection ended)" % (i, n))
+            check(m[0] == OP_TEXT, "frame opcode %d where reply %d was due" % (m[0], i))
+            body, _ = split_suffix(m[1])
+            check(body == b"m%d" % i, "reply %d is %r" % (i, m[1]))
+        f = s.reader.frame(2.0)
+        check(f is not None and f[1] == OP_CLOSE, "no close frame after the replies: %r" % (f,))
+        check(f[2][:2] == struct.pack("!H", 1000), "close payload %r" % f[2])
+        rest = s.reader.rest(2.0)
+        check(rest == b"" and s.reader.eof, "after the close: %r, eof %s" % (rest[:40], s.reader.eof))
+        if not shut_wr:
+            s.sock.shutdown(socket.SHUT_WR)
+        s.expect_exit(0, 3.0, r"in %d msg .*out %d msg .*close 1000 by client.*exit 0" % (n, n))
+        s.bounds(cpu_s=0.5)
+        return s
+    except Exception:
+        s.cleanup()
+        raise
+
+
+@case
+def nothing_lost_one_write(_):
+    s = nothing_lost(False, False)
+    s.report("nothing-lost-one-write")
+    s.cleanup()
+
+
+@case
+def nothing_lost_half_close(_):
+    s = nothing_lost(True, False)
+    s.report("nothing-lost-half-close")
+    s.cleanup()
+
+
+@case
+def nothing_lost_half_close_tcp(_):
+    s = nothing_lost(True, True)
+    s.report("nothing-lost-half-close-tcp")
+    s.cleanup()
+
+
+def main():
+    if len(sys.argv) != 2 or sys.argv[1] not in CASES:
+        print("usage: cases.py {%s}" % ",".join(sorted(CASES)), file=sys.stderr)
+        return 2
+    try:
+        CASES[sys.argv[1]](sys.argv[1])
+    except Fail as e:
+        print("FAIL: %s" % e)
+        tail = Server.last_log.splitlines()[-12:]
+        if tail:
+            print("wsfilter's stderr ended with:\n  " + "\n  ".join(tail))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
