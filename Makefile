@@ -65,14 +65,31 @@ bench: wsfilter
 	QUICK=$(QUICK) sh test/bench/run.sh
 
 install: wsfilter
-	mkdir -p $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANPREFIX)/man1
+	mkdir -p $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANPREFIX)/man1 \
+		$(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(DOCDIR)/xinetd.d
 	cp -f wsfilter $(DESTDIR)$(BINDIR)/wsfilter
 	chmod 755 $(DESTDIR)$(BINDIR)/wsfilter
 	cp -f wsfilter.1 $(DESTDIR)$(MANPREFIX)/man1/wsfilter.1
 	chmod 644 $(DESTDIR)$(MANPREFIX)/man1/wsfilter.1
+	sed 's|@BINDIR@|$(BINDIR)|g' systemd/wsfilter@.service.in \
+		> $(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter@.service
+	cp -f systemd/wsfilter.socket $(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter.socket
+	sed 's|/usr/local/bin/wsfilter|$(BINDIR)/wsfilter|g' inetd/inetd.conf \
+		> $(DESTDIR)$(DOCDIR)/inetd.conf
+	sed 's|/usr/local/bin/wsfilter|$(BINDIR)/wsfilter|g' inetd/xinetd.d/wsfilter \
+		> $(DESTDIR)$(DOCDIR)/xinetd.d/wsfilter
+	cp -f README.md $(DESTDIR)$(DOCDIR)/README.md
+	chmod 644 $(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter@.service \
+		$(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter.socket $(DESTDIR)$(DOCDIR)/inetd.conf \
+		$(DESTDIR)$(DOCDIR)/xinetd.d/wsfilter $(DESTDIR)$(DOCDIR)/README.md
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/wsfilter $(DESTDIR)$(MANPREFIX)/man1/wsfilter.1
+	rm -f $(DESTDIR)$(BINDIR)/wsfilter $(DESTDIR)$(MANPREFIX)/man1/wsfilter.1 \
+		$(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter@.service \
+		$(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter.socket \
+		$(DESTDIR)$(DOCDIR)/inetd.conf $(DESTDIR)$(DOCDIR)/xinetd.d/wsfilter \
+		$(DESTDIR)$(DOCDIR)/README.md
+	-rmdir $(DESTDIR)$(DOCDIR)/xinetd.d $(DESTDIR)$(DOCDIR)
 
 clean:
 	rm -f wsfilter wsfilter-asan wsfilter-test-forbidden web_index.h web_index.h.tmp

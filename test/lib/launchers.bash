@@ -1,0 +1,425 @@
+# Launchers and checks for wsfilter's launcher tests (load lib/launchers after common).
+#
+# Each start_* function starts one real launcher in the foreground, in the
+# background of the test, listening on a free port, with the shipped
+# configuration rewritten only for the port, the address and the binary path.
+# It sets:
+#   HOST      address the launcher listens on (127.0.0.1 or ::1)
+#   PORT      its port
+#   SCHEME    ws or wss
+#   ROOT_PID  the process whose descendants are the wsfilter processes
+# stop_launchers (called from teardown) ends every process started here and
+# their descendants, each wait bounded.
+
+LIB="$TOP/test/lib"
+SHIPPED_UNIT="$TOP/systemd/wsfilter@.service.in"
+SHIPPED_INETD="$TOP/inetd/inetd.conf"
+SHIPPED_XINETD="$TOP/inetd/xinetd.d/wsfilter"
+# openbsd-inetd conflicts with xinetd as an installed package: it is unpacked
+# (not installed) once into this cache and run from there.
+CACHE_DIR=${WSFILTER_TEST_CACHE:-/var/cache/wsfilter-test}
+
+STARTED_PIDS=()
+
+# ---- process helpers --------------------------------------------------------
+
+# descendants PID: print the pids of every descendant of PID, one a line.
+descendants() {
+	ps -e -o pid=,ppid= | awk -v root="$1" '
+		{ parent[$1] = $2 }
+		END {
+			n = 1; want[root] = 1; changed = 1
+			while (changed) {
+				changed = 0
+				for (p in parent)
+					if (!(p in want) && (parent[p] in want)) { want[p] = 1; changed = 1 }
+			}
+			for (p in want) if (p != root) print p
+		}'
+}
+
+# count_wsfilter PID: how many live (not zombie) wsfilter processes descend
+# from PID. A process is wsfilter when its name is "wsfilter" or the name of
+# $WSFILTER (wsfilter-asan under make test-asan), cut as the kernel cuts it.
+count_wsfilter() {
+	local n=0 p comm state name
+	name=$(basename "$WSFILTER")
+	name=${name:0:15}
+	for p in $(descendants "$1"); do
+		comm=$(cat "/proc/$p/comm" 2>/dev/null) || continue
+		state=$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null) || continue
+		if { [ "$comm" = wsfilter ] || [ "$comm" = "$name" ]; } && [ "$state" != Z ]; then
+			n=$((n + 1))
+		fi
+	done
+	echo "$n"
+}
+
+# wait_no_wsfilter PID SECONDS: wait until no wsfilter descends from PID.
+wait_no_wsfilter() {
+	local i
+	for i in $(seq 1 $(($2 * 20))); do
+		[ "$(count_wsfilter "$1")" = 0 ] && return 0
+		sleep 0.05
+	done
+	echo "wsfilter processes still running under $1 after $2 s:" >&2
+	ps -o pid,ppid,stat,etime,args -p "$(descendants "$1" | paste -sd, -)" >&2 || true
+	return 1
+}
+
+# bg_start LOG CMD...: start CMD in the background with its output in LOG and
+# record its pid in STARTED_PIDS and LAST_PID. Descriptor 3 is bats' own
+# and must not be inherited, or bats would wait for the launcher.
+bg_start() {
+	local log=$1
+	shift
+	"$@" </dev/null >"$log" 2>&1 3>&- &
+	LAST_PID=$!
+	STARTED_PIDS+=("$LAST_PID")
+}
+
+# stop_launchers: TERM each started process and its descendants, then KILL
+# whatever is left after 3 s.
+stop_launchers() {
+	local p all=() kids alive i
+	for p in "${STARTED_PIDS[@]}"; do
+		mapfile -t kids < <(descendants "$p")
+		all+=("$p" "${kids[@]}")
+	done
+	if [ ${#all[@]} -gt 0 ]; then
+		kill -TERM "${all[@]}" 2>/dev/null || true
+		for i in $(seq 1 60); do
+			alive=0
+			for p in "${all[@]}"; do
+				kill -0 "$p" 2>/dev/null && alive=1
+			done
+			[ "$alive" = 0 ] && break
+			sleep 0.05
+		done
+		kill -KILL "${all[@]}" 2>/dev/null || true
+	fi
+	for p in "${STARTED_PIDS[@]}"; do
+		wait "$p" 2>/dev/null || true
+	done
+	STARTED_PIDS=()
+	if [ -n "${LAUNCH_DIR:-}" ]; then
+		rm -rf "$LAUNCH_DIR"
+		LAUNCH_DIR='' LAUNCH_BIN=''
+	fi
+}
+
+# show_logs: print the launchers' logs (shown by bats when a test fails).
+show_logs() {
+	local f
+	for f in "$BATS_TEST_TMPDIR"/*.log; do
+		[ -e "$f" ] || continue
+		echo "---- $f"
+		tail -n 40 "$f"
+	done
+}
+
+# ---- shared set-up ----------------------------------------------------------
+
+# launch_bin: set LAUNCH_BIN to a copy of $WSFILTER in a directory every user
+# can enter, for launchers that run it as nobody (the work tree may sit below
+# a private directory). stop_launchers removes it.
+launch_bin() {
+	if [ -z "${LAUNCH_BIN:-}" ]; then
+		LAUNCH_DIR=$(mktemp -d /tmp/wsfilter-launch.XXXXXX)
+		chmod 755 "$LAUNCH_DIR"
+		cp "$WSFILTER" "$LAUNCH_DIR/wsfilter"
+		chmod 755 "$LAUNCH_DIR/wsfilter"
+		LAUNCH_BIN=$LAUNCH_DIR/wsfilter
+	fi
+}
+
+# unit_exec_args: the ExecStart= command line of the shipped unit, one word a
+# line, with @BINDIR@/wsfilter replaced by $WSFILTER.
+unit_exec_args() {
+	local line
+	line=$(sed -n 's/^ExecStart=//p' "$SHIPPED_UNIT")
+	[ -n "$line" ] || { echo "no ExecStart= in $SHIPPED_UNIT" >&2; return 1; }
+	# shellcheck disable=SC2086
+	set -- $line
+	[ "$1" = "@BINDIR@/wsfilter" ] || { echo "ExecStart= runs $1, not @BINDIR@/wsfilter" >&2; return 1; }
+	shift
+	printf '%s\n' "$WSFILTER" "$@"
+}
+
+# url [PATH]: the WebSocket URL of the running launcher.
+url() {
+	case $HOST in
+	*:*) echo "$SCHEME://[$HOST]:$PORT${1:-/}" ;;
+	*) echo "$SCHEME://$HOST:$PORT${1:-/}" ;;
+	esac
+}
+
+# make_cert: a self-signed certificate and key for 127.0.0.1, ::1 and localhost.
+make_cert() {
+	CERT=$BATS_TEST_TMPDIR/cert.pem
+	KEY=$BATS_TEST_TMPDIR/key.pem
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+		-keyout "$KEY" -out "$CERT" -days 1 -subj /CN=localhost \
+		-addext "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1" 2>/dev/null
+	cat "$CERT" "$KEY" >"$BATS_TEST_TMPDIR/both.pem"
+}
+
+# openbsd_inetd: path of an unpacked openbsd-inetd, fetched once with
+# apt-get download and dpkg -x.
+openbsd_inetd() {
+	local dir=$CACHE_DIR/openbsd-inetd tmp
+	if [ ! -x "$dir/usr/sbin/inetd" ]; then
+		mkdir -p "$CACHE_DIR"
+		tmp=$(mktemp -d "$CACHE_DIR/.inetd.XXXXXX")
+		(cd "$tmp" && apt-get download openbsd-inetd >/dev/null 2>&1 && dpkg -x openbsd-inetd_*.deb root) || {
+			rm -rf "$tmp"
+			echo "cannot fetch openbsd-inetd with apt-get download (run apt-get update?)" >&2
+			return 1
+		}
+		rm -rf "$dir"
+		mv "$tmp/root" "$dir"
+		rm -rf "$tmp"
+	fi
+	echo "$dir/usr/sbin/inetd"
+}
+
+# ---- launchers --------------------------------------------------------------
+
+# launcher_ready: wait until the launcher listens; show its log if it does not.
+launcher_ready() {
+	wait_port "$PORT" "$HOST" || { show_logs; return 1; }
+}
+
+# start_ssa_inetd [HOST]: systemd-socket-activate --accept --inetd, running the
+# shipped unit's ExecStart= command.
+start_ssa_inetd() {
+	HOST=${1:-127.0.0.1} SCHEME=ws
+	PORT=$(free_port)
+	local args
+	mapfile -t args < <(unit_exec_args)
+	[ ${#args[@]} -gt 0 ] || return 1
+	local addr=$HOST:$PORT
+	[[ $HOST == *:* ]] && addr="[$HOST]:$PORT"
+	bg_start "$BATS_TEST_TMPDIR/ssa.log" systemd-socket-activate -l "$addr" --accept --inetd "${args[@]}"
+	ROOT_PID=$LAST_PID
+	launcher_ready
+}
+
+# start_ssa_fd3: systemd-socket-activate --accept without --inetd: wsfilter
+# finds the connection as fd 3 through LISTEN_FDS/LISTEN_PID.
+start_ssa_fd3() {
+	HOST=127.0.0.1 SCHEME=ws
+	PORT=$(free_port)
+	local args
+	mapfile -t args < <(unit_exec_args)
+	[ ${#args[@]} -gt 0 ] || return 1
+	bg_start "$BATS_TEST_TMPDIR/ssa.log" systemd-socket-activate -l "$HOST:$PORT" --accept "${args[@]}"
+	ROOT_PID=$LAST_PID
+	launcher_ready
+}
+
+# start_openbsd_inetd [4|6]: inetd -d with the shipped line (4: the active
+# line, bound to 127.0.0.1; 6: the commented [::1] tcp6 line).
+start_openbsd_inetd() {
+	local family=${1:-4} inetd conf=$BATS_TEST_TMPDIR/inetd.conf bin line
+	inetd=$(openbsd_inetd) || return 1
+	launch_bin
+	bin=$LAUNCH_BIN
+	PORT=$(free_port) SCHEME=ws
+	if [ "$family" = 6 ]; then
+		HOST=::1
+		line=$(grep -E '^#\[::1\]:8765[[:space:]]' "$SHIPPED_INETD" | sed 's/^#//')
+		line=${line/\[::1\]:8765/[::1]:$PORT}
+	else
+		HOST=127.0.0.1
+		line=$(grep -E '^8765[[:space:]]' "$SHIPPED_INETD")
+		line=${line/8765/127.0.0.1:$PORT}
+	fi
+	[ -n "$line" ] || { echo "no such line in $SHIPPED_INETD" >&2; return 1; }
+	echo "${line//\/usr\/local\/bin\/wsfilter/$bin}" >"$conf"
+	cat "$conf"
+	bg_start "$BATS_TEST_TMPDIR/inetd.log" "$inetd" -d "$conf"
+	ROOT_PID=$LAST_PID
+	launcher_ready
+}
+
+# start_xinetd [SED...]: xinetd -dontfork with the shipped service, bound to
+# 127.0.0.1 on a free port; extra sed expressions adjust it further.
+start_xinetd() {
+	local conf=$BATS_TEST_TMPDIR/xinetd.conf bin e sedargs=()
+	launch_bin
+	bin=$LAUNCH_BIN
+	HOST=127.0.0.1 SCHEME=ws
+	PORT=$(free_port)
+	for e in "$@"; do sedargs+=(-e "$e"); done
+	# A sanitizer build reserves terabytes of address space: lift rlimit_as.
+	if grep -qa __asan_init "$WSFILTER"; then
+		sedargs+=(-e '/^[[:space:]]*rlimit_as/d')
+	fi
+	{
+		printf 'defaults\n{\n\tlog_type = FILE %s\n}\n' "$BATS_TEST_TMPDIR/xinetd-service.log"
+		sed -e "s|^\([[:space:]]*port[[:space:]]*=\).*|\1 $PORT|" \
+			-e "s|/usr/local/bin/wsfilter|$bin|" \
+			-e "s|^\([[:space:]]*\)# *bind\([[:space:]]*=\).*|\1bind\2 127.0.0.1|" \
+			-e '/^[[:space:]]*flags/s/IPv6 *//' \
+			"${sedargs[@]}" "$SHIPPED_XINETD"
+	} >"$conf"
+	bg_start "$BATS_TEST_TMPDIR/xinetd.log" xinetd -dontfork -f "$conf" -pidfile "$BATS_TEST_TMPDIR/xinetd.pid"
+	ROOT_PID=$LAST_PID
+	launcher_ready
+}
+
+# start_socat_plain: the one-liner as users write it.
+start_socat_plain() {
+	HOST=127.0.0.1 SCHEME=ws
+	PORT=$(free_port)
+	bg_start "$BATS_TEST_TMPDIR/socat.log" socat "TCP-LISTEN:$PORT,fork" "EXEC:$WSFILTER"
+	ROOT_PID=$LAST_PID
+	launcher_ready
+}
+
+# start_socat [HOST]: the recommended form.
+start_socat() {
+	HOST=${1:-127.0.0.1} SCHEME=ws
+	PORT=$(free_port)
+	local listen=TCP4-LISTEN
+	[[ $HOST == *:* ]] && listen=TCP6-LISTEN
+	bg_start "$BATS_TEST_TMPDIR/socat.log" socat \
+		"$listen:$PORT,bind=$HOST,reuseaddr,backlog=128,nodelay,fork" "EXEC:$WSFILTER"
+	ROOT_PID=$LAST_PID
+	launcher_ready
+}
+
+# start_tcpserver [OPTIONS...]: tcpserver -HRl0 127.0.0.1 PORT wsfilter.
+start_tcpserver() {
+	HOST=127.0.0.1 SCHEME=ws
+	PORT=$(free_port)
+	bg_start "$BATS_TEST_TMPDIR/tcpserver.log" tcpserver -HRl0 "$@" "$HOST" "$PORT" "$WSFILTER"
+	ROOT_PID=$LAST_PID
+	launcher_ready
+}
+
+# start_socat_tls: socat OPENSSL-LISTEN with a fresh self-signed certificate.
+start_socat_tls() {
+	make_cert
+	HOST=127.0.0.1 SCHEME=wss
+	PORT=$(free_port)
+	bg_start "$BATS_TEST_TMPDIR/socat.log" socat \
+		"OPENSSL-LISTEN:$PORT,bind=$HOST,cert=$CERT,key=$KEY,verify=0,reuseaddr,backlog=128,nodelay,fork" \
+		"EXEC:$WSFILTER"
+	ROOT_PID=$LAST_PID
+	launcher_ready
+}
+
+# start_stunnel_socat: stunnel4 terminates TLS and forwards to the
+# recommended socat form on a second port.
+start_stunnel_socat() {
+	start_socat
+	local back=$PORT conf=$BATS_TEST_TMPDIR/stunnel.conf
+	make_cert
+	SCHEME=wss
+	PORT=$(free_port)
+	cat >"$conf" <<-EOF
+		foreground = yes
+		pid =
+		[wsfilter]
+		accept = $HOST:$PORT
+		connect = $HOST:$back
+		cert = $CERT
+		key = $KEY
+	EOF
+	bg_start "$BATS_TEST_TMPDIR/stunnel.log" stunnel4 "$conf"
+	# ROOT_PID stays socat's: the wsfilter processes run below it.
+	launcher_ready
+}
+
+# ---- checks -----------------------------------------------------------------
+
+TLS_ARGS=()
+tls_args() {
+	TLS_ARGS=()
+	if [ "$SCHEME" = wss ]; then
+		TLS_ARGS=(--cafile "$CERT")
+	fi
+}
+
+# check_page: GET / answers 200 text/html, the body exactly Content-Length
+# bytes and nothing after it.
+check_page() {
+	tls_args
+	local tls=()
+	[ "$SCHEME" = wss ] && tls=(--tls "${TLS_ARGS[@]}")
+	run "$PY" "$LIB/httpget.py" "${tls[@]}" "$HOST" "$PORT" 'GET / HTTP/1.1|Host: localhost'
+	show_logs_on_fail
+	assert_success
+	assert_line 'status 200'
+	assert_line --regexp '^content-type text/html'
+	assert_line 'extra 0'
+	local len body
+	len=$(sed -n 's/^content-length //p' <<<"$output")
+	body=$(sed -n 's/^body //p' <<<"$output")
+	[ "$len" -gt 0 ]
+	assert_equal "$body" "$len"
+}
+
+# check_error_body: a failed upgrade answers 4xx whose body is exactly
+# Content-Length bytes, with nothing after it (no log text on the socket).
+check_error_body() {
+	run "$PY" "$LIB/httpget.py" "$HOST" "$PORT" \
+		'GET / HTTP/1.1|Host: localhost|Upgrade: websocket|Connection: Upgrade|Sec-WebSocket-Version: 13'
+	show_logs_on_fail
+	assert_success
+	assert_line 'status 400'
+	assert_line 'extra 0'
+	local len body
+	len=$(sed -n 's/^content-length //p' <<<"$output")
+	body=$(sed -n 's/^body //p' <<<"$output")
+	[ "$len" -ge 0 ]
+	assert_equal "$body" "$len"
+}
+
+# check_pipelined [N]: one client, N messages (default 10,000) pipelined.
+check_pipelined() {
+	local n=${1:-10000}
+	tls_args
+	run timeout 120 "$PY" "$LIB/wsclient.py" "${TLS_ARGS[@]}" -n "$n" "$(url)"
+	show_logs_on_fail
+	assert_success
+	assert_output "received $n/$n lost 0"
+}
+
+# check_concurrent [C] [N]: C clients at once (default 100), N messages each (default 1,000).
+check_concurrent() {
+	local c=${1:-100} n=${2:-1000}
+	tls_args
+	run timeout 170 "$PY" "$LIB/wsclient.py" "${TLS_ARGS[@]}" -c "$c" -n "$n" --timeout 30 --total-timeout 160 "$(url)"
+	show_logs_on_fail
+	assert_success
+	assert_output "clients $c/$c received $((c * n))/$((c * n)) lost 0"
+}
+
+# check_abrupt_disconnect: while a client is connected one wsfilter process
+# runs below the launcher; after the client resets the connection without a
+# close frame, none is left (within 5 s).
+check_abrupt_disconnect() {
+	tls_args
+	local ready=$BATS_TEST_TMPDIR/ready i
+	timeout 30 "$PY" "$LIB/wsclient.py" "${TLS_ARGS[@]}" --abort-after-ready "$ready" "$(url)" \
+		>"$BATS_TEST_TMPDIR/abort-client.log" 2>&1 3>&- &
+	local client=$!
+	STARTED_PIDS+=("$client")
+	for i in $(seq 1 200); do
+		[ -e "$ready" ] && break
+		sleep 0.05
+	done
+	[ -e "$ready" ] || { cat "$BATS_TEST_TMPDIR/abort-client.log"; show_logs; return 1; }
+	assert_equal "$(count_wsfilter "$ROOT_PID")" 1
+	rm -f "$ready"
+	wait "$client"
+	grep -qx aborted "$BATS_TEST_TMPDIR/abort-client.log"
+	wait_no_wsfilter "$ROOT_PID" 5
+}
+
+show_logs_on_fail() {
+	[ "$status" -eq 0 ] || { echo "$output"; show_logs; }
+}

@@ -1,0 +1,213 @@
+#!/usr/bin/env bats
+# The shipped systemd units: static checks with systemd-analyze, then a real
+# systemd as PID 1 in a Debian bookworm container (systemd-nspawn) running
+# wsfilter.socket from a `make install` tree. The container shares the host's
+# loopback; the clients connect from the host.
+
+load common
+load lib/launchers
+load lib/nspawn
+
+# The container's boot and shutdown are costly: its tests share one boot
+# and must run one after the other.
+BATS_NO_PARALLELIZE_WITHIN_FILE=true
+
+setup_file() {
+	[ -x "$TOP/wsfilter" ] || return 0 # each test reports the missing binary
+	local t0 t1 reason
+	export NSPAWN_SKIP=
+	if reason=$(nspawn_unavailable); then
+		export NSPAWN_SKIP=$reason
+		return 0
+	fi
+	t0=$(date +%s)
+	nspawn_image
+	t1=$(date +%s)
+	export STAGE
+	STAGE=$(mktemp -d /tmp/wsfilter-stage.XXXXXX)
+	nspawn_stage "$STAGE"
+	nspawn_boot "$STAGE" "$BATS_FILE_TMPDIR/nspawn.log"
+	export NSPAWN_PID CONTAINER_PID
+	echo "# image ready in $((t1 - t0)) s, container booted in $(($(date +%s) - t1)) s" >&3
+
+	# Only the address and port differ from the shipped socket, set as an
+	# administrator would: a drop-in.
+	export PORT HOST=127.0.0.1 SCHEME=ws ROOT_PID=$NSPAWN_PID
+	PORT=$(free_port)
+	in_container sh -c "mkdir -p /etc/systemd/system/wsfilter.socket.d && printf '%s\n' \
+		'[Socket]' 'ListenStream=' 'ListenStream=127.0.0.1:$PORT' 'ListenStream=[::1]:$PORT' \
+		>/etc/systemd/system/wsfilter.socket.d/port.conf"
+	in_container systemctl daemon-reload
+	in_container systemctl enable --now wsfilter.socket
+}
+
+teardown_file() {
+	nspawn_shutdown
+	[ -z "${STAGE:-}" ] || rm -rf "$STAGE"
+}
+
+setup() {
+	[ -x "$TOP/wsfilter" ] || fail "no wsfilter binary at $TOP/wsfilter (run make)"
+}
+
+teardown() {
+	stop_launchers
+}
+
+need_container() {
+	[ -z "$NSPAWN_SKIP" ] || skip "$NSPAWN_SKIP"
+	if [ -z "${CONTAINER_PID:-}" ] || ! kill -0 "$CONTAINER_PID" 2>/dev/null; then
+		fail "the container is not running (see $BATS_FILE_TMPDIR/nspawn.log)"
+	fi
+}
+
+# verify_install: `make install` with PREFIX in a temporary directory, so the
+# generated unit's ExecStart= names a binary that exists on this host.
+verify_install() {
+	VDIR=$BATS_TEST_TMPDIR/prefix
+	make -s -C "$TOP" -o wsfilter -o web_index.h install PREFIX="$VDIR" >/dev/null
+	UNITDIR=$VDIR/lib/systemd/system
+	[ -f "$UNITDIR/wsfilter@.service" ] && [ -f "$UNITDIR/wsfilter.socket" ]
+}
+
+# ---- static checks ----------------------------------------------------------
+
+@test "make install turns @BINDIR@ into the binary's path in wsfilter@.service" {
+	verify_install
+	run grep -c '@BINDIR@' "$UNITDIR/wsfilter@.service"
+	assert_output 0
+	run grep -x "ExecStart=$VDIR/bin/wsfilter" "$UNITDIR/wsfilter@.service"
+	assert_success
+}
+
+@test "systemd-analyze verify prints nothing for the installed units" {
+	verify_install
+	# MANPATH lets it find the installed man page named by Documentation=.
+	run env MANPATH="$VDIR/share/man" systemd-analyze verify \
+		"$UNITDIR/wsfilter.socket" "$UNITDIR/wsfilter@.service"
+	assert_success
+	assert_output ''
+}
+
+@test "systemd-analyze security rates wsfilter@.service's exposure at most 1.0" {
+	verify_install
+	run systemd-analyze security --offline=true "$UNITDIR/wsfilter@.service"
+	assert_success
+	local score
+	score=$(sed -n 's/.*Overall exposure level for wsfilter@[^:]*: \([0-9.]*\) .*/\1/p' <<<"$output")
+	echo "exposure $score"
+	[ -n "$score" ]
+	awk -v s="$score" 'BEGIN { exit !(s <= 1.0) }'
+}
+
+# ---- systemd as PID 1 in a container ----------------------------------------
+
+@test "container: systemctl enable --now wsfilter.socket listens on IPv4 and IPv6 loopback" {
+	need_container
+	run in_container systemctl is-active wsfilter.socket
+	assert_output active
+	run in_container systemctl is-enabled wsfilter.socket
+	assert_output enabled
+	wait_port "$PORT" 127.0.0.1
+	wait_port "$PORT" ::1
+}
+
+@test "container: GET / serves the page" {
+	need_container
+	check_page
+}
+
+@test "container: 10,000 pipelined messages all come back in order" {
+	need_container
+	check_pipelined 10000
+}
+
+@test "container: IPv6 clients are served on [::1]" {
+	need_container
+	HOST=::1
+	check_pipelined 1000
+}
+
+@test "container: the shipped MaxConnectionsPerSource (32) refuses the 33rd connection from one address" {
+	need_container
+	wait_no_wsfilter "$ROOT_PID" 5
+	run timeout 60 "$PY" "$LIB/wsclient.py" --barrier -c 40 -n 100 --timeout 10 --total-timeout 50 "$(url)"
+	assert_failure
+	assert_output --partial 'clients 32/40 received 3200/4000 lost 800'
+}
+
+@test "container: 100 clients at once each get 1,000 replies (MaxConnectionsPerSource raised)" {
+	need_container
+	wait_no_wsfilter "$ROOT_PID" 5
+	in_container sh -c "mkdir -p /run/systemd/system/wsfilter.socket.d &&
+		printf '[Socket]\nMaxConnectionsPerSource=128\n' >/run/systemd/system/wsfilter.socket.d/load.conf"
+	in_container systemctl daemon-reload
+	in_container systemctl restart wsfilter.socket
+	wait_port "$PORT"
+	check_concurrent 100 1000
+	in_container rm -f /run/systemd/system/wsfilter.socket.d/load.conf
+	in_container systemctl daemon-reload
+	in_container systemctl restart wsfilter.socket
+}
+
+@test "container: a client that vanishes leaves no wsfilter process and no failed unit" {
+	need_container
+	wait_no_wsfilter "$ROOT_PID" 5
+	check_abrupt_disconnect
+	# The instance ends with exit status 4, which the unit counts as success.
+	local i
+	for i in $(seq 1 50); do
+		[ -z "$(in_container systemctl list-units --no-legend --state=activating,active,deactivating 'wsfilter@*')" ] && break
+		sleep 0.1
+	done
+	run in_container systemctl list-units --no-legend --all --state=failed 'wsfilter@*'
+	assert_output ''
+}
+
+@test "container: a connection's process runs as a dynamic user without capabilities, under seccomp, in its own network namespace" {
+	need_container
+	wait_no_wsfilter "$ROOT_PID" 5
+	local ready=$BATS_TEST_TMPDIR/ready i p pid=
+	timeout 30 "$PY" "$LIB/wsclient.py" --abort-after-ready "$ready" "$(url)" \
+		>"$BATS_TEST_TMPDIR/client.log" 2>&1 3>&- &
+	STARTED_PIDS+=($!)
+	for i in $(seq 1 200); do
+		[ -e "$ready" ] && break
+		sleep 0.05
+	done
+	[ -e "$ready" ]
+	for p in $(descendants "$ROOT_PID"); do
+		[ "$(cat "/proc/$p/comm" 2>/dev/null)" = wsfilter ] && pid=$p
+	done
+	[ -n "$pid" ]
+	local status
+	status=$(cat "/proc/$pid/status")
+	rm -f "$ready"
+	echo "$status" | grep -E '^(Uid|Gid|Cap|NoNewPrivs|Seccomp)'
+	# Not root (DynamicUser=yes).
+	assert_equal "$(awk '/^Uid:/ { print ($2 != 0) }' <<<"$status")" 1
+	# No capability at all (CapabilityBoundingSet= empty).
+	assert_equal "$(grep -cE '^(CapEff|CapPrm|CapBnd|CapAmb):[[:space:]]+0+$' <<<"$status")" 4
+	assert_equal "$(awk '/^NoNewPrivs:/ { print $2 }' <<<"$status")" 1
+	# Mode 2 (filter): systemd's filters (SystemCallFilter=, and the ones
+	# behind MemoryDenyWriteExecute=, RestrictNamespaces=...) and wsfilter's.
+	assert_equal "$(awk '/^Seccomp:/ { print $2 }' <<<"$status")" 2
+	assert_equal "$(awk '/^Seccomp_filters:/ { print ($2 >= 2) }' <<<"$status")" 1
+	# PrivateNetwork=yes: another network namespace than the host's.
+	[ "$(readlink "/proc/$pid/ns/net")" != "$(readlink /proc/self/ns/net)" ]
+}
+
+@test "container: a connection's log line reaches the journal" {
+	need_container
+	run "$PY" "$LIB/wsclient.py" -n 7 "$(url)"
+	assert_output 'received 7/7 lost 0'
+	local i
+	for i in $(seq 1 50); do
+		run in_container journalctl --no-pager -o cat -u 'wsfilter@*'
+		grep -qE '^wsfilter: 127\.0\.0\.1:[0-9]+ .*[^0-9]7 msgs? ' <<<"$output" && break
+		sleep 0.1
+	done
+	assert_line --regexp '^wsfilter: 127\.0\.0\.1:[0-9]+ .*[^0-9]7 msgs? '
+	# wsfilter's seccomp filter went in under the unit's own filter.
+	refute_output --partial 'seccomp'
+}
