@@ -10,9 +10,10 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
 	gcc clang make libc6-dev libclang-rt-14-dev \
 	bats bats-support bats-assert bats-file \
-	socat python3 python3-websockets procps psmisc time curl ca-certificates \
+	socat python3 python3-websockets procps psmisc time curl ca-certificates man-db \
 	systemd systemd-container debootstrap iproute2 \
-	xinetd ucspi-tcp stunnel4 openssl \
+	xinetd ucspi-tcp stunnel4 openssl util-linux \
+	libwrap0 libevent-2.1-7 libbsd0 libtirpc3 \
 	websocketd chromium fonts-dejavu-core \
 	afl++ valgrind hyperfine \
 	>/dev/null
