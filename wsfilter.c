@@ -1170,9 +1170,8 @@ static size_t frame_feed(struct conn *c, int64_t now)
 				continue;
 			}
 			if (opt.max_message && (len > opt.max_message ||
-						m->size + len > opt.max_message)) {
+						(m->active ? m->size : 0) + len > opt.max_message)) {
 				/* known from the header: fail before the payload */
-				m->size += len;
 				conn_fail(c, CLOSE_TOO_BIG, EXIT_PROTOCOL, "message over --max-message");
 				break;
 			}
