@@ -1,0 +1,165 @@
+"""Markdown tables from run.sh's raw figures (results.tsv).
+
+Usage: report.py RESULTS RUNS CONC_CONNS CONC_MSGS SERVERS WORKLOAD...
+  SERVERS   space-separated server names, in table order
+  WORKLOAD  "name|label|metric" (metric: the wsload field compared)
+
+Each line of RESULTS is: workload, server, round, then wsload's key=value
+line with run.sh's additions (server_cpu_s, memory figures).
+"""
+import shlex
+import statistics
+import sys
+
+HANDLERS = {"wsfilter-systemd": "wsfilter", "wsfilter-socat": "wsfilter",
+            "ceiling-systemd": "lineecho", "ceiling-socat": "lineecho",
+            "websocketd": "lineecho"}
+PEERS = ["python-websockets", "websocketd", "node-ws"]
+
+
+def parse(path):
+    runs = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != 4:
+                continue
+            w, s, _, rest = parts
+            fields = {}
+            for item in shlex.split(rest):
+                k, _, v = item.partition("=")
+                fields[k] = v
+            runs.setdefault((w, s), []).append(fields)
+    return runs
+
+
+def num(x):
+    if x is None:
+        return "-"
+    if x >= 100:
+        return f"{x:,.0f}"
+    if x >= 10:
+        return f"{x:.1f}"
+    return f"{x:.2f}"
+
+
+class Table:
+    def __init__(self, runs):
+        self.runs = runs
+
+    def ok(self, w, s):
+        return [r for r in self.runs.get((w, s), []) if r.get("status") == "ok"]
+
+    def values(self, w, s, field):
+        out = []
+        for r in self.ok(w, s):
+            try:
+                out.append(float(r[field]))
+            except (KeyError, ValueError):
+                pass
+        return out
+
+    def median(self, w, s, field):
+        v = self.values(w, s, field)
+        return statistics.median(v) if v else None
+
+    def cell(self, w, s, field):
+        v = self.values(w, s, field)
+        if not v:
+            return "-"
+        med = num(statistics.median(v))
+        return med if len(v) == 1 else f"{med} ({num(min(v))}–{num(max(v))})"
+
+    def status(self, w, s):
+        rs = self.runs.get((w, s), [])
+        if not rs:
+            return "not run"
+        bad = [r for r in rs if r.get("status") != "ok"]
+        if not bad:
+            return f"ok {len(rs)}/{len(rs)}"
+        b = bad[0]
+        why = b.get("why", "")
+        lost = b.get("lost")
+        detail = f"{why}" + (f"; {lost} replies missing" if lost and lost != "0" else "")
+        word = {"stalled": "deadlocked", "hung": "hung", "nostart": "did not start"}.get(
+            b.get("status"), "failed")
+        ok = len(rs) - len(bad)
+        return f"**{word}** in round {rs.index(b) + 1} ({detail})" + (
+            f"; ok {ok}/{len(rs)}" if ok else "")
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "-"
+    return f"{a / b:.2f}"
+
+
+def main():
+    results, runs_n, conc_c, conc_n, servers = sys.argv[1:6]
+    servers = servers.split()
+    workloads = [w.split("|") for w in sys.argv[6:]]
+    t = Table(parse(results))
+    conc_c = int(conc_c)
+    p = print
+
+    p("## Results")
+    p()
+    p(f"Medians over {runs_n} interleaved round(s), (min–max) when more than one. Rates are")
+    p("higher-is-better; MB = 10^6 bytes of message payload one way. Round trip p50/p99 in µs")
+    p("(for pipelined bursts it is mostly queueing). CPU seconds: wsload's own during the")
+    p("transfer; the server side's over the whole connection (launcher and its reaped children,")
+    p("10 ms resolution).")
+    p()
+    p("| Workload | Server | Rate | p50 µs | p99 µs | wsload CPU s | server CPU s | Status |")
+    p("|---|---|---:|---:|---:|---:|---:|---|")
+    for name, label, metric in workloads:
+        for s in servers:
+            p(f"| {label} | {s} | {t.cell(name, s, metric)} | {t.cell(name, s, 'p50_us')} | "
+              f"{t.cell(name, s, 'p99_us')} | {t.cell(name, s, 'cpu_s')} | "
+              f"{t.cell(name, s, 'server_cpu_s')} | {t.status(name, s)} |")
+    p()
+    p("## Ratios")
+    p()
+    p("wsfilter's median rate divided by the other's (> 1: wsfilter is faster). The ceiling is")
+    p("lineecho, a bare line filter, under the same launcher as wsfilter.")
+    p()
+    p("| Workload | wsfilter under | / ceiling | " + " | ".join(f"/ {x}" for x in PEERS) + " |")
+    p("|---|---|---:|" + "---:|" * len(PEERS))
+    for name, label, metric in workloads:
+        for launcher in ("systemd", "socat"):
+            if f"wsfilter-{launcher}" not in servers:
+                continue
+            a = t.median(name, f"wsfilter-{launcher}", metric)
+            cells = [ratio(a, t.median(name, f"ceiling-{launcher}", metric))]
+            cells += [ratio(a, t.median(name, x, metric)) for x in PEERS]
+            p(f"| {label} | {launcher} | " + " | ".join(cells) + " |")
+
+    if any(w[0] == "conc" for w in workloads):
+        p()
+        p(f"## Memory with {conc_c} connections open")
+        p()
+        p("Read from /proc/PID/smaps_rollup of the listening process and every process below it,")
+        p(f"after each connection's {conc_n} messages and before the closes. Per connection =")
+        p(f"(with the connections open - idle) / {conc_c}. Handler peak = largest VmHWM of one")
+        p("per-connection process (wsfilter or lineecho). RSS counts shared pages (libc, the")
+        p("binary) once per process; PSS splits them between the processes sharing them.")
+        p()
+        p("| Server | processes | PSS total MiB | PSS per connection KiB | RSS per connection KiB | handler peak RSS KiB |")
+        p("|---|---:|---:|---:|---:|---:|")
+        for s in servers:
+            rs = [r for r in t.ok("conc", s) if "pss_kib" in r]
+            if not rs:
+                p(f"| {s} | - | - | - | - | - |")
+                continue
+            med = lambda f: statistics.median(float(r[f]) for r in rs)
+            pss_per = statistics.median(
+                (float(r["pss_kib"]) - float(r["idle_pss_kib"])) / conc_c for r in rs)
+            rss_per = statistics.median(
+                (float(r["rss_kib"]) - float(r["idle_rss_kib"])) / conc_c for r in rs)
+            peak = num(med("handler_peak_kib")) if s in HANDLERS else "-"
+            p(f"| {s} | {med('procs'):.0f} | {med('pss_kib') / 1024:.1f} | {pss_per:.0f} | "
+              f"{rss_per:.0f} | {peak} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,370 @@
+#!/bin/bash
+# wsfilter benchmark: wsfilter under systemd-socket-activate and socat, the
+# same launchers running a bare line filter (the ceiling), and three peers
+# (Python websockets, websocketd, Node ws), all on loopback, interleaved.
+#
+#   sh test/bench/run.sh            full run (5 rounds), a few minutes
+#   QUICK=1 sh test/bench/run.sh    1 round, smaller counts, under a minute
+#   sh test/bench/run.sh --report   the tables again from the last figures
+#
+# Environment: WSFILTER (binary, default ./wsfilter), RUNS (rounds),
+# QUICK, ONLY (space-separated workload names to run), SERVERS (subset of
+# server names).  Prints a markdown report on stdout; logs and raw figures go
+# to test/bench/bin/run/.
+if [ -z "${BASH_VERSION:-}" ]; then
+	exec bash "$0" "$@"
+fi
+set -u
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+TOP=$(cd "$HERE/../.." && pwd)
+BIN=$HERE/bin
+LOGDIR=$BIN/run
+WSFILTER=${WSFILTER:-$TOP/wsfilter}
+PY=/usr/bin/python3
+CC=${CC:-cc}
+QUICK=${QUICK:-}
+if [ "${1:-}" = --report ] && [ -r "$LOGDIR/config" ]; then
+	. "$LOGDIR/config"	# the settings the figures were taken with
+fi
+[ "$QUICK" = 0 ] && QUICK=
+
+# ---- workloads: name, wsload arguments, the figure compared, a label ----
+if [ -n "$QUICK" ]; then
+	RUNS=${RUNS:-1}
+	N_BURST=10000 N_BURST_BIG=20000 N_RTT=500 N_MIB=20 N_CONN=50
+	C_CONC=100 N_CONC=100
+	STALL=2 RUN_TIMEOUT=20
+else
+	RUNS=${RUNS:-5}
+	N_BURST=10000 N_BURST_BIG=100000 N_RTT=2000 N_MIB=200 N_CONN=300
+	C_CONC=100 N_CONC=1000
+	STALL=3 RUN_TIMEOUT=60
+fi
+WORKLOADS=${WORKLOADS:-"burst rushbig rtt mib conn conc"}
+[ -n "${ONLY:-}" ] && WORKLOADS=$ONLY
+
+workload_args() {
+	case $1 in
+	burst)   echo "-n $N_BURST -s 17" ;;
+	rushbig) echo "-n $N_BURST_BIG -s 17" ;;
+	rtt)     echo "-n $N_RTT -s 17 -w 1" ;;
+	mib)     echo "-n $N_MIB -s 1048576" ;;
+	conn)    echo "--connections $N_CONN -s 17" ;;
+	conc)    echo "-c $C_CONC -n $N_CONC -s 17 -w 1" ;;
+	esac
+}
+workload_label() {
+	case $1 in
+	burst)   echo "$N_BURST x 17 B pipelined (msg/s)" ;;
+	rushbig) echo "$N_BURST_BIG x 17 B pipelined (msg/s)" ;;
+	rtt)     echo "$N_RTT x 17 B, one at a time (msg/s)" ;;
+	mib)     echo "$N_MIB x 1 MiB pipelined (MB/s)" ;;
+	conn)    echo "$N_CONN sequential connections (conn/s)" ;;
+	conc)    echo "$C_CONC connections x $N_CONC msgs, one at a time each (msg/s)" ;;
+	esac
+}
+# the wsload field the comparison uses (higher is better for all of them)
+workload_metric() {
+	case $1 in
+	mib)  echo MB_s ;;
+	conn) echo conn_s ;;
+	*)    echo msgs_s ;;
+	esac
+}
+
+# ---- servers: name, client mode, command line (PORT substituted) ----
+SERVERS=${SERVERS:-"wsfilter-systemd ceiling-systemd wsfilter-socat ceiling-socat python-websockets websocketd node-ws"}
+server_cmd() {
+	local port=$2
+	local socat_listen="TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork,backlog=128,nodelay"
+
+	case $1 in
+	wsfilter-systemd)  echo "systemd-socket-activate -l 127.0.0.1:$port --accept --inetd $WSFILTER" ;;
+	wsfilter-socat)    echo "socat $socat_listen EXEC:$WSFILTER" ;;
+	ceiling-systemd)   echo "systemd-socket-activate -l 127.0.0.1:$port --accept --inetd $BIN/lineecho" ;;
+	ceiling-socat)     echo "socat $socat_listen EXEC:$BIN/lineecho" ;;
+	python-websockets) echo "$PY $HERE/peer_websockets.py $port" ;;
+	websocketd)        echo "websocketd --port=$port --address=127.0.0.1 --loglevel=fatal $BIN/lineecho" ;;
+	node-ws)           echo "node $HERE/peer_ws.mjs $port" ;;
+	esac
+}
+server_raw() {
+	case $1 in ceiling-*) return 0 ;; esac
+	return 1
+}
+# the process that does the per-connection work (its peak RSS is reported)
+server_handler() {
+	case $1 in
+	wsfilter-*) echo wsfilter ;;
+	ceiling-*|websocketd) echo lineecho ;;
+	*) echo "" ;;
+	esac
+}
+
+log() { printf '%s\n' "$*" >&2; }
+
+# ---- build ----
+build() {
+	mkdir -p "$BIN" "$LOGDIR"
+	local t
+	for t in wsload lineecho; do
+		if [ ! -x "$BIN/$t" ] || [ "$HERE/$t.c" -nt "$BIN/$t" ]; then
+			$CC -O2 -Wall -Wextra -o "$BIN/$t" "$HERE/$t.c" || exit 1
+		fi
+	done
+}
+
+# ---- process helpers ----
+free_port() {
+	"$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_listen() {	# PORT: up to 15 s for a listener
+	for _ in $(seq 1 150); do
+		if ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	return 1
+}
+
+cpu_ticks() {	# PID: utime+stime+cutime+cstime (reaped children included)
+	local stat
+	stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+	stat=${stat##*) }
+	set -- $stat
+	echo $(( ${12} + ${13} + ${14} + ${15} ))
+}
+
+wait_children_gone() {	# PID: until the launcher has reaped its children (2 s)
+	for _ in $(seq 1 40); do
+		[ -z "$(pgrep -P "$1" 2>/dev/null)" ] && return 0
+		sleep 0.05
+	done
+}
+
+declare -A PID PORT
+start_servers() {
+	local s port cmd
+	for s in $SERVERS; do
+		port=$(free_port)
+		cmd=$(server_cmd "$s" "$port")
+		setsid $cmd </dev/null >>"$LOGDIR/$s.log" 2>&1 &
+		PID[$s]=$!
+		PORT[$s]=$port
+	done
+	for s in $SERVERS; do
+		if ! wait_listen "${PORT[$s]}"; then
+			log "bench: $s did not start listening on ${PORT[$s]}"
+			PID[$s]=
+		fi
+	done
+}
+
+stop_servers() {
+	local s
+	for s in $SERVERS; do
+		[ -n "${PID[$s]:-}" ] && kill -TERM -- "-${PID[$s]}" 2>/dev/null
+	done
+	for s in $SERVERS; do
+		[ -n "${PID[$s]:-}" ] || continue
+		for _ in $(seq 1 30); do
+			kill -0 "${PID[$s]}" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL -- "-${PID[$s]}" 2>/dev/null
+		wait "${PID[$s]}" 2>/dev/null
+		PID[$s]=
+	done
+}
+trap 'stop_servers; exit 130' INT TERM
+trap 'stop_servers' EXIT
+
+# memory of a server's process tree, in one pass over /proc:
+# "pss_kib rss_kib procs handler_procs handler_peak_kib"
+tree_memory() {	# PID HANDLER-COMM
+	"$PY" - "$1" "$2" <<'EOF'
+import os, sys
+root, handler = int(sys.argv[1]), sys.argv[2]
+children = {}
+for d in os.listdir("/proc"):
+    if d.isdigit():
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(d))
+pss = rss = n = hn = hpeak = 0
+todo = [root]
+while todo:
+    p = todo.pop()
+    todo.extend(children.get(p, []))
+    try:
+        with open(f"/proc/{p}/smaps_rollup") as f:
+            fields = {}
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 2 and parts[0].endswith(":"):
+                    fields[parts[0][:-1]] = parts[1]
+        with open(f"/proc/{p}/comm") as f:
+            comm = f.read().strip()
+        with open(f"/proc/{p}/status") as f:
+            hwm = [int(l.split()[1]) for l in f if l.startswith("VmHWM:")]
+    except OSError:
+        continue
+    pss += int(fields.get("Pss", 0))
+    rss += int(fields.get("Rss", 0))
+    n += 1
+    if handler and comm == handler:
+        hn += 1
+        hpeak = max([hpeak] + hwm)
+print(pss, rss, n, hn, hpeak)
+EOF
+}
+
+# ---- one measurement ----
+RESULTS=$LOGDIR/results.tsv
+declare -A BROKEN	# "workload server" -> why later rounds are skipped
+
+run_one() {	# WORKLOAD SERVER ROUND
+	local w=$1 s=$2 r=$3 args mode="" out rc before after ticks mem="" idle="" ready wpid
+	local hz
+	hz=$(getconf CLK_TCK)
+	if [ -z "${PID[$s]:-}" ]; then
+		printf '%s\t%s\t%s\tstatus=nostart\n' "$w" "$s" "$r" >>"$RESULTS"
+		return
+	fi
+	if [ -n "${BROKEN[$w $s]:-}" ]; then
+		return
+	fi
+	args=$(workload_args "$w")
+	server_raw "$s" && mode="--raw"
+	before=$(cpu_ticks "${PID[$s]}")
+	if [ "$w" = conc ]; then
+		idle=$(tree_memory "${PID[$s]}" "")
+		ready=$LOGDIR/ready.$$
+		rm -f "$ready"
+		timeout -k 2 "$RUN_TIMEOUT" "$BIN/wsload" $mode $args --stall "$STALL" \
+			--timeout $((RUN_TIMEOUT - 5)) --ready "$ready" --hold "$RUN_TIMEOUT" \
+			127.0.0.1 "${PORT[$s]}" >"$LOGDIR/out.$$" 2>>"$LOGDIR/wsload.log" &
+		wpid=$!
+		for _ in $(seq 1 $((RUN_TIMEOUT * 10))); do
+			[ -s "$ready" ] && break
+			kill -0 "$wpid" 2>/dev/null || break
+			sleep 0.1
+		done
+		if [ -s "$ready" ]; then
+			mem=$(tree_memory "${PID[$s]}" "$(server_handler "$s")")
+			kill -USR1 "$(cat "$ready")" 2>/dev/null
+		fi
+		wait "$wpid"
+		rc=$?
+		rm -f "$ready"
+		out=$(cat "$LOGDIR/out.$$")
+	else
+		out=$(timeout -k 2 "$RUN_TIMEOUT" "$BIN/wsload" $mode $args --stall "$STALL" \
+			--timeout $((RUN_TIMEOUT - 5)) 127.0.0.1 "${PORT[$s]}" 2>>"$LOGDIR/wsload.log")
+		rc=$?
+	fi
+	wait_children_gone "${PID[$s]}"
+	after=$(cpu_ticks "${PID[$s]}")
+	ticks=$((after - before))
+	if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+		out="status=hung why=\"killed by timeout(1) after ${RUN_TIMEOUT}s\""
+	elif [ -z "$out" ]; then
+		out="status=failed why=\"wsload exit $rc\""
+	fi
+	case $out in
+	*status=ok*) ;;
+	*status=stalled*) BROKEN[$w $s]=deadlocked ;;
+	*) BROKEN[$w $s]=failed ;;
+	esac
+	out="$out server_cpu_s=$(awk -v t="$ticks" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz }')"
+	if [ -n "$mem" ]; then
+		set -- $idle
+		local ipss=$1 irss=$2
+		set -- $mem
+		out="$out pss_kib=$1 rss_kib=$2 procs=$3 handlers=$4 handler_peak_kib=$5 idle_pss_kib=$ipss idle_rss_kib=$irss"
+	fi
+	printf '%s\t%s\t%s\t%s\n' "$w" "$s" "$r" "$out" >>"$RESULTS"
+	log "  $w $s #$r: $out"
+}
+
+# ---- report ----
+machine() {
+	local cpu
+	cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+	local fam virt=""
+	fam=$(awk -F': ' '/^cpu family/ { f = $2 } /^model\t/ { m = $2 } END { print "family " f ", model " m }' /proc/cpuinfo)
+	grep -qw hypervisor /proc/cpuinfo && virt=", virtual machine"
+	echo "- CPU: $cpu ($fam), $(nproc) cores$virt"
+	echo "- Kernel: $(uname -sr), $(awk '/^MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo)"
+	echo "- OS: $(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME")"
+	echo "- Load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "- wsfilter: $("$WSFILTER" -V 2>&1 | head -1) ($(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo "no commit")$(git -C "$TOP" diff --quiet HEAD -- wsfilter.c 2>/dev/null || echo ", wsfilter.c changed since")), cc $("$CC" -dumpversion 2>/dev/null) -O2 for wsload/lineecho"
+	echo "- Peers: python3-websockets $("$PY" -c 'import websockets; print(websockets.__version__)' 2>/dev/null), node $(node --version 2>/dev/null) with ws $(node -p 'require("'"$TOP"'/node_modules/ws/package.json").version' 2>/dev/null), websocketd $(websocketd --version 2>&1 | awk '{ print $2; exit }'), $(socat -V 2>/dev/null | awk '/socat version/ { print "socat " $3; exit }'), systemd-socket-activate $(systemd-socket-activate --version 2>/dev/null | awk 'NR == 1 { print $2 }')"
+}
+
+report() {
+	local w specs=()
+	for w in $WORKLOADS; do
+		specs+=("$w|$(workload_label "$w")|$(workload_metric "$w")")
+	done
+	"$PY" "$HERE/report.py" "$RESULTS" "$RUNS" "$C_CONC" "$N_CONC" "$SERVERS" "${specs[@]}"
+	echo
+	echo "## Machine"
+	echo
+	machine
+}
+
+# ---- main ----
+if [ "${1:-}" = --report ]; then	# tables again from the last run's figures
+	: "${LOAD_START:=(not recorded)}"
+	report
+	exit 0
+fi
+build
+for t in systemd-socket-activate socat websocketd node timeout ss; do
+	command -v "$t" >/dev/null || { log "bench: $t is missing"; exit 1; }
+done
+[ -x "$WSFILTER" ] || { log "bench: $WSFILTER not built (make)"; exit 1; }
+# measure a copy: a rebuild during the run must not swap the binary under it
+mkdir -p "$LOGDIR/bin"
+cp "$WSFILTER" "$LOGDIR/bin/wsfilter" || exit 1
+WSFILTER=$LOGDIR/bin/wsfilter
+rm -f "$LOGDIR"/*.log "$RESULTS"
+: >"$RESULTS"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+printf 'QUICK=%s\nRUNS=%s\nWORKLOADS="%s"\nSERVERS="%s"\nLOAD_START="%s"\n' \
+	"$QUICK" "$RUNS" "$WORKLOADS" "$SERVERS" "$LOAD_START" >"$LOGDIR/config"
+T0=$(date +%s)
+log "bench: ${QUICK:+quick, }$RUNS round(s); logs in $LOGDIR"
+STARTED=
+for w in $WORKLOADS; do
+	log "bench: $(workload_label "$w")"
+	for r in $(seq 1 "$RUNS"); do
+		# fresh servers for each memory figure (a heap that grew in an
+		# earlier run would hide the cost of the connections); the other
+		# workloads share one set
+		if [ -z "$STARTED" ] || [ "$w" = conc ]; then
+			[ -n "$STARTED" ] && stop_servers
+			start_servers
+			STARTED=1
+		fi
+		# interleaved, each round starting one server further on
+		set -- $SERVERS
+		for _ in $(seq 1 $(( (r - 1) % $# ))); do
+			set -- "$@" "$1"
+			shift
+		done
+		for s in "$@"; do
+			run_one "$w" "$s" "$r"
+		done
+	done
+done
+stop_servers
+log "bench: done in $(( $(date +%s) - T0 )) s"
+report | tee "$BIN/report.md"
