@@ -2,19 +2,7 @@
 # The closing handshake (RFC 6455 sections 5.5.1, 7.4) and wsfilter's exit status.
 
 load common
-
-ws() { "$PY" "$BATS_TEST_DIRNAME/ws.py" "$@"; }
-
-# answer [RUN-OPTIONS] CONVERSATION [-- WSFILTER-ARGS]: run the conversation (see ws.py)
-answer() {
-	local conv=()
-	while [ $# -gt 0 ] && [ "$1" != -- ]; do
-		conv+=("$1")
-		shift
-	done
-	[ $# -gt 0 ] && shift
-	run ws run --timeout 8 "${conv[@]}" -- --close-timeout 1 "$@"
-}
+load wsrun
 
 @test "a client close 1000 gets a close 1000, then wsfilter ends the connection and exits 0" {
 	# --hold: we keep our side open until wsfilter ends its side (RFC 6455 7.1.1: the

@@ -3,19 +3,7 @@
 # frames fail the connection with 1002. Byte-exact input over a socketpair.
 
 load common
-
-ws() { "$PY" "$BATS_TEST_DIRNAME/ws.py" "$@"; }
-
-# answer [RUN-OPTIONS] CONVERSATION [-- WSFILTER-ARGS]: run the conversation (see ws.py)
-answer() {
-	local conv=()
-	while [ $# -gt 0 ] && [ "$1" != -- ]; do
-		conv+=("$1")
-		shift
-	done
-	[ $# -gt 0 ] && shift
-	run ws run --timeout 8 "${conv[@]}" -- --close-timeout 1 "$@"
-}
+load wsrun
 
 # fails_with_1002 FRAME-OPTIONS...: the handshake then this frame makes wsfilter
 # fail the connection with 1002 and exit 3, answering nothing else

@@ -3,19 +3,7 @@
 # byte-exact over a socketpair (fd 0 = fd 1, as under inetd or socat).
 
 load common
-
-ws() { "$PY" "$BATS_TEST_DIRNAME/ws.py" "$@"; }
-
-# answer [RUN-OPTIONS] CONVERSATION [-- WSFILTER-ARGS]: run the conversation (see ws.py)
-answer() {
-	local conv=()
-	while [ $# -gt 0 ] && [ "$1" != -- ]; do
-		conv+=("$1")
-		shift
-	done
-	[ $# -gt 0 ] && shift
-	run ws run --timeout 5 "${conv[@]}" -- --close-timeout 1 "$@"
-}
+load wsrun
 
 @test "the RFC 6455 example key gets the RFC's Sec-WebSocket-Accept" {
 	answer hs --key dGhlIHNhbXBsZSBub25jZQ==

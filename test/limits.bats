@@ -2,19 +2,7 @@
 # Size limits, flat memory, back-pressure and timers.
 
 load common
-
-ws() { "$PY" "$BATS_TEST_DIRNAME/ws.py" "$@"; }
-
-# answer [RUN-OPTIONS] CONVERSATION [-- WSFILTER-ARGS]: run the conversation (see ws.py)
-answer() {
-	local conv=()
-	while [ $# -gt 0 ] && [ "$1" != -- ]; do
-		conv+=("$1")
-		shift
-	done
-	[ $# -gt 0 ] && shift
-	run ws run --timeout 8 "${conv[@]}" -- --close-timeout 1 "$@"
-}
+load wsrun
 
 close_frame() { echo "frame --opcode close --code 1000"; }
 

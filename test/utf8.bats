@@ -4,8 +4,7 @@
 # arrives.
 
 load common
-
-ws() { "$PY" "$BATS_TEST_DIRNAME/ws.py" "$@"; }
+load wsrun
 
 close_frame() { echo "frame --opcode close --code 1000"; }
 
