@@ -1457,6 +1457,26 @@ static void conn_eof(struct conn *c, int64_t now)
 	}
 }
 
+/* Process and write until the input is used up or the output backs up.
+ * Never wait in poll while input that could be processed is buffered: no
+ * new byte may ever come to wake us. */
+static void conn_pump(struct conn *c, int64_t now)
+{
+	int blocked;
+	size_t used;
+
+	for (;;) {
+		blocked = out_room(c) < OUT_FRAME_MIN;
+		used = 0;
+		if (c->state == CS_HANDSHAKE || c->state == CS_OPEN)
+			used = conn_process(c, now);
+		conn_write(c);
+		if ((c->state != CS_HANDSHAKE && c->state != CS_OPEN) ||
+		    out_room(c) < OUT_FRAME_MIN || (!used && !blocked))
+			break;
+	}
+}
+
 static void conn_run(struct conn *c, const sigset_t *run_mask)
 {
 	struct pollfd pfd[2];
@@ -1519,14 +1539,12 @@ static void conn_run(struct conn *c, const sigset_t *run_mask)
 			conn_write(c);
 		if (rd)
 			conn_read(c, now);
-		if (c->state == CS_HANDSHAKE || c->state == CS_OPEN) {
-			conn_process(c, now);
-			/* with room to spare, what is left is an incomplete
-			 * head or frame that will never be completed */
-			if (c->in_eof && out_room(c) >= OUT_FRAME_MIN)
-				conn_eof(c, now);
-		}
-		conn_write(c);
+		conn_pump(c, now);
+		/* with room to spare, what is left is an incomplete head or
+		 * frame that will never be completed */
+		if (c->in_eof && out_room(c) >= OUT_FRAME_MIN &&
+		    (c->state == CS_HANDSHAKE || c->state == CS_OPEN))
+			conn_eof(c, now);
 	}
 }
 
