@@ -61,6 +61,11 @@ ASAN_SUITE = test/cli.bats test/handshake.bats test/framing.bats test/utf8.bats 
 test-asan: wsfilter-asan wsfilter-test-forbidden
 	WSFILTER=$$(pwd)/wsfilter-asan $(BATS) $(ASAN_SUITE)
 
+# a representative subset under valgrind (slow: not part of check)
+VALGRIND_SUITE = test/handshake.bats test/close.bats test/framing.bats
+test-valgrind: wsfilter
+	WSFILTER=$$(pwd)/test/valgrind-wsfilter $(BATS) $(VALGRIND_SUITE)
+
 # FUZZ_TIME seconds of libFuzzer on the core and of AFL++ on the program
 FUZZ_TIME = 60
 fuzz:
@@ -100,4 +105,4 @@ clean:
 	rm -f wsfilter wsfilter-asan wsfilter-test-forbidden web_index.h web_index.h.tmp
 	rm -rf test/fuzz/bin test/fuzz/out
 
-.PHONY: all run test check deps test-asan fuzz bench install uninstall clean
+.PHONY: all run test check deps test-asan test-valgrind fuzz bench install uninstall clean
