@@ -216,7 +216,7 @@ static const unsigned char web_index[] = {
 /* ==== Prototypes ======================================================= */
 
 static void log_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void conn_fail(struct conn *c, int code, int status, const char *reason);
+static void conn_fail(struct conn *c, int code, int status, const char *reason, int64_t now);
 static void conn_close_frame(struct conn *c, int code, const char *reason);
 static void conn_linger(struct conn *c, int status, int64_t now);
 static size_t conn_process(struct conn *c, int64_t now);
@@ -881,7 +881,7 @@ static void hs_complete(struct conn *c, const char *head, size_t len, int64_t no
 		r.protocol ? r.protocol : "",
 		r.protocol ? "\r\n" : "");
 	if (n < 0 || (size_t)n >= sizeof resp || out_put(c, resp, (size_t)n) < 0) {
-		conn_fail(c, CLOSE_INTERNAL, EXIT_INTERNAL, "handshake answer too long");
+		conn_fail(c, CLOSE_INTERNAL, EXIT_INTERNAL, "handshake answer too long", now);
 		return;
 	}
 	c->http_status = 101;
@@ -1020,14 +1020,14 @@ static void conn_linger(struct conn *c, int status, int64_t now)
 
 /* RFC 6455 7.1.7 "Fail the WebSocket Connection": send the close code,
  * stop processing input, log why. */
-static void conn_fail(struct conn *c, int code, int status, const char *reason)
+static void conn_fail(struct conn *c, int code, int status, const char *reason, int64_t now)
 {
 	if (c->state == CS_OPEN) {
 		conn_close_frame(c, code, reason);
 		c->close_by = "server";
 	}
 	snprintf(c->reason, sizeof c->reason, "%s", reason);
-	conn_linger(c, status, now_ms());
+	conn_linger(c, status, now);
 }
 
 /* RFC 6455 7.4.1: codes a peer may send in a close frame. */
@@ -1055,17 +1055,17 @@ static void ctrl_handle(struct conn *c, int opcode, unsigned char *p, size_t n, 
 		break;
 	case OP_CLOSE:
 		if (n == 1) {
-			conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "close frame with a 1-byte payload");
+			conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "close frame with a 1-byte payload", now);
 			return;
 		}
 		code = n ? (unsigned)p[0] << 8 | p[1] : 0;
 		if (n && !close_code_valid(code)) {
-			conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "invalid close code");
+			conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "invalid close code", now);
 			return;
 		}
 		utf8_reset(&u);
 		if (n > 2 && (utf8_run(&u, p + 2, n - 2, &bad) < 0 || u.need)) {
-			conn_fail(c, CLOSE_INVALID_DATA, EXIT_PROTOCOL, "close reason is not UTF-8");
+			conn_fail(c, CLOSE_INVALID_DATA, EXIT_PROTOCOL, "close reason is not UTF-8", now);
 			return;
 		}
 		/* RFC 6455 5.5.1: answer with a close echoing the code */
@@ -1101,34 +1101,34 @@ static size_t frame_feed(struct conn *c, int64_t now)
 			len = p[1] & 0x7F;
 			/* each check where its field is decoded */
 			if (p[0] & WSBIT_RSV) {
-				conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "RSV bits set without an extension");
+				conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "RSV bits set without an extension", now);
 				break;
 			}
 			if ((opcode > OP_BINARY && opcode < OP_CLOSE) || opcode > OP_PONG) {
-				conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "reserved opcode");
+				conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "reserved opcode", now);
 				break;
 			}
 			if (!(p[1] & WSBIT_MASK)) {
 				/* RFC 6455 5.1: clients MUST mask every frame */
-				conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "unmasked client frame");
+				conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "unmasked client frame", now);
 				break;
 			}
 			if (opcode >= OP_CLOSE) {
 				/* RFC 6455 5.5: control frames MUST NOT be fragmented
 				 * and carry at most 125 bytes */
 				if (!fin) {
-					conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "fragmented control frame");
+					conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "fragmented control frame", now);
 					break;
 				}
 				if (len > CTRL_MAX) {
-					conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "control frame over 125 bytes");
+					conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "control frame over 125 bytes", now);
 					break;
 				}
 			} else if (opcode == OP_CONT && !m->active) {
-				conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "continuation without a message in progress");
+				conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "continuation without a message in progress", now);
 				break;
 			} else if (opcode != OP_CONT && m->active) {
-				conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "new message while a fragmented one is in progress");
+				conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "new message while a fragmented one is in progress", now);
 				break;
 			}
 			if (len == 126) {
@@ -1138,21 +1138,21 @@ static size_t frame_feed(struct conn *c, int64_t now)
 				hlen = 4;
 				if (len < 126) {
 					/* RFC 6455 5.2: the minimal number of bytes MUST be used */
-					conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "non-minimal 16-bit length");
+					conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "non-minimal 16-bit length", now);
 					break;
 				}
 			} else if (len == 127) {
 				if (avail - used < 10)
 					break;
 				if (p[2] & 0x80) {
-					conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "64-bit length with the top bit set");
+					conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "64-bit length with the top bit set", now);
 					break;
 				}
 				for (len = 0, i = 0; i < 8; i++)
 					len = len << 8 | p[2 + i];
 				hlen = 10;
 				if (len <= 0xFFFF) {
-					conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "non-minimal 64-bit length");
+					conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "non-minimal 64-bit length", now);
 					break;
 				}
 			}
@@ -1172,7 +1172,7 @@ static size_t frame_feed(struct conn *c, int64_t now)
 			if (opt.max_message && (len > opt.max_message ||
 						(m->active ? m->size : 0) + len > opt.max_message)) {
 				/* known from the header: fail before the payload */
-				conn_fail(c, CLOSE_TOO_BIG, EXIT_PROTOCOL, "message over --max-message");
+				conn_fail(c, CLOSE_TOO_BIG, EXIT_PROTOCOL, "message over --max-message", now);
 				break;
 			}
 			if (!m->active) {
@@ -1231,7 +1231,7 @@ static size_t frame_feed(struct conn *c, int64_t now)
 				/* RFC 6455 8.1: fail at once; the invalid bytes
 				 * are never queued */
 				used += chunk;
-				conn_fail(c, CLOSE_INVALID_DATA, EXIT_PROTOCOL, "invalid UTF-8 in a text message");
+				conn_fail(c, CLOSE_INVALID_DATA, EXIT_PROTOCOL, "invalid UTF-8 in a text message", now);
 				break;
 			}
 			memcpy(dst + hlen + chunk, suffix, slen);
@@ -1260,16 +1260,11 @@ static size_t conn_process(struct conn *c, int64_t now)
 {
 	size_t used, total = 0;
 
-	for (;;) {
-		if (c->state == CS_HANDSHAKE)
-			used = hs_feed(c, now);
-		else if (c->state == CS_OPEN)
-			used = frame_feed(c, now);
-		else
-			used = c->in_len - c->in_off; /* after the close: discarded */
+	while (c->state == CS_HANDSHAKE || c->state == CS_OPEN) {
+		used = c->state == CS_HANDSHAKE ? hs_feed(c, now) : frame_feed(c, now);
 		c->in_off += used;
 		total += used;
-		if (!used || c->state == CS_LINGER || c->state == CS_DONE)
+		if (!used)
 			break;
 	}
 	if (c->in_off == c->in_len)
@@ -1329,7 +1324,7 @@ static int64_t conn_timers(struct conn *c, int64_t now)
 				char why[64];
 
 				snprintf(why, sizeof why, "no pong within %d s", opt.ping_timeout);
-				conn_fail(c, CLOSE_INTERNAL, EXIT_TIMEOUT, why);
+				conn_fail(c, CLOSE_INTERNAL, EXIT_TIMEOUT, why, now);
 				break;
 			}
 			if (!c->ping_end && !c->pong_deadline && now >= c->next_ping_ms &&
