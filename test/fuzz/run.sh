@@ -2,7 +2,8 @@
 # Fuzzes wsfilter for FUZZ_TIME seconds with each of two fuzzers:
 #  - libFuzzer (clang, ASan+UBSan) on the protocol core, fuzz_core.c;
 #  - AFL++ on the whole program, a conversation on stdin.
-# Both start from corpus/ (made by mkcorpus.py) with ws.dict.  A finding
+# Both start from corpus/ (made by mkcorpus.py) with ws.dict; libFuzzer also
+# from corpus-core/ (inputs with its option byte, kept from longer runs).  A finding
 # makes the script fail; add it to corpus/ as a regression once fixed.
 set -eu
 cd "$(dirname "$0")"
@@ -17,6 +18,8 @@ for f in corpus/*; do
 		{ printf "\\$sel"; cat "$f"; } > "out/lf-corpus/$(basename "$f")-$sel"
 	done
 done
+# and the corpus a longer run grew (minimized with -merge=1)
+cp corpus-core/* out/lf-corpus/ 2>/dev/null || true
 clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 	fuzz_core.c -o bin/fuzz_core
 echo "libFuzzer: $FUZZ_TIME s on the protocol core"
