@@ -146,7 +146,7 @@ POST_UPGRADE='POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnec
 	run ops --connect "$port" hs head text:one text:two frame frame close:1000 frame eof
 	assert_success
 	assert_equal "$output" "$(printf '%s\n' "${HEAD_101[@]}" "TEXT one" "TEXT two" "CLOSE 1000" "EOF")"
-	wait_for_line "$log" '^wsfilter: 127\.0\.0\.1:[0-9]+ websocket .* in 2 msg 6 B, out 2 msg 6 B, close 1000 by client, exit 0$'
+	wait_for_line "$log" '^wsfilter\[[0-9]+\]: 127\.0\.0\.1:[0-9]+ websocket .* in 2 msg 6 B, out 2 msg 6 B, close 1000 by client, exit 0$'
 }
 
 # ==== 3. Stopping: SIGTERM, SIGINT, SIGHUP ===================================
@@ -159,7 +159,7 @@ stop_with() {
 	expect_transcript "${HEAD_101[@]}" "TEXT one" "TEXT two" "TEXT three" \
 		"CLOSE 1001 server shutting down" "EOF" "EXITED 0" "EXIT 0" \
 		"$(grep '^LOG ' <<<"$output")"
-	assert_line --regexp '^LOG wsfilter: 127\.0\.0\.1:[0-9]+ websocket .* in 3 msg 11 B, out 3 msg 11 B, close 1001 by server \(.*\), exit 0$'
+	assert_line --regexp '^LOG wsfilter\[[0-9]+\]: 127\.0\.0\.1:[0-9]+ websocket .* in 3 msg 11 B, out 3 msg 11 B, close 1001 by server \(.*\), exit 0$'
 }
 
 @test "SIGTERM: the client gets its replies, then close 1001; wsfilter exits 0 within 2 s" {
@@ -186,7 +186,7 @@ stop_with() {
 	assert_line "BODY 2 ok"
 	assert_equal "$(grep -A1 '^BODY ' <<<"$output" | sed 1d)" "EOF"
 	assert_line "EXIT 0"
-	assert_line --regexp '^LOG wsfilter: 127\.0\.0\.1:[0-9]+ http 200 health check .*exit 0$'
+	assert_line --regexp '^LOG wsfilter\[[0-9]+\]: 127\.0\.0\.1:[0-9]+ http 200 health check .*exit 0$'
 }
 
 @test "HEAD /healthz: the GET headers and no body; logged as a health check, exit 0" {
@@ -198,7 +198,7 @@ stop_with() {
 	assert_line "H connection: close"
 	refute_line --partial "EXTRA"
 	assert_line "EXIT 0"
-	assert_line --regexp '^LOG wsfilter: .* http 200 health check .*exit 0$'
+	assert_line --regexp '^LOG wsfilter\[[0-9]+\]: .* http 200 health check .*exit 0$'
 }
 
 @test "HEAD /: Content-Length is the size of web/index.html, no body, and a CSP with connect-src" {
@@ -221,7 +221,7 @@ stop_with() {
 	assert_success
 	expect_transcript "${HEAD_101[@]}" "CLOSE 1011 no pong within 1 s" "PINGS 1" "EOF" "EXIT 5" \
 		"$(grep '^LOG ' <<<"$output")"
-	assert_line --regexp '^LOG wsfilter: .* close 1011 by server \(no pong within 1 s\), exit 5$'
+	assert_line --regexp '^LOG wsfilter\[[0-9]+\]: .* close 1011 by server \(no pong within 1 s\), exit 5$'
 }
 
 @test "pings: a client that answers them is still connected after 3 s, and got pings" {
@@ -239,8 +239,10 @@ stop_with() {
 	# nothing for 3.5 s, past the first ping (2 s) plus its timeout (1 s). The
 	# ping waits in wsfilter's queue behind the replies, so no 1011 may come:
 	# once the client reads, it gets every reply and answers the ping.
+	# --send-timeout 5: a client that takes no byte for the ping timeout is
+	# otherwise gone (the send timeout defaults to the ping timeout).
 	run ops --small-buffers --pong hs head flood:16384 sleep:3.5 drain pings close:1000 frame eof \
-		-- --echo --ping-interval 2 --ping-timeout 1
+		-- --echo --ping-interval 2 --ping-timeout 1 --send-timeout 5
 	local flood n secs
 	flood=$(grep '^FLOODED ' <<<"$output")
 	n=$(cut -d' ' -f2 <<<"$flood")
@@ -273,46 +275,46 @@ peer_log() {
 @test "peer: REMOTE_ADDR/REMOTE_PORT come first" {
 	peer_log REMOTE_ADDR=192.0.2.1 REMOTE_PORT=1001 TCPREMOTEIP=192.0.2.2 TCPREMOTEPORT=1002 \
 		SOCAT_PEERADDR=192.0.2.3 SOCAT_PEERPORT=1003
-	assert_line --regexp '^LOG wsfilter: 192\.0\.2\.1:1001 http 200 '
+	assert_line --regexp '^LOG wsfilter\[[0-9]+\]: 192\.0\.2\.1:1001 http 200 '
 }
 
 @test "peer: then TCPREMOTEIP/TCPREMOTEPORT (tcpserver)" {
 	peer_log TCPREMOTEIP=192.0.2.2 TCPREMOTEPORT=1002 SOCAT_PEERADDR=192.0.2.3 SOCAT_PEERPORT=1003
-	assert_line --regexp '^LOG wsfilter: 192\.0\.2\.2:1002 http 200 '
+	assert_line --regexp '^LOG wsfilter\[[0-9]+\]: 192\.0\.2\.2:1002 http 200 '
 }
 
 @test "peer: then SOCAT_PEERADDR/SOCAT_PEERPORT (socat)" {
 	peer_log SOCAT_PEERADDR=192.0.2.3 SOCAT_PEERPORT=1003
-	assert_line --regexp '^LOG wsfilter: 192\.0\.2\.3:1003 http 200 '
+	assert_line --regexp '^LOG wsfilter\[[0-9]+\]: 192\.0\.2\.3:1003 http 200 '
 }
 
 @test "peer: with no launcher variables, getpeername of the accepted TCP socket" {
 	peer_log
-	assert_line --regexp "^LOG wsfilter: 127\.0\.0\.1:$(client_port) http 200 "
+	assert_line --regexp "^LOG wsfilter\[[0-9]+\]: 127\.0\.0\.1:$(client_port) http 200 "
 }
 
 @test "peer: an IPv6 REMOTE_ADDR is written in brackets before the port" {
 	peer_log REMOTE_ADDR=2001:db8::1 REMOTE_PORT=1001
-	assert_line --regexp '^LOG wsfilter: \[2001:db8::1\]:1001 http 200 '
+	assert_line --regexp '^LOG wsfilter\[[0-9]+\]: \[2001:db8::1\]:1001 http 200 '
 }
 
 @test "peer: X-Forwarded-For is logged with --trust-proxy" {
 	run ops --header "X-Forwarded-For: 203.0.113.7" hs head close:1000 frame eof -- --trust-proxy
 	assert_success
-	assert_line --regexp "^LOG wsfilter: 127\.0\.0\.1:$(client_port) for 203\.0\.113\.7 websocket "
+	assert_line --regexp "^LOG wsfilter\[[0-9]+\]: 127\.0\.0\.1:$(client_port) for 203\.0\.113\.7 websocket "
 }
 
 @test "peer: X-Forwarded-For is ignored without --trust-proxy" {
 	run ops --header "X-Forwarded-For: 203.0.113.7" hs head close:1000 frame eof
 	assert_success
-	assert_line --regexp "^LOG wsfilter: 127\.0\.0\.1:$(client_port) websocket "
+	assert_line --regexp "^LOG wsfilter\[[0-9]+\]: 127\.0\.0\.1:$(client_port) websocket "
 	refute_output --partial "203.0.113.7"
 }
 
 @test "peer: control characters in REMOTE_ADDR come out as '?' (one log line, no escape sequences)" {
 	peer_log 'REMOTE_ADDR=10.0.0.1\x1b[31m\nforged line\x7f"' REMOTE_PORT=5
 	assert_equal "$(grep -c '^LOG ' <<<"$output")" 1
-	assert_line --regexp '^LOG wsfilter: 10\.0\.0\.1\?\[31m\?forged line\?\?:5 http 200 '
+	assert_line --regexp '^LOG wsfilter\[[0-9]+\]: 10\.0\.0\.1\?\[31m\?forged line\?\?:5 http 200 '
 	refute_output --partial $'\x1b'
 }
 
@@ -322,7 +324,7 @@ peer_log() {
 	peer_log "REMOTE_ADDR=$long" REMOTE_PORT=5
 	local line
 	line=$(grep '^LOG ' <<<"$output")
-	assert_regex "$line" '^LOG wsfilter: a+(:5)? http 200 health check '
+	assert_regex "$line" '^LOG wsfilter\[[0-9]+\]: a+(:5)? http 200 health check '
 	# the run of a's is the cap, well under the 500 given
 	local run_len
 	run_len=$(grep -o 'a\{10,\}' <<<"$line" | head -1 | wc -L)
@@ -336,7 +338,7 @@ peer_log() {
 	assert_success
 	assert_line "CLOSE 1000"
 	assert_line "EXIT 0"
-	assert_line --regexp '^LOG wsfilter: .* websocket .* close 1000 by client, exit 0$'
+	assert_line --regexp '^LOG wsfilter\[[0-9]+\]: .* websocket .* close 1000 by client, exit 0$'
 }
 
 @test "exit 0: the page is served (logged: http 200 page)" {
@@ -344,7 +346,7 @@ peer_log() {
 	assert_success
 	assert_line --index 1 "STATUS HTTP/1.1 200 OK"
 	assert_line "EXIT 0"
-	assert_line --regexp '^LOG wsfilter: .* http 200 page .*exit 0$'
+	assert_line --regexp '^LOG wsfilter\[[0-9]+\]: .* http 200 page .*exit 0$'
 }
 
 @test "exit 3: an unmasked client frame (close 1002 and its reason in the log)" {
@@ -352,7 +354,7 @@ peer_log() {
 	assert_success
 	assert_line "CLOSE 1002 unmasked client frame"
 	assert_line "EXIT 3"
-	assert_line --regexp '^LOG wsfilter: .* close 1002 by server \(unmasked client frame\), exit 3$'
+	assert_line --regexp '^LOG wsfilter\[[0-9]+\]: .* close 1002 by server \(unmasked client frame\), exit 3$'
 }
 
 @test "exit 3: HTTP 400 for an upgrade without Sec-WebSocket-Key (status and reason in the log)" {
@@ -360,7 +362,7 @@ peer_log() {
 	assert_success
 	assert_line --index 1 "STATUS HTTP/1.1 400 Bad Request"
 	assert_line "EXIT 3"
-	assert_line --regexp '^LOG wsfilter: .* http 400 .*\(.*Sec-WebSocket-Key.*\), exit 3$'
+	assert_line --regexp '^LOG wsfilter\[[0-9]+\]: .* http 400 .*\(.*Sec-WebSocket-Key.*\), exit 3$'
 }
 
 @test "exit 4: EOF in the middle of a frame's payload, without a close" {
@@ -369,7 +371,7 @@ peer_log() {
 	assert_line "TEXT hi"
 	assert_line "EOF"
 	assert_line "EXIT 4"
-	assert_line --regexp '^LOG wsfilter: .* websocket .*\(client left without a close.*\), exit 4$'
+	assert_line --regexp '^LOG wsfilter\[[0-9]+\]: .* websocket .*\(client left without a close.*\), exit 4$'
 }
 
 @test "exit 5: handshake timeout with a partial request head (408)" {
@@ -378,22 +380,22 @@ peer_log() {
 	assert_line --index 1 "STATUS HTTP/1.1 408 Request Timeout"
 	refute_line --partial "EXTRA"
 	assert_line "EXIT 5"
-	assert_line --regexp '^LOG wsfilter: .* http 408 .*exit 5$'
+	assert_line --regexp '^LOG wsfilter\[[0-9]+\]: .* http 408 .*exit 5$'
 }
 
 @test "exit 5: handshake timeout without a single byte (nothing sent back)" {
 	run ops eof -- --handshake-timeout 1
 	assert_success
 	expect_transcript "EOF" "EXIT 5" "$(grep '^LOG ' <<<"$output")"
-	assert_line --regexp '^LOG wsfilter: .* no request .*\(no request within 1 s\), exit 5$'
+	assert_line --regexp '^LOG wsfilter\[[0-9]+\]: .* no request .*\(no request within 1 s\), exit 5$'
 }
 
-@test "exit 5: idle timeout (close 1001 \"idle timeout\"; close code and reason in the log)" {
+@test "exit 5: idle timeout (close 1001 \"idle for 1 s\"; close code and reason in the log)" {
 	run ops hs head frame close:1001 eof -- --idle-timeout 1
 	assert_success
-	assert_line "CLOSE 1001 idle timeout"
+	assert_line "CLOSE 1001 idle for 1 s"
 	assert_line "EXIT 5"
-	assert_line --regexp '^LOG wsfilter: .* websocket .* close 1001 by server \(idle.*\), exit 5$'
+	assert_line --regexp '^LOG wsfilter\[[0-9]+\]: .* websocket .* close 1001 by server \(idle.*\), exit 5$'
 }
 
 @test "exit 2: an unknown option is a usage error" {
@@ -423,5 +425,5 @@ peer_log() {
 	assert_line --regexp '^TEXT two - [0-9]+$'
 	assert_line "CLOSE 1000"
 	assert_line "EOF"
-	wait_for_line "$log" '^wsfilter: 127\.0\.0\.1:[0-9]+ websocket .* close 1000 by client, exit 0$'
+	wait_for_line "$log" '^wsfilter\[[0-9]+\]: 127\.0\.0\.1:[0-9]+ websocket .* close 1000 by client, exit 0$'
 }

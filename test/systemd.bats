@@ -204,10 +204,10 @@ verify_install() {
 	local i
 	for i in $(seq 1 50); do
 		run in_container journalctl --no-pager -o cat -u 'wsfilter@*'
-		grep -qE '^wsfilter: 127\.0\.0\.1:[0-9]+ .*[^0-9]7 msgs? ' <<<"$output" && break
+		grep -qE '^wsfilter\[[0-9]+\]: 127\.0\.0\.1:[0-9]+ .*[^0-9]7 msgs? ' <<<"$output" && break
 		sleep 0.1
 	done
-	assert_line --regexp '^wsfilter: 127\.0\.0\.1:[0-9]+ .*[^0-9]7 msgs? '
+	assert_line --regexp '^wsfilter\[[0-9]+\]: 127\.0\.0\.1:[0-9]+ .*[^0-9]7 msgs? '
 	# wsfilter's seccomp filter went in under the unit's own filter.
 	refute_output --partial 'seccomp'
 }

@@ -369,7 +369,7 @@ class Server:
             return f.read().decode("utf-8", "replace")
 
     def log_line(self):
-        lines = [l for l in self.log().splitlines() if l.startswith("wsfilter: ")]
+        lines = [l for l in self.log().splitlines() if re.match(r"wsfilter(\[\d+\])?: ", l)]
         return lines[-1] if lines else ""
 
     def kill(self):
