@@ -28,6 +28,11 @@ wsfilter-asan: wsfilter.c web_index.h
 wsfilter-test-forbidden: wsfilter.c web_index.h
 	$(CC) $(WARN) $(CPPFLAGS_ALL) $(CPPFLAGS) -O2 -DWSFILTER_TEST_FORBIDDEN -o $@ wsfilter.c
 
+# test build only: overflows a buffer after the handshake, which
+# _FORTIFY_SOURCE turns into abort(): it must die by SIGABRT, not SIGSYS
+wsfilter-test-abort: wsfilter.c web_index.h
+	$(CC) $(WARN) $(CPPFLAGS_ALL) $(CPPFLAGS) -O2 -DWSFILTER_TEST_ABORT -o $@ wsfilter.c
+
 # the page, as a C array: od and sed, nothing beyond POSIX
 web_index.h: web/index.html
 	od -An -v -tx1 web/index.html | sed 's/ *\([0-9a-f][0-9a-f]\)/0x\1,/g' > $@.tmp
@@ -37,7 +42,7 @@ run: wsfilter
 	@echo "wsfilter on ws://localhost:$(PORT) — open http://localhost:$(PORT)/"
 	socat TCP-LISTEN:$(PORT),reuseaddr,fork,backlog=128,nodelay EXEC:./wsfilter
 
-test: wsfilter wsfilter-test-forbidden
+test: wsfilter wsfilter-test-forbidden wsfilter-test-abort
 	$(BATS) test
 
 # everything CI checks: warning-free under gcc and clang, the suite, the suite
@@ -58,7 +63,7 @@ deps:
 ASAN_SUITE = test/cli.bats test/handshake.bats test/framing.bats test/utf8.bats \
 	test/close.bats test/limits.bats test/clients.bats test/sandbox.bats \
 	test/operations.bats test/hostile.bats
-test-asan: wsfilter-asan wsfilter-test-forbidden
+test-asan: wsfilter-asan wsfilter-test-forbidden wsfilter-test-abort
 	WSFILTER=$$(pwd)/wsfilter-asan $(BATS) $(ASAN_SUITE)
 
 # a representative subset under valgrind (slow: not part of check)
@@ -102,7 +107,7 @@ uninstall:
 	-rmdir $(DESTDIR)$(DOCDIR)/xinetd.d $(DESTDIR)$(DOCDIR)
 
 clean:
-	rm -f wsfilter wsfilter-asan wsfilter-test-forbidden web_index.h web_index.h.tmp
+	rm -f wsfilter wsfilter-asan wsfilter-test-forbidden wsfilter-test-abort web_index.h web_index.h.tmp
 	rm -rf test/fuzz/bin test/fuzz/out
 
 .PHONY: all run test check deps test-asan test-valgrind fuzz bench install uninstall clean

@@ -1197,6 +1197,17 @@ static void hs_accept(struct conn *c, const struct hs_request *r)
 	/* test builds only: a call outside the allow-list proves the kill */
 	(void)!open("/dev/null", O_RDONLY);
 #endif
+#ifdef WSFILTER_TEST_ABORT
+	{
+		/* test builds only: a _FORTIFY_SOURCE failure (the peer's name
+		 * into 4 bytes) must die by SIGABRT with its message logged */
+		char small[4];
+		const char *volatile src = c->peer;
+
+		strcpy(small, src);
+		c->peer[0] = small[0];
+	}
+#endif
 }
 
 /* The head is complete (len bytes, CRLFCRLF included): answer it. */
