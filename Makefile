@@ -71,6 +71,10 @@ VALGRIND_SUITE = test/handshake.bats test/close.bats test/framing.bats
 test-valgrind: wsfilter
 	WSFILTER=$$(pwd)/test/valgrind-wsfilter $(BATS) $(VALGRIND_SUITE)
 
+# deliberate bugs, one at a time: the byte-level suites must catch each
+mutants: web_index.h
+	bash test/mutants/run.sh
+
 # FUZZ_TIME seconds of libFuzzer on the core and of AFL++ on the program
 FUZZ_TIME = 60
 fuzz:
@@ -110,4 +114,4 @@ clean:
 	rm -f wsfilter wsfilter-asan wsfilter-test-forbidden wsfilter-test-abort web_index.h web_index.h.tmp
 	rm -rf test/fuzz/bin test/fuzz/out
 
-.PHONY: all run test check deps test-asan test-valgrind fuzz bench install uninstall clean
+.PHONY: all run test check deps test-asan test-valgrind mutants fuzz bench install uninstall clean
