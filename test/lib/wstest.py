@@ -582,6 +582,7 @@ def deny_seccomp():
         raise OSError(ctypes.get_errno(), "deny_seccomp: prctl failed")
 
 
+TIME_BIN = "/usr/bin/time"
 LIVE = set()  # every Wsfilter not reaped yet: killed when the tool exits
 
 
@@ -604,7 +605,7 @@ class Wsfilter:
     CLK_TCK = os.sysconf("SC_CLK_TCK")
 
     def __init__(self, args=(), transport="socketpair", env=None, clear_peer_env=False,
-                 sndbuf=None, rcvbuf=None, no_seccomp=False, binary=None):
+                 sndbuf=None, rcvbuf=None, server_buf=None, no_seccomp=False, binary=None, timed=False):
         lazy()
         self.args = list(args)
         self.transport = transport
@@ -623,11 +624,9 @@ class Wsfilter:
         elif transport in ("tcp", "tcp6", "inetd"):
             fam, host = (socket.AF_INET6, "::1") if transport == "tcp6" else (socket.AF_INET, "127.0.0.1")
             lst = socket.socket(fam, socket.SOCK_STREAM)
-            for s in (lst,):
-                if sndbuf:
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
-                if rcvbuf:
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            if server_buf:  # inherited by the accepted socket: wsfilter's end
+                lst.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, server_buf)
+                lst.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, server_buf)
             lst.bind((host, 0))
             lst.listen(1)
             self.sock = socket.socket(fam, socket.SOCK_STREAM)
@@ -652,11 +651,19 @@ class Wsfilter:
         else:
             self.err = open(self.errfile, "wb")
             stderr = self.err
+        argv = [binary or wsfilter_path()] + self.args
+        # A child forked from this Python starts with Python's RSS as its peak (wait4's
+        # ru_maxrss survives exec): peak figures come from /usr/bin/time, which forks
+        # wsfilter from a small process, or from /proc while it runs.
+        self.timefile = os.path.join(self.tmp, "time") if timed and os.access(TIME_BIN, os.X_OK) else None
+        if self.timefile:
+            argv = [TIME_BIN, "-f", "%M %U %S", "-o", self.timefile] + argv
         self.t0 = time.monotonic()
-        self.proc = subprocess.Popen([binary or wsfilter_path()] + self.args, stdin=fds[0], stdout=fds[1],
-                                     stderr=stderr, env=e, close_fds=True,
+        self.proc = subprocess.Popen(argv, stdin=fds[0], stdout=fds[1], stderr=stderr, env=e, close_fds=True,
                                      preexec_fn=deny_seccomp if no_seccomp else None)
         self.pid = self.proc.pid
+        if self.timefile:
+            self.pid = self.find_child()
         LIVE.add(self)
         if transport == "pipes":
             os.close(fds[0])
@@ -668,6 +675,19 @@ class Wsfilter:
         self.maxrss_kb = 0
         self.cpu_s = 0.0
         self.hwm_kb = 0
+
+    def find_child(self):
+        path = "/proc/%d/task/%d/children" % (self.proc.pid, self.proc.pid)
+        for _ in range(1000):
+            try:
+                with open(path) as f:
+                    kids = f.read().split()
+                if kids:
+                    return int(kids[0])
+            except OSError:
+                break
+            time.sleep(0.002)
+        return self.proc.pid  # exited already: figures come from the time file
 
     # -- figures -----------------------------------------------------------
     def sample(self):
@@ -709,19 +729,41 @@ class Wsfilter:
             return self.rc
         deadline = time.monotonic() + timeout
         while True:
-            pid, status, ru = os.wait4(self.pid, os.WNOHANG)
+            pid, status, ru = os.wait4(self.proc.pid, os.WNOHANG)
             if pid:
                 self.end = time.monotonic()
                 self.rc = os.waitstatus_to_exitcode(status)
                 self.proc.returncode = self.rc
                 LIVE.discard(self)
-                self.maxrss_kb = ru.ru_maxrss
-                self.hwm_kb = max(self.hwm_kb, ru.ru_maxrss)
-                self.cpu_s = max(self.cpu_s, ru.ru_utime + ru.ru_stime)
+                if self.timefile:
+                    self.timed_figures()
+                else:
+                    self.cpu_s = max(self.cpu_s, ru.ru_utime + ru.ru_stime)
                 return self.rc
             if time.monotonic() >= deadline:
                 return None
             time.sleep(0.002)
+
+    def timed_figures(self):
+        """wsfilter's status and figures from /usr/bin/time's report."""
+        try:
+            with open(self.timefile) as f:
+                lines = f.read().splitlines()
+        except OSError:
+            lines = []
+        for line in lines:
+            m = re.match(r"Command terminated by signal ([0-9]+)", line)
+            if m:
+                self.rc = -int(m.group(1))
+        fig = [l for l in lines if re.fullmatch(r"[0-9]+ [0-9.]+ [0-9.]+", l)]
+        if fig:
+            kb, user, system = fig[-1].split()
+            self.maxrss_kb = int(kb)
+            self.hwm_kb = max(self.hwm_kb, int(kb))
+            self.cpu_s = max(self.cpu_s, float(user) + float(system))
+        elif self.rc >= 0:
+            self.rc = -1000  # no report: time itself failed
+        self.proc.returncode = self.rc
 
     def kill(self):
         if self.rc is None:
@@ -776,6 +818,8 @@ class Wsfilter:
 def describe_status(rc):
     if rc is None:
         return "still running"
+    if rc == -1000:
+        return "lost: /usr/bin/time reported nothing"
     if rc < 0:
         try:
             name = signal.Signals(-rc).name
@@ -1484,6 +1528,7 @@ SCRIPT_HELP = """steps (a step that runs out of time prints "TIMEOUT <step>" and
                       [<reason>]", ...; a fragmented message is joined
   wait:S              read frames for S seconds or until a close frame, printing them
   pings               print "PINGS <n>": pings received so far
+  procstatus          print the Seccomp and NoNewPrivs lines of wsfilter's /proc/PID/status
   open                print "OPEN" if the connection is still up (no EOF, process alive)
   eof                 read until EOF: "EOF" (after "EXTRA <n> <text>" if bytes came), then
                       shut down our sending side, as clients do
@@ -1651,7 +1696,8 @@ def cmd_script(a):
     else:
         buf = 65536 if a.small_buffers else None
         transport = "inetd" if a.stderr == "socket" else ("tcp6" if a.ipv6 else "tcp")
-        w = Wsfilter(a.args, transport, env=spawn_env(a), clear_peer_env=True, sndbuf=buf, rcvbuf=buf)
+        w = Wsfilter(a.args, transport, env=spawn_env(a), clear_peer_env=True, sndbuf=buf, rcvbuf=buf,
+                     server_buf=buf)
         cs = w.sock
         name = cs.getsockname()
         print(("CLIENT [%s]:%d" if a.ipv6 else "CLIENT %s:%d") % name[:2])
@@ -1716,6 +1762,9 @@ def cmd_script(a):
                     pass
             elif name == "pings":
                 c.out("PINGS %d" % c.pings)
+            elif name == "procstatus":
+                for line in w.proc_status("Seccomp", "NoNewPrivs"):
+                    c.out(line)
             elif name == "open":
                 r, _, _ = select.select([cs], [], [], 0)
                 closed = bool(r) and cs.recv(1, socket.MSG_PEEK) == b""
