@@ -1049,7 +1049,7 @@ class Conversation:
     SYNC_LIMIT = 5.0
 
     def __init__(self, a):
-        self.w = Wsfilter(a.args, a.transport, env=spawn_env(a), clear_peer_env=a.clear_peer_env,
+        self.w = Wsfilter(a.args, a.transport, env=spawn_env(a, a.clear_peer_env),
                           no_seccomp=a.no_seccomp)
         self.pipes = a.transport == "pipes"
         self.can_sync = a.transport in ("pipes", "socketpair")
@@ -1155,8 +1155,9 @@ class Conversation:
         return None
 
 
-def spawn_env(a):
-    env = dict(os.environ)
+def spawn_env(a, clear_peer=False):
+    """os.environ with --env settings; clear_peer: without launcher variables first."""
+    env = {k: v for k, v in os.environ.items() if not (clear_peer and k in PEER_VARS)}
     for e in a.env:
         k, _, v = e.partition("=")
         env[k] = unescape(v)
@@ -1528,6 +1529,7 @@ SCRIPT_HELP = """steps (a step that runs out of time prints "TIMEOUT <step>" and
                       [<reason>]", ...; a fragmented message is joined
   wait:S              read frames for S seconds or until a close frame, printing them
   pings               print "PINGS <n>": pings received so far
+  alive               print "ALIVE" while wsfilter runs
   procstatus          print the Seccomp and NoNewPrivs lines of wsfilter's /proc/PID/status
   open                print "OPEN" if the connection is still up (no EOF, process alive)
   eof                 read until EOF: "EOF" (after "EXTRA <n> <text>" if bytes came), then
@@ -1696,7 +1698,7 @@ def cmd_script(a):
     else:
         buf = 65536 if a.small_buffers else None
         transport = "inetd" if a.stderr == "socket" else ("tcp6" if a.ipv6 else "tcp")
-        w = Wsfilter(a.args, transport, env=spawn_env(a), clear_peer_env=True, sndbuf=buf, rcvbuf=buf,
+        w = Wsfilter(a.args, transport, env=spawn_env(a, True), sndbuf=buf, rcvbuf=buf,
                      server_buf=buf)
         cs = w.sock
         name = cs.getsockname()
@@ -1762,6 +1764,9 @@ def cmd_script(a):
                     pass
             elif name == "pings":
                 c.out("PINGS %d" % c.pings)
+            elif name == "alive":
+                rc = w.wait(0)
+                c.out("ALIVE" if rc is None else "GONE: %s" % describe_status(rc))
             elif name == "procstatus":
                 for line in w.proc_status("Seccomp", "NoNewPrivs"):
                     c.out(line)
