@@ -64,7 +64,7 @@ test-asan: wsfilter-asan wsfilter-test-forbidden
 # a representative subset under valgrind (slow: not part of check)
 VALGRIND_SUITE = test/handshake.bats test/close.bats test/framing.bats
 test-valgrind: wsfilter
-	WSFILTER=$$(pwd)/test/valgrind-wsfilter $(BATS) $(VALGRIND_SUITE)
+	WSFILTER=$$(pwd)/test/lib/valgrind-wsfilter $(BATS) $(VALGRIND_SUITE)
 
 # FUZZ_TIME seconds of libFuzzer on the core and of AFL++ on the program
 FUZZ_TIME = 60

@@ -84,7 +84,7 @@ load lib/common
 @test "nothing is answered after a close, even frames in the same write" {
 	answer --expect 0 hs + frame --text before + frame --opcode close --code 1000 + frame --text after \
 		+ frame --opcode ping --text p -- --random-max 1
-	assert_success # ws.py also flags any frame after the server's close as MALFORMED
+	assert_success # wstest also flags any byte after the server's close as MALFORMED
 	assert_line --index 4 'TEXT "before - 1"'
 	assert_line --index 5 'CLOSE 1000'
 	refute_line --partial 'after'

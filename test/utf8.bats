@@ -17,7 +17,7 @@ fails_with_1007() {
 }
 
 # fails_at_once HEX: a non-final fragment "hi" + HEX brings the 1007 close before
-# anything more is sent (ws.py prints a TIMEOUT line and fails otherwise)
+# anything more is sent (wstest prints a TIMEOUT line and fails otherwise)
 fails_at_once() {
 	run wst run --expect 3 --timeout 8 hs + frame --fin 0 --hex "6869$1" + wait '^CLOSE' + frame --opcode cont --text end \
 		-- --close-timeout 1

@@ -160,11 +160,24 @@ wait_port() {
 
 # exit_status_wrapper FILE: print the path of a script that runs $WSFILTER with its
 # arguments and appends its exit status to FILE (159 = killed by SIGSYS), for servers
-# started by socat, whose exit status the tests otherwise never see.
+# started by socat, whose exit status the tests otherwise never see. socat signals its
+# child when the connection ends: the script passes TERM, INT and HUP on to wsfilter
+# and still records how it ended. (An asynchronous command's stdin would be /dev/null:
+# the connection is handed over on fd 5.)
 exit_status_wrapper() {
-	local w="$BATS_FILE_TMPDIR/wsfilter-status.sh"
-	[ -n "${BATS_FILE_TMPDIR:-}" ] || w="$BATS_TEST_TMPDIR/wsfilter-status.sh"
-	printf '#!/bin/sh\n"%s" "$@"\necho $? >>"%s"\n' "$WSFILTER" "$1" >"$w"
+	local w="${BATS_FILE_TMPDIR:-$BATS_TEST_TMPDIR}/wsfilter-status.sh"
+	cat >"$w" <<-EOF
+		#!/bin/sh
+		exec 5<&0
+		"$WSFILTER" "\$@" <&5 5<&- &
+		pid=\$!
+		exec 5<&-
+		trap 'kill -TERM \$pid 2>/dev/null' TERM INT HUP
+		wait \$pid
+		while kill -0 \$pid 2>/dev/null; do wait \$pid; done
+		wait \$pid
+		echo \$? >>"$1"
+	EOF
 	chmod +x "$w"
 	echo "$w"
 }
