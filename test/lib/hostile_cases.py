@@ -221,7 +221,7 @@ def slowloris(_):
         check(head.startswith("HTTP/1.1 408 "), "answer %r, expected 408" % head.split("\r\n")[0])
         check(1.8 <= t_answer <= 4.0, "408 after %.2f s, expected about 2 s" % t_answer)
         s.sock.shutdown(socket.SHUT_WR)
-        s.expect_exit(5, 1.0, r"http 408 .*exit 5")
+        s.expect_exit(5, 2.0, r"http 408 .*exit 5")
         t.join(1)
         s.bounds(cpu_s=0.5)
         s.report("slowloris", answer_after="%.2fs" % t_answer, bytes_dribbled=sent[0])
@@ -281,7 +281,7 @@ def header_flood_endless(_):
         s.expect_exit(3, 3.0, r"http 431 .*exit 3")
         dt = s.end - t
         check(not w.done.is_set() or w.error is not None, "the flood ended by itself")
-        check(dt < 2.0, "wsfilter exited %.2f s after the 431 (close timeout 1 s)" % dt)
+        check(dt < 2.5, "wsfilter exited %.2f s after the 431 (close timeout 1 s)" % dt)
         w.halt.set()
         s.bounds(cpu_s=2.0)
         s.report("header-flood-endless", exit_after_431="%.2fs" % dt, client_sent=w.sent)
@@ -333,7 +333,7 @@ def leave_after_failure(upgrade, data, answer_re, log_re):
         s.sock.close()
         s.expect_exit(3, 4.0, log_re)
         dt = s.end - t
-        check(dt < 1.0, "wsfilter exited %.2f s after the client left (close timeout 3 s): "
+        check(dt < 2.0, "wsfilter exited %.2f s after the client left (close timeout 3 s): "
               "it stopped watching the connection" % dt)
         return s, dt
     except Exception:
@@ -385,7 +385,7 @@ def frame_2p63m1_streams(_):
         samp = s.sample()
         t_close = time.monotonic()
         s.sock.close()
-        s.expect_exit(4, 1.0, r"client left without a close, mid-payload.*exit 4")
+        s.expect_exit(4, 2.0, r"client left without a close, mid-payload.*exit 4")
         s.bounds(cpu_s=0.5)
         s.report("frame-2^63-1", streamed=len(got), exit_after_close="%.3fs" % (s.end - t_close),
                  rss_while_streaming="%d KiB" % (samp[0] if samp else -1))
@@ -934,7 +934,7 @@ def idle_timeout(_):
         t = time.monotonic()
         code, reason, _ = expect_close(s, 1001, 3.0, "from an idle connection ")
         dt = time.monotonic() - t
-        check(0.9 <= dt <= 2.5, "closed after %.2f s idle, expected about 1 s" % dt)
+        check(0.9 <= dt <= 3.0, "closed after %.2f s idle, expected about 1 s" % dt)
         finish_close(s)
         s.expect_exit(5, 3.0, r"close 1001 by server \(idle for 1 s\).*exit 5")
         s.bounds(cpu_s=0.3)
@@ -987,7 +987,7 @@ def keepalive_unanswered(_):
         t = time.monotonic()
         code, reason, skipped = expect_close(s, 1011, 4.0, "when pings go unanswered ")
         dt = time.monotonic() - t
-        check(1.5 <= dt <= 3.5, "closed %.2f s after the handshake, expected about 2 s" % dt)
+        check(1.5 <= dt <= 4.5, "closed %.2f s after the handshake, expected about 2 s" % dt)
         finish_close(s)
         s.expect_exit(5, 3.0, r"close 1011 by server \(no pong within 1 s\).*exit 5")
         s.report("keepalive-unanswered", close_after="%.2fs" % dt)
