@@ -113,6 +113,9 @@ POST_UPGRADE='POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnec
 	assert_line --partial "wsfilter: stray text on fd 2"
 	assert_line --regexp '^MALFORMED: bad status line'
 	refute_line "STATUS HTTP/1.1 101 Switching Protocols"
+	# and nothing else is wrong: wsfilter itself ended well
+	assert_line "EXIT 0"
+	refute_line --partial "FAIL:"
 }
 
 @test "inetd with --log=auto: the log line goes to /dev/log (a fake one in a private mount namespace), not the socket" {
@@ -157,6 +160,7 @@ POST_UPGRADE='POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnec
 	assert_success
 	assert_equal "$output" "$(printf '%s\n' "${HEAD_101[@]}" "TEXT one" "TEXT two" "CLOSE 1000" "EOF")"
 	wait_for_line "$log" '^wsfilter(\[[0-9]+\])?: 127\.0\.0\.1:[0-9]+ websocket .* in 2 msg 6 B, out 2 msg 6 B, close 1000 by client, exit 0$'
+	assert_children_ended_well "$log"
 }
 
 # ==== 3. Stopping: SIGTERM, SIGINT, SIGHUP ===================================

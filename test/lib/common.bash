@@ -200,3 +200,21 @@ wait_status_count() {
 	fi
 	assert_equal "$(status_count "$1" "$2")" "$3"
 }
+
+# assert_children_ended_well LOG: systemd-socket-activate logs "Child PID died with
+# code C" for each connection it spawned; wait up to 5 s until every spawned child has
+# died, then fail if any ended otherwise than with an exit status of 0..5 (a death by
+# signal 31, SIGSYS, shows as code 31).
+assert_children_ended_well() {
+	local i spawned died
+	for i in $(seq 1 50); do
+		spawned=$(grep -c '^Spawned ' "$1" || true)
+		died=$(grep -c '^Child [0-9]* died with code ' "$1" || true)
+		[ "$died" -ge "$spawned" ] && break
+		sleep 0.1
+	done
+	[ "$died" -ge "$spawned" ] || fail "$spawned children spawned, only $died ended (see $1)"
+	if grep '^Child [0-9]* died with code ' "$1" | grep -qvE 'code [0-5]$'; then
+		fail "a wsfilter ended badly: $(grep -vE 'code [0-5]$' "$1" | grep '^Child ' | head -3)"
+	fi
+}

@@ -443,4 +443,8 @@ check_abrupt_disconnect() {
 
 show_logs_on_fail() {
 	[ "$status" -eq 0 ] || { echo "$output"; show_logs; }
+	# under systemd-socket-activate the exit status of every wsfilter is in its log
+	if [ -e "$BATS_TEST_TMPDIR/ssa.log" ]; then
+		assert_children_ended_well "$BATS_TEST_TMPDIR/ssa.log"
+	fi
 }
