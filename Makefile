@@ -69,7 +69,7 @@ test-asan: wsfilter-asan wsfilter-test-forbidden wsfilter-test-abort
 # a representative subset under valgrind (slow: not part of check)
 VALGRIND_SUITE = test/handshake.bats test/close.bats test/framing.bats
 test-valgrind: wsfilter
-	WSFILTER=$$(pwd)/test/valgrind-wsfilter $(BATS) $(VALGRIND_SUITE)
+	WSFILTER=$$(pwd)/test/lib/valgrind-wsfilter $(BATS) $(VALGRIND_SUITE)
 
 # deliberate bugs, one at a time: the byte-level suites must catch each
 mutants: web_index.h

@@ -1716,10 +1716,19 @@ static void client_read(struct conn *c, int64_t now)
 	} else if (n == 0) {
 		ep->fd = -1;
 	} else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-		/* reset: nothing more can be read or written */
+		/* reset: nothing more can be read or written; conn_settle
+		 * says what it means */
 		ep->fd = -1;
-		conn_end(c, W_RESET, 0);
+		c->ep[EP_CLIENT_OUT].fd = -1;
 	}
+}
+
+/* How a client that is gone without a close left. */
+static enum why left_why(const struct conn *c)
+{
+	if (c->state == CS_HANDSHAKE)
+		return c->in_len ? W_LEFT_IN_HEAD : W_LEFT_EARLY;
+	return c->frame.active ? W_LEFT_MID_PAYLOAD : c->in_len > c->in_off ? W_LEFT_MID_FRAME : W_LEFT;
 }
 
 /* Write what is queued; returns the bytes written. */
@@ -1736,10 +1745,8 @@ static size_t client_write(struct conn *c, int64_t now)
 		c->send_since = c->out_len ? now : 0;
 		return (size_t)n;
 	}
-	if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-		ep->fd = -1;
-		conn_end(c, W_RESET, 0);
-	}
+	if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+		ep->fd = -1; /* the client is gone: conn_settle says how */
 	return 0;
 }
 
@@ -1758,23 +1765,25 @@ static void conn_pump(struct conn *c, int64_t now)
 }
 
 /* What the ends of the streams mean.  The client's EOF with room to spare
- * leaves an incomplete head or frame that will never be completed.  Once
- * the end is decided and the last byte written, our side is shut down
- * (RFC 6455 7.1.1: the server closes the TCP connection first) and the
- * close timeout runs until the client's EOF. */
+ * leaves an incomplete head or frame that will never be completed; output
+ * that can no longer be written means a reset.  Once the end is decided
+ * and the last byte written, our side is shut down (RFC 6455 7.1.1: the
+ * server closes the TCP connection first) and the close timeout runs
+ * until the client's EOF. */
 static void conn_settle(struct conn *c, int64_t now)
 {
 	struct endpoint *in = &c->ep[EP_CLIENT_IN], *out = &c->ep[EP_CLIENT_OUT];
 
-	if (in->fd < 0 && out_room(c) >= OUT_FRAME_MIN) {
-		if (c->state == CS_HANDSHAKE)
-			conn_end(c, c->in_len ? W_LEFT_IN_HEAD : W_LEFT_EARLY, 0);
-		else if (c->state == CS_OPEN)
-			conn_end(c, c->frame.active ? W_LEFT_MID_PAYLOAD
-				 : c->in_len > c->in_off ? W_LEFT_MID_FRAME : W_LEFT, 0);
+	if (c->state == CS_HANDSHAKE || c->state == CS_OPEN) {
+		if (in->fd < 0 && out_room(c) >= OUT_FRAME_MIN)
+			conn_end(c, left_why(c), 0);
+		else if (out->fd < 0)
+			conn_end(c, W_RESET, 0);
 	}
-	if (c->state == CS_LINGER && !c->out_len && out->fd >= 0) {
-		if (shutdown(out->fd, SHUT_WR) < 0 && !c->shared)
+	if (c->state == CS_LINGER && out->fd < 0 && c->out_len)
+		c->state = CS_DONE; /* a write failed: nothing more will go out */
+	if (c->state == CS_LINGER && !c->linger_deadline && (!c->out_len || out->fd < 0)) {
+		if (out->fd >= 0 && shutdown(out->fd, SHUT_WR) < 0 && !c->shared)
 			close(out->fd); /* a pipe: closing it is the EOF */
 		out->fd = -1;
 		c->linger_deadline = now + c->opt->close_timeout * 1000;
@@ -2104,14 +2113,16 @@ static void list_add(const char **list, int *count, const char *name, const char
 	list[(*count)++] = v;
 }
 
-static int pick(const char *v, const char *const *names, int n, const char *opt)
+/* The index of v among an option's n values, or a usage error. */
+static int pick(const char *v, const char *const *names, int n, const char *opt,
+		const char *values)
 {
 	int i;
 
 	for (i = 0; i < n; i++)
 		if (!strcmp(v, names[i]))
 			return i;
-	usage_error("%s: '%s' is not one of its values", opt, v);
+	usage_error("%s: '%s' is not %s", opt, v, values);
 }
 
 static void parse_options(int argc, char **argv, struct options *o)
@@ -2136,10 +2147,10 @@ static void parse_options(int argc, char **argv, struct options *o)
 		case OPT_TRUST_PROXY: o->trust_proxy = 1; break;
 		case OPT_ORIGIN:      list_add(o->origins, &o->norigins, "--origin", optarg); break;
 		case OPT_PROTOCOL:    list_add(o->protocols, &o->nprotocols, "--protocol", optarg); break;
-		case OPT_LOG:         o->log = (enum log_mode)pick(optarg, logs, 4, "--log"); break;
+		case OPT_LOG:         o->log = (enum log_mode)pick(optarg, logs, 4, "--log", "auto, stderr, syslog or none"); break;
 		case 'q':             o->log = LOG_NONE; break;
 		case OPT_NO_SANDBOX:  o->sandbox = SANDBOX_OFF; break;
-		case OPT_SANDBOX:     o->sandbox = (enum sandbox_mode)pick(optarg, sandboxes, 3, "--sandbox"); break;
+		case OPT_SANDBOX:     o->sandbox = (enum sandbox_mode)pick(optarg, sandboxes, 3, "--sandbox", "on, off or required"); break;
 		case 'h':
 			printf("%s\n%s", usage_text, help_text);
 			exit(EXIT_CLEAN);

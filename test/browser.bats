@@ -2,7 +2,7 @@
 # The test page (web/index.html, served by wsfilter on GET /) in a real headless Chromium,
 # driven by test/browser/drive.mjs through playwright-core. wsfilter runs behind socat.
 
-load common
+load lib/common
 
 CHROMIUM=/usr/bin/chromium
 DRIVE="$BATS_TEST_DIRNAME/browser/drive.mjs"
@@ -54,13 +54,17 @@ teardown() {
 # start_server [OPTION...]: wsfilter OPTIONs behind socat on a free port; sets PORT and SOCAT_PID.
 # socat runs in its own process group (setsid) so that every child it forks can be found and ended.
 start_server() {
-	PORT=$(free_port)
-	setsid socat "TCP-LISTEN:$PORT,bind=127.0.0.1,reuseaddr,fork,backlog=128,nodelay" \
-		EXEC:"$WSFILTER${*:+ $*}" 2>>"$BATS_TEST_TMPDIR/server.log" 3>&- &
-	SOCAT_PID=$!
-	wait_port "$PORT"
+	SERVER_ARGS="$*"
+	start_on_port 127.0.0.1 socat_at || return 1
+	SOCAT_PID=$LAUNCH_PID
 	# setsid did not fork, so socat leads its own group
 	[ "$(ps -o pgid= -p "$SOCAT_PID" | tr -d ' ')" = "$SOCAT_PID" ]
+}
+
+socat_at() {
+	setsid socat "TCP-LISTEN:$PORT,bind=127.0.0.1,reuseaddr,fork,backlog=128,nodelay" \
+		EXEC:"$WSFILTER${SERVER_ARGS:+ $SERVER_ARGS}" 2>>"$BATS_TEST_TMPDIR/server.log" 3>&- &
+	LAUNCH_PID=$!
 }
 
 # group_pids: every process still alive in socat's process group.

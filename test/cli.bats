@@ -1,7 +1,7 @@
 #!/usr/bin/env bats
 # The command line: help, version, usage errors.
 
-load common
+load lib/common
 
 @test "--help prints the options and exits 0" {
 	run "$WSFILTER" --help
@@ -45,7 +45,21 @@ load common
 }
 
 @test "LISTEN_FDS for another process is ignored" {
-	run bash -c 'printf "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" | LISTEN_PID=1 LISTEN_FDS=1 "$WSFILTER" -q'
+	run wst run --expect 0 --env LISTEN_PID=1 --env LISTEN_FDS=1 http GET /healthz -- -q
 	assert_success
-	assert_output --partial "200 OK"
+	assert_line --index 0 "HTTP/1.1 200 OK"
+	assert_line 'BODY "ok"'
+}
+
+@test "--log and --sandbox take only their documented values" {
+	for opt in --log=auto --log=stderr --log=syslog --log=none --sandbox=on --sandbox=off --sandbox=required; do
+		run "$WSFILTER" "$opt" --version
+		assert_success
+	done
+	run --separate-stderr "$WSFILTER" --log=file
+	assert_failure 2
+	[[ "$stderr" == *"--log: 'file' is not auto, stderr, syslog or none"* ]]
+	run --separate-stderr "$WSFILTER" --sandbox=maybe
+	assert_failure 2
+	[[ "$stderr" == *"--sandbox: 'maybe' is not on, off or required"* ]]
 }

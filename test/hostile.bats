@@ -1,13 +1,13 @@
 #!/usr/bin/env bats
 # Hostile clients: wsfilter answers as RFC 6455 / HTTP say, exits within a
 # bounded time, and keeps its CPU time and peak RSS small (8 MiB; more for
-# sanitizer builds).  Each test runs one scenario of test/hostile/cases.py
+# sanitizer builds).  Each test runs one scenario of test/lib/hostile_cases.py
 # against wsfilter on a socketpair or an accepted loopback TCP socket,
-# wrapped in /usr/bin/time; the scenario checks the answer, the exit status,
-# the timings, the memory and the log line.
+# wrapped in /usr/bin/time; the scenario checks the answer, the exit status
+# (a kill by a signal always fails), the timings, the memory and the log line.
 # HOSTILE_VERBOSE=1 prints the measured figures as TAP comments.
 
-load common
+load lib/common
 
 setup() {
 	[ -x "$WSFILTER" ] || fail "no $WSFILTER (run make)"
@@ -16,7 +16,7 @@ setup() {
 
 # hostile NAME: run scenario NAME with a hard time limit
 hostile() {
-	run timeout -k 5 60 "$PY" "$BATS_TEST_DIRNAME/hostile/cases.py" "$1"
+	run timeout -k 5 60 "$PY" "$LIB/hostile_cases.py" "$1"
 	assert_success
 	assert_output --partial "measure "
 	if [ -n "${HOSTILE_VERBOSE:-}" ]; then
@@ -146,4 +146,8 @@ hostile() {
 
 @test "the same over TCP: a half-closed client still gets every reply and the close" {
 	hostile nothing-lost-half-close-tcp
+}
+
+@test "a client that resets the connection while wsfilter writes a large echo: exit 4 at once, no crash" {
+	hostile reset-during-reply
 }

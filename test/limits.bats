@@ -1,8 +1,7 @@
 #!/usr/bin/env bats
 # Size limits, flat memory, back-pressure and timers.
 
-load common
-load wsrun
+load lib/common
 
 close_frame() { echo "frame --opcode close --code 1000"; }
 
@@ -22,14 +21,14 @@ hwm_below() {
 }
 
 @test "--max-message 1000 lets a 1000-byte message through" {
-	answer hs + frame --size 1000 + $(close_frame) -- --max-message 1000 --random-max 1
+	answer --expect 0 hs + frame --size 1000 + $(close_frame) -- --max-message 1000 --random-max 1
 	assert_success
 	assert_line 'TEXT <pattern 1000>" - 1"'
 	assert_line 'EXIT 0'
 }
 
 @test "--max-message 1000 lets a 1000-byte fragmented message through" {
-	answer hs + frame --opcode binary --fin 0 --size 600 + frame --opcode cont --size 400 --offset 600 \
+	answer --expect 0 hs + frame --opcode binary --fin 0 --size 600 + frame --opcode cont --size 400 --offset 600 \
 		+ $(close_frame) -- --max-message 1000 --echo
 	assert_success
 	assert_line 'BINARY <pattern 1000>'
@@ -37,7 +36,7 @@ hwm_below() {
 }
 
 @test "--max-message 1000 fails a 1001-byte message with 1009" {
-	answer hs + frame --size 1001 -- --max-message 1000
+	answer --expect 3 hs + frame --size 1001 -- --max-message 1000
 	assert_success
 	assert_line 'CLOSE 1009'
 	refute_line --regexp '^TEXT'
@@ -46,14 +45,14 @@ hwm_below() {
 
 @test "--max-message fails an oversized message with 1009 as soon as its header arrives" {
 	# only the header of a 1001-byte frame: the close must come without the payload
-	answer hs + frame --size 0 --claim-len 1001 + wait '^CLOSE' + raw 00 -- --max-message 1000
+	answer --expect 3 hs + frame --size 0 --claim-len 1001 + wait '^CLOSE' + raw 00 -- --max-message 1000
 	assert_success # no TIMEOUT line
 	assert_line 'CLOSE 1009'
 	assert_line 'EXIT 3'
 }
 
 @test "--max-message fails a fragmented message with 1009 as soon as the fragment header passes the limit" {
-	answer hs + frame --opcode binary --fin 0 --size 600 + frame --opcode cont --size 0 --claim-len 401 \
+	answer --expect 3 hs + frame --opcode binary --fin 0 --size 600 + frame --opcode cont --size 0 --claim-len 401 \
 		+ wait '^CLOSE' + raw 00 -- --max-message 1000
 	assert_success
 	assert_line 'CLOSE 1009'
@@ -62,7 +61,7 @@ hwm_below() {
 }
 
 @test "--max-message does not limit a sequence of messages below it" {
-	answer hs + frame --size 800 + frame --size 800 + frame --size 800 + $(close_frame) -- --max-message 1000 --echo
+	answer --expect 0 hs + frame --size 800 + frame --size 800 + frame --size 800 + $(close_frame) -- --max-message 1000 --echo
 	assert_success
 	assert_equal "$(grep -c '^TEXT <pattern 800>$' <<<"$output")" 3
 	assert_line 'EXIT 0'
@@ -70,7 +69,7 @@ hwm_below() {
 
 @test "a 256 MiB message streams through with peak RSS under 8 MiB" {
 	skip_if_sanitized
-	run ws stream --size $((256 << 20)) --timeout 20 -- --random-max 1000
+	run wst stream --expect 0 --size $((256 << 20)) --timeout 20 -- --random-max 1000
 	assert_success
 	assert_line --regexp '^received BINARY 26843546[0-9] bytes in [0-9]+ frames, payload ok, suffix " - ([1-9][0-9]{0,2}|1000)"$'
 	hwm_below 8192
@@ -80,7 +79,7 @@ hwm_below() {
 
 @test "a 64 MiB text message in 64 KiB fragments streams through with peak RSS under 8 MiB" {
 	skip_if_sanitized
-	run ws stream --size $((64 << 20)) --frame-size 65536 --opcode text --timeout 20 -- --random-max 1
+	run wst stream --expect 0 --size $((64 << 20)) --frame-size 65536 --opcode text --timeout 20 -- --random-max 1
 	assert_success
 	assert_line --regexp '^received TEXT 67108868 bytes in [0-9]+ frames, payload ok, suffix " - 1"$'
 	hwm_below 8192
@@ -88,7 +87,7 @@ hwm_below() {
 }
 
 @test "a 256 MiB message streams through correctly (also under sanitizers)" {
-	run ws stream --size $((256 << 20)) --timeout 60 -- --echo
+	run wst stream --expect 0 --size $((256 << 20)) --timeout 60 -- --echo
 	assert_success
 	assert_line --regexp '^received BINARY 268435456 bytes in [0-9]+ frames, payload ok, suffix ""$'
 	assert_line 'EXIT 0'
@@ -96,7 +95,7 @@ hwm_below() {
 
 @test "a client that sends pings without reading makes wsfilter stop reading, memory stays small" {
 	skip_if_sanitized
-	run ws flood --kind ping --bytes 50000000 --frame-size 125 --timeout 10
+	run wst flood --expect 0 --kind ping --bytes 50000000 --frame-size 125 --timeout 10
 	assert_success
 	assert_line --regexp '^sent [0-9]+ of 50000000 bytes, then wsfilter stopped reading$'
 	sent=$(sed -n 's/^sent \([0-9]*\) of.*/\1/p' <<<"$output")
@@ -110,7 +109,7 @@ hwm_below() {
 
 @test "a client that sends messages without reading makes wsfilter stop reading, memory stays small" {
 	skip_if_sanitized
-	run ws flood --kind message --bytes 50000000 --frame-size 65536 --timeout 10 -- --echo
+	run wst flood --expect 0 --kind message --bytes 50000000 --frame-size 65536 --timeout 10 -- --echo
 	assert_success
 	assert_line --regexp '^sent [0-9]+ of 50000000 bytes, then wsfilter stopped reading$'
 	sent=$(sed -n 's/^sent \([0-9]*\) of.*/\1/p' <<<"$output")
@@ -121,7 +120,7 @@ hwm_below() {
 }
 
 @test "--idle-timeout 1 closes an idle connection with 1001 (going away) and exit 5" {
-	answer --hold --timeout 8 hs -- --idle-timeout 1
+	answer --expect 5 --hold --timeout 8 hs -- --idle-timeout 1
 	assert_success
 	assert_line --index 0 --regexp '^HTTP/1\.1 101 '
 	assert_line 'CLOSE 1001'
@@ -129,7 +128,7 @@ hwm_below() {
 }
 
 @test "--idle-timeout is reset by every message" {
-	answer --hold --timeout 10 hs + frame --text a + sleep 0.6 + frame --text b + sleep 0.6 + frame --text c \
+	answer --expect 0 --hold --timeout 10 hs + frame --text a + sleep 0.6 + frame --text b + sleep 0.6 + frame --text c \
 		+ sleep 0.6 + frame --text d + sleep 0.6 + frame --text e + $(close_frame) -- --idle-timeout 2 --random-max 1
 	assert_success
 	assert_line 'TEXT "e - 1"'
@@ -138,7 +137,7 @@ hwm_below() {
 }
 
 @test "--ping-interval 1 sends pings" {
-	answer --hold --timeout 8 --wait-timeout 4 hs + wait '^PING' + $(close_frame) -- --ping-interval 1 --ping-timeout 5
+	answer --expect 0 --hold --timeout 8 --wait-timeout 4 hs + wait '^PING' + $(close_frame) -- --ping-interval 1 --ping-timeout 5
 	assert_success # no TIMEOUT line: a ping came
 	assert_line --regexp '^PING '
 	assert_line 'CLOSE 1000'
@@ -146,7 +145,7 @@ hwm_below() {
 }
 
 @test "--ping-timeout: no pong closes with 1011 and exit 5" {
-	answer --hold --timeout 10 hs -- --ping-interval 1 --ping-timeout 1
+	answer --expect 5 --hold --timeout 10 hs -- --ping-interval 1 --ping-timeout 1
 	assert_success
 	assert_line --regexp '^PING '
 	assert_line 'CLOSE 1011'
@@ -154,7 +153,7 @@ hwm_below() {
 }
 
 @test "without --ping-interval no ping is sent" {
-	answer --timeout 8 --wait-timeout 1.5 hs + sleep 1.5 + $(close_frame)
+	answer --expect 0 --timeout 8 --wait-timeout 1.5 hs + sleep 1.5 + $(close_frame)
 	assert_success
 	refute_line --regexp '^PING'
 	assert_line 'EXIT 0'

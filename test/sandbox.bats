@@ -1,74 +1,88 @@
 #!/usr/bin/env bats
 # wsfilter confines itself with seccomp before it reads the client's first byte.
 
-load common
+load lib/common
 
-# hold_open PROGRAM ARGS...: start PROGRAM on a socketpair, send a handshake,
-# print the answer's status line (or EOF), /proc/PID/status's Seccomp and
-# NoNewPrivs lines while the connection is open, then close cleanly and print
-# the exit status.
+skip_if_sanitized() {
+	if grep -qa __asan_init "$WSFILTER"; then
+		skip "sanitizer builds run without the filter"
+	fi
+}
+
+# hold_open EXPECT ARGS...: a handshake over TCP, wsfilter's Seccomp and NoNewPrivs
+# lines while the connection is open, then a clean close (wstest script).
 hold_open() {
-	"$PY" - "$@" <<'PY'
-import socket, subprocess, sys
-a, b = socket.socketpair()
-p = subprocess.Popen(sys.argv[1:], stdin=b, stdout=b, stderr=subprocess.DEVNULL)
-b.close()
-a.settimeout(5)
-head = b""
-try:
-    a.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-    while b"\r\n\r\n" not in head:
-        chunk = a.recv(4096)
-        if not chunk:
-            break
-        head += chunk
-except OSError:
-    pass
-print(head.split(b"\r\n")[0].decode() if head else "EOF")
-if head:
-    with open(f"/proc/{p.pid}/status") as f:
-        for line in f:
-            if line.startswith(("Seccomp:", "NoNewPrivs:")):
-                print(" ".join(line.split()))
-try:
-    a.sendall(bytes([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE8]))
-    while a.recv(4096):
-        pass
-except OSError:
-    pass
-print("exit", p.wait(timeout=5))
-PY
+	local expect=$1
+	shift
+	run wst script --expect "$expect" hs head procstatus close:1000 frame eof -- "$@"
 }
 
 @test "the seccomp filter is on while a connection is open" {
-	[[ "$WSFILTER" != *asan* ]] || skip "sanitizer builds run without the filter"
-	run hold_open "$WSFILTER"
+	skip_if_sanitized
+	hold_open 0
 	assert_success
-	assert_line "HTTP/1.1 101 Switching Protocols"
+	assert_line "STATUS HTTP/1.1 101 Switching Protocols"
 	assert_line "Seccomp: 2"
 	assert_line "NoNewPrivs: 1"
-	assert_line "exit 0"
+	assert_line "EXIT 0"
 }
 
 @test "--no-sandbox leaves seccomp off" {
-	run hold_open "$WSFILTER" --no-sandbox
+	hold_open 0 --no-sandbox
 	assert_success
 	assert_line "Seccomp: 0"
-	assert_line "exit 0"
+	assert_line "EXIT 0"
 }
 
 @test "a forbidden system call kills wsfilter with SIGSYS and drops the connection" {
 	[ -x "$TOP/wsfilter-test-forbidden" ] || skip "make wsfilter-test-forbidden first"
-	run hold_open "$TOP/wsfilter-test-forbidden"
-	assert_success
-	assert_line --index 0 "EOF"
-	assert_line "exit -31"
+	# the build opens a file after the handshake; a death by a signal always fails a
+	# wstest run, and the run says which signal
+	WSFILTER=$TOP/wsfilter-test-forbidden hold_open 0
+	assert_failure
+	assert_line --regexp '^EOF in head after 0 bytes'
+	assert_line "EXIT signal 31"
+	assert_line "FAIL: wsfilter was killed by signal 31 (SIGSYS) (expected exit 0)"
 }
 
 @test "--sandbox=required starts where seccomp is available" {
-	[[ "$WSFILTER" != *asan* ]] || skip "sanitizer builds run without the filter"
-	run bash -c 'printf "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" | "$WSFILTER" --sandbox=required -q'
+	skip_if_sanitized
+	hold_open 0 --sandbox=required
 	assert_success
-	assert_output --partial "200 OK"
+	assert_line "STATUS HTTP/1.1 101 Switching Protocols"
+	assert_line "Seccomp: 2"
+	assert_line "EXIT 0"
+}
+
+@test "--sandbox=on and --sandbox=off: the filter on, then off" {
+	skip_if_sanitized
+	hold_open 0 --sandbox=on
+	assert_success
+	assert_line "Seccomp: 2"
+	hold_open 0 --sandbox=off
+	assert_success
+	assert_line "Seccomp: 0"
+	assert_line "NoNewPrivs: 0"
+}
+
+@test "--sandbox=required where seccomp cannot be installed: exit 1 before reading, logged" {
+	skip_if_sanitized
+	# wstest --no-seccomp runs wsfilter under a filter that makes installing another fail
+	run wst run --expect 1 --no-seccomp --show-log http GET /healthz -- --sandbox=required --log=stderr
+	assert_success
+	assert_line --index 0 --regexp "^LOG ${LOGP}cannot install the seccomp filter: Invalid argument$"
+	assert_equal "${#lines[@]}" 2
+	assert_line --index 1 "EXIT 1"
+}
+
+@test "--sandbox=on where seccomp cannot be installed: a warning, then it serves" {
+	skip_if_sanitized
+	for sandbox in --sandbox=on ''; do
+		run wst run --expect 0 --no-seccomp --show-log http GET /healthz -- --log=stderr $sandbox
+		assert_success
+		assert_line --index 0 'HTTP/1.1 200 OK'
+		assert_line 'BODY "ok"'
+		assert_line --regexp "^LOG ${LOGP}warning: running without the seccomp filter: Invalid argument$"
+		assert_line 'EXIT 0'
+	done
 }

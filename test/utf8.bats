@@ -3,14 +3,13 @@
 # it is split; invalid text fails the connection with 1007 as soon as the bad byte
 # arrives.
 
-load common
-load wsrun
+load lib/common
 
 close_frame() { echo "frame --opcode close --code 1000"; }
 
 # fails_with_1007 HEX: a text message "hi" + HEX fails the connection with 1007
 fails_with_1007() {
-	run ws run --timeout 8 hs + frame --hex "6869$1" + frame --text after -- --close-timeout 1 --random-max 1
+	run wst run --expect 3 --timeout 8 hs + frame --hex "6869$1" + frame --text after -- --close-timeout 1 --random-max 1
 	assert_success
 	assert_line 'CLOSE 1007'
 	refute_line --regexp '^TEXT'
@@ -18,9 +17,9 @@ fails_with_1007() {
 }
 
 # fails_at_once HEX: a non-final fragment "hi" + HEX brings the 1007 close before
-# anything more is sent (ws.py prints a TIMEOUT line and fails otherwise)
+# anything more is sent (wstest prints a TIMEOUT line and fails otherwise)
 fails_at_once() {
-	run ws run --timeout 8 hs + frame --fin 0 --hex "6869$1" + wait '^CLOSE' + frame --opcode cont --text end \
+	run wst run --expect 3 --timeout 8 hs + frame --fin 0 --hex "6869$1" + wait '^CLOSE' + frame --opcode cont --text end \
 		-- --close-timeout 1
 	assert_success
 	assert_line 'CLOSE 1007'
@@ -28,7 +27,7 @@ fails_at_once() {
 }
 
 @test "2-, 3- and 4-byte characters pass" {
-	run ws run hs + frame --text 'é€𝄞 ü ह 😀' + $(close_frame) -- --random-max 1
+	run wst run --expect 0 hs + frame --text 'é€𝄞 ü ह 😀' + $(close_frame) -- --random-max 1
 	assert_success
 	assert_line 'TEXT "é€𝄞 ü ह 😀 - 1"'
 	assert_line 'EXIT 0'
@@ -37,7 +36,7 @@ fails_at_once() {
 @test "the first and last code points of each sequence length pass" {
 	# U+0000 U+007F U+0080 U+07FF U+0800 U+D7FF U+E000 U+FFFD U+FFFF U+10000 U+10FFFF
 	hex=007fc280dfbfe0a080ed9fbfee8080efbfbdefbfbff0908080f48fbfbf
-	run ws run --hex hs + frame --hex $hex + $(close_frame) -- --echo
+	run wst run --expect 0 --hex hs + frame --hex $hex + $(close_frame) -- --echo
 	assert_success
 	assert_line "TEXT hex:$hex"
 	assert_line 'EXIT 0'
@@ -52,14 +51,14 @@ fails_at_once() {
 	args+=(+ frame --fin 0 --hex 61c3 + frame --opcode cont --fin 0 --hex a9e2 + frame --opcode cont --fin 0 --hex 82
 		+ frame --opcode cont --fin 0 --hex acf0 + frame --opcode cont --fin 0 + frame --opcode cont --fin 0 --hex 9d84
 		+ frame --opcode cont --hex 9e7a)
-	run ws run --chunkings all,byte,random:1,random:2 "${args[@]}" + $(close_frame) -- --random-max 1
+	run wst run --expect 0 --chunkings all,byte,random:1,random:2 "${args[@]}" + $(close_frame) -- --random-max 1
 	assert_success
 	assert_equal "$(grep -c '^TEXT "aé€𝄞z - 1"$' <<<"$output")" 11
 	assert_line 'EXIT 0'
 }
 
 @test "valid text split across writes in the middle of characters passes" {
-	run ws run --chunkings byte,random:5,3 hs + frame --text '€€€𝄞𝄞𝄞ééé' + frame --fin 0 --text 'ü' + frame --opcode cont --text '😀' + $(close_frame) -- --random-max 1
+	run wst run --expect 0 --chunkings byte,random:5,3 hs + frame --text '€€€𝄞𝄞𝄞ééé' + frame --fin 0 --text 'ü' + frame --opcode cont --text '😀' + $(close_frame) -- --random-max 1
 	assert_success
 	assert_line 'TEXT "€€€𝄞𝄞𝄞ééé - 1"'
 	assert_line 'TEXT "ü😀 - 1"'
@@ -114,7 +113,7 @@ fails_at_once() {
 }
 
 @test "a sequence truncated at the end of a fragmented message fails with 1007" {
-	run ws run hs + frame --fin 0 --hex 68e2 + frame --opcode cont --fin 0 --hex 82 + frame --opcode cont -- --close-timeout 1 --random-max 1
+	run wst run --expect 3 hs + frame --fin 0 --hex 68e2 + frame --opcode cont --fin 0 --hex 82 + frame --opcode cont -- --close-timeout 1 --random-max 1
 	assert_success
 	assert_line 'CLOSE 1007'
 	refute_line --regexp '^TEXT'
@@ -142,7 +141,7 @@ fails_at_once() {
 		for ((i = 0; i < ${#bad}; i += 2)); do
 			args+=(+ frame --opcode cont --fin 0 --hex "${bad:$i:2}")
 		done
-		run ws run --chunkings all,byte "${args[@]}" + wait '^CLOSE' + frame --opcode cont --text end -- --close-timeout 1
+		run wst run --expect 3 --chunkings all,byte "${args[@]}" + wait '^CLOSE' + frame --opcode cont --text end -- --close-timeout 1
 		assert_success
 		assert_line 'CLOSE 1007'
 		assert_line 'EXIT 3'
@@ -151,7 +150,7 @@ fails_at_once() {
 
 @test "text after a complete message starts a fresh UTF-8 check" {
 	# a message ending in a complete character, then one starting with a continuation byte
-	run ws run hs + frame --hex c3a9 + frame --hex a9 -- --close-timeout 1 --random-max 1
+	run wst run --expect 3 hs + frame --hex c3a9 + frame --hex a9 -- --close-timeout 1 --random-max 1
 	assert_success
 	assert_line 'TEXT "é - 1"'
 	assert_line 'CLOSE 1007'
@@ -159,15 +158,28 @@ fails_at_once() {
 }
 
 @test "binary messages are not checked for UTF-8" {
-	run ws run --hex hs + frame --opcode binary --hex ffc080eda080 + $(close_frame) -- --echo
+	run wst run --expect 0 --hex hs + frame --opcode binary --hex ffc080eda080 + $(close_frame) -- --echo
 	assert_success
 	assert_line 'BINARY hex:ffc080eda080'
 	assert_line 'EXIT 0'
 }
 
 @test "ping payloads are not checked for UTF-8" {
-	run ws run --hex hs + frame --opcode ping --hex ffc0 + $(close_frame)
+	run wst run --expect 0 --hex hs + frame --opcode ping --hex ffc0 + $(close_frame)
 	assert_success
 	assert_line 'PONG hex:ffc0'
+	assert_line 'EXIT 0'
+}
+
+@test "4-byte characters with the lead bytes F1, F2 and F3 pass, whole and split across frames" {
+	# U+40000 U+7FFFF U+80000 U+BFFFF U+C0000 U+FFFFF
+	hex=f1808080f1bfbfbff2808080f2bfbfbff3808080f3bfbfbf
+	run wst run --expect 0 --hex --chunkings all,byte hs + frame --hex $hex \
+		+ frame --fin 0 --hex f180 + frame --opcode cont --fin 0 --hex 80 + frame --opcode cont --hex 80 \
+		+ frame --fin 0 --hex f3 + frame --opcode cont --hex bfbfbf + $(close_frame) -- --echo
+	assert_success
+	assert_line --index 4 "TEXT hex:$hex"
+	assert_line --index 5 'TEXT hex:f1808080'
+	assert_line --index 6 'TEXT hex:f3bfbfbf'
 	assert_line 'EXIT 0'
 }

@@ -1,7 +1,8 @@
-# Launchers and checks for wsfilter's launcher tests (load lib/launchers after common).
+# Launchers and checks for wsfilter's launcher tests (load lib/launchers after lib/common).
 #
 # Each start_* function starts one real launcher in the foreground, in the
-# background of the test, listening on a free port, with the shipped
+# background of the test, listening on a free port (start_on_port: the launcher
+# must be the one that holds it, else another port is tried), with the shipped
 # configuration rewritten only for the port, the address and the binary path.
 # It sets:
 #   HOST      address the launcher listens on (127.0.0.1 or ::1)
@@ -11,7 +12,6 @@
 # stop_launchers (called from teardown) ends every process started here and
 # their descendants, each wait bounded.
 
-LIB="$TOP/test/lib"
 SHIPPED_UNIT="$TOP/systemd/wsfilter@.service.in"
 SHIPPED_INETD="$TOP/inetd/inetd.conf"
 SHIPPED_XINETD="$TOP/inetd/xinetd.d/wsfilter"
@@ -22,21 +22,6 @@ CACHE_DIR=${WSFILTER_TEST_CACHE:-/var/cache/wsfilter-test}
 STARTED_PIDS=()
 
 # ---- process helpers --------------------------------------------------------
-
-# descendants PID: print the pids of every descendant of PID, one a line.
-descendants() {
-	ps -e -o pid=,ppid= | awk -v root="$1" '
-		{ parent[$1] = $2 }
-		END {
-			n = 1; want[root] = 1; changed = 1
-			while (changed) {
-				changed = 0
-				for (p in parent)
-					if (!(p in want) && (parent[p] in want)) { want[p] = 1; changed = 1 }
-			}
-			for (p in want) if (p != root) print p
-		}'
-}
 
 # count_wsfilter PID: how many live (not zombie) wsfilter processes descend
 # from PID. A process is wsfilter when its name is "wsfilter" or the name of
@@ -185,152 +170,161 @@ openbsd_inetd() {
 
 # ---- launchers --------------------------------------------------------------
 
-# launcher_ready: wait until the launcher listens; show its log if it does not.
-launcher_ready() {
-	wait_port "$PORT" "$HOST" || { show_logs; return 1; }
-}
-
 # start_ssa_inetd [HOST]: systemd-socket-activate --accept --inetd, running the
 # shipped unit's ExecStart= command.
 start_ssa_inetd() {
 	HOST=${1:-127.0.0.1} SCHEME=ws
-	PORT=$(free_port)
-	local args
-	mapfile -t args < <(unit_exec_args)
-	[ ${#args[@]} -gt 0 ] || return 1
-	local addr=$HOST:$PORT
-	[[ $HOST == *:* ]] && addr="[$HOST]:$PORT"
-	bg_start "$BATS_TEST_TMPDIR/ssa.log" systemd-socket-activate -l "$addr" --accept --inetd "${args[@]}"
-	ROOT_PID=$LAST_PID
-	launcher_ready
+	mapfile -t UNIT_ARGS < <(unit_exec_args)
+	[ ${#UNIT_ARGS[@]} -gt 0 ] || return 1
+	start_on_port "$HOST" _ssa_at --inetd && ROOT_PID=$LAUNCH_PID
 }
 
 # start_ssa_fd3: systemd-socket-activate --accept without --inetd: wsfilter
 # finds the connection as fd 3 through LISTEN_FDS/LISTEN_PID.
 start_ssa_fd3() {
 	HOST=127.0.0.1 SCHEME=ws
-	PORT=$(free_port)
-	local args
-	mapfile -t args < <(unit_exec_args)
-	[ ${#args[@]} -gt 0 ] || return 1
-	bg_start "$BATS_TEST_TMPDIR/ssa.log" systemd-socket-activate -l "$HOST:$PORT" --accept "${args[@]}"
-	ROOT_PID=$LAST_PID
-	launcher_ready
+	mapfile -t UNIT_ARGS < <(unit_exec_args)
+	[ ${#UNIT_ARGS[@]} -gt 0 ] || return 1
+	start_on_port "$HOST" _ssa_at && ROOT_PID=$LAUNCH_PID
+}
+
+_ssa_at() {
+	local addr=$HOST:$PORT
+	[[ $HOST == *:* ]] && addr="[$HOST]:$PORT"
+	bg_start "$BATS_TEST_TMPDIR/ssa.log" systemd-socket-activate -l "$addr" --accept "$@" "${UNIT_ARGS[@]}"
+	LAUNCH_PID=$LAST_PID
 }
 
 # start_openbsd_inetd [4|6]: inetd -d with the shipped line (4: the active
 # line, bound to 127.0.0.1; 6: the commented [::1] tcp6 line).
 start_openbsd_inetd() {
-	local family=${1:-4} inetd conf=$BATS_TEST_TMPDIR/inetd.conf bin line
-	inetd=$(openbsd_inetd) || return 1
+	INETD_FAMILY=${1:-4}
+	INETD=$(openbsd_inetd) || return 1
 	launch_bin
-	bin=$LAUNCH_BIN
-	PORT=$(free_port) SCHEME=ws
-	if [ "$family" = 6 ]; then
-		HOST=::1
+	SCHEME=ws HOST=127.0.0.1
+	[ "$INETD_FAMILY" = 6 ] && HOST=::1
+	start_on_port "$HOST" _inetd_at && ROOT_PID=$LAUNCH_PID
+}
+
+_inetd_at() {
+	local conf=$BATS_TEST_TMPDIR/inetd.conf line
+	if [ "$INETD_FAMILY" = 6 ]; then
 		line=$(grep -E '^#\[::1\]:8765[[:space:]]' "$SHIPPED_INETD" | sed 's/^#//')
 		line=${line/\[::1\]:8765/[::1]:$PORT}
 	else
-		HOST=127.0.0.1
 		line=$(grep -E '^8765[[:space:]]' "$SHIPPED_INETD")
 		line=${line/8765/127.0.0.1:$PORT}
 	fi
 	[ -n "$line" ] || { echo "no such line in $SHIPPED_INETD" >&2; return 1; }
-	echo "${line//\/usr\/local\/bin\/wsfilter/$bin}" >"$conf"
+	echo "${line//\/usr\/local\/bin\/wsfilter/$LAUNCH_BIN}" >"$conf"
 	cat "$conf"
-	bg_start "$BATS_TEST_TMPDIR/inetd.log" "$inetd" -d "$conf"
-	ROOT_PID=$LAST_PID
-	launcher_ready
+	bg_start "$BATS_TEST_TMPDIR/inetd.log" "$INETD" -d "$conf"
+	LAUNCH_PID=$LAST_PID
 }
 
 # start_xinetd [SED...]: xinetd -dontfork with the shipped service, bound to
 # 127.0.0.1 on a free port; extra sed expressions adjust it further.
 start_xinetd() {
-	local conf=$BATS_TEST_TMPDIR/xinetd.conf bin e sedargs=()
+	local e
 	launch_bin
-	bin=$LAUNCH_BIN
 	HOST=127.0.0.1 SCHEME=ws
-	PORT=$(free_port)
-	for e in "$@"; do sedargs+=(-e "$e"); done
+	XINETD_SED=()
+	for e in "$@"; do XINETD_SED+=(-e "$e"); done
 	# A sanitizer build reserves terabytes of address space: lift rlimit_as.
 	if grep -qa __asan_init "$WSFILTER"; then
-		sedargs+=(-e '/^[[:space:]]*rlimit_as/d')
+		XINETD_SED+=(-e '/^[[:space:]]*rlimit_as/d')
 	fi
+	start_on_port "$HOST" _xinetd_at && ROOT_PID=$LAUNCH_PID
+}
+
+_xinetd_at() {
+	local conf=$BATS_TEST_TMPDIR/xinetd.conf
 	{
 		printf 'defaults\n{\n\tlog_type = FILE %s\n}\n' "$BATS_TEST_TMPDIR/xinetd-service.log"
 		sed -e "s|^\([[:space:]]*port[[:space:]]*=\).*|\1 $PORT|" \
-			-e "s|/usr/local/bin/wsfilter|$bin|" \
+			-e "s|/usr/local/bin/wsfilter|$LAUNCH_BIN|" \
 			-e "s|^\([[:space:]]*\)# *bind\([[:space:]]*=\).*|\1bind\2 127.0.0.1|" \
 			-e '/^[[:space:]]*flags/s/IPv6 *//' \
-			"${sedargs[@]}" "$SHIPPED_XINETD"
+			"${XINETD_SED[@]}" "$SHIPPED_XINETD"
 	} >"$conf"
 	bg_start "$BATS_TEST_TMPDIR/xinetd.log" xinetd -dontfork -f "$conf" -pidfile "$BATS_TEST_TMPDIR/xinetd.pid"
-	ROOT_PID=$LAST_PID
-	launcher_ready
+	LAUNCH_PID=$LAST_PID
 }
 
 # start_socat_plain: the one-liner as users write it.
 start_socat_plain() {
 	HOST=127.0.0.1 SCHEME=ws
-	PORT=$(free_port)
+	start_on_port "$HOST" _socat_plain_at && ROOT_PID=$LAUNCH_PID
+}
+
+_socat_plain_at() {
 	bg_start "$BATS_TEST_TMPDIR/socat.log" socat "TCP-LISTEN:$PORT,fork" "EXEC:$WSFILTER"
-	ROOT_PID=$LAST_PID
-	launcher_ready
+	LAUNCH_PID=$LAST_PID
 }
 
 # start_socat [HOST]: the recommended form.
 start_socat() {
 	HOST=${1:-127.0.0.1} SCHEME=ws
-	PORT=$(free_port)
+	start_on_port "$HOST" _socat_at && ROOT_PID=$LAUNCH_PID
+}
+
+_socat_at() {
 	local listen=TCP4-LISTEN
 	[[ $HOST == *:* ]] && listen=TCP6-LISTEN
 	bg_start "$BATS_TEST_TMPDIR/socat.log" socat \
 		"$listen:$PORT,bind=$HOST,reuseaddr,backlog=128,nodelay,fork" "EXEC:$WSFILTER"
-	ROOT_PID=$LAST_PID
-	launcher_ready
+	LAUNCH_PID=$LAST_PID
 }
 
 # start_tcpserver [OPTIONS...]: tcpserver -HRl0 127.0.0.1 PORT wsfilter.
 start_tcpserver() {
 	HOST=127.0.0.1 SCHEME=ws
-	PORT=$(free_port)
+	start_on_port "$HOST" _tcpserver_at "$@" && ROOT_PID=$LAUNCH_PID
+}
+
+_tcpserver_at() {
 	bg_start "$BATS_TEST_TMPDIR/tcpserver.log" tcpserver -HRl0 "$@" "$HOST" "$PORT" "$WSFILTER"
-	ROOT_PID=$LAST_PID
-	launcher_ready
+	LAUNCH_PID=$LAST_PID
 }
 
 # start_socat_tls: socat OPENSSL-LISTEN with a fresh self-signed certificate.
 start_socat_tls() {
 	make_cert
 	HOST=127.0.0.1 SCHEME=wss
-	PORT=$(free_port)
+	start_on_port "$HOST" _socat_tls_at && ROOT_PID=$LAUNCH_PID
+}
+
+_socat_tls_at() {
 	bg_start "$BATS_TEST_TMPDIR/socat.log" socat \
 		"OPENSSL-LISTEN:$PORT,bind=$HOST,cert=$CERT,key=$KEY,verify=0,reuseaddr,backlog=128,nodelay,fork" \
 		"EXEC:$WSFILTER"
-	ROOT_PID=$LAST_PID
-	launcher_ready
+	LAUNCH_PID=$LAST_PID
 }
 
 # start_stunnel_socat: stunnel4 terminates TLS and forwards to the
 # recommended socat form on a second port.
 start_stunnel_socat() {
-	start_socat
-	local back=$PORT conf=$BATS_TEST_TMPDIR/stunnel.conf
+	start_socat || return 1
+	# ROOT_PID stays socat's: the wsfilter processes run below it.
+	BACK_PORT=$PORT
 	make_cert
 	SCHEME=wss
-	PORT=$(free_port)
+	start_on_port "$HOST" _stunnel_at
+}
+
+_stunnel_at() {
+	local conf=$BATS_TEST_TMPDIR/stunnel.conf
 	cat >"$conf" <<-EOF
 		foreground = yes
 		pid =
 		[wsfilter]
 		accept = $HOST:$PORT
-		connect = $HOST:$back
+		connect = $HOST:$BACK_PORT
 		cert = $CERT
 		key = $KEY
 	EOF
 	bg_start "$BATS_TEST_TMPDIR/stunnel.log" stunnel4 "$conf"
-	# ROOT_PID stays socat's: the wsfilter processes run below it.
-	launcher_ready
+	LAUNCH_PID=$LAST_PID
 }
 
 # ---- checks -----------------------------------------------------------------
@@ -343,56 +337,83 @@ tls_args() {
 	fi
 }
 
-# check_page: GET / answers 200 text/html, the body exactly Content-Length
-# bytes and nothing after it.
-check_page() {
-	tls_args
-	local tls=()
-	[ "$SCHEME" = wss ] && tls=(--tls "${TLS_ARGS[@]}")
-	run "$PY" "$LIB/httpget.py" "${tls[@]}" "$HOST" "$PORT" 'GET / HTTP/1.1|Host: localhost'
-	show_logs_on_fail
-	assert_success
-	assert_line 'status 200'
-	assert_line --regexp '^content-type text/html'
-	assert_line 'extra 0'
-	local len body
-	len=$(sed -n 's/^content-length //p' <<<"$output")
-	body=$(sed -n 's/^body //p' <<<"$output")
-	[ "$len" -gt 0 ]
-	assert_equal "$body" "$len"
+# hostport: HOST:PORT, IPv6 in brackets
+hostport() {
+	case $HOST in
+	*:*) echo "[$HOST]:$PORT" ;;
+	*) echo "$HOST:$PORT" ;;
+	esac
 }
 
-# check_error_body: a failed upgrade answers 4xx whose body is exactly
-# Content-Length bytes, with nothing after it (no log text on the socket).
-check_error_body() {
-	run "$PY" "$LIB/httpget.py" "$HOST" "$PORT" \
-		'GET / HTTP/1.1|Host: localhost|Upgrade: websocket|Connection: Upgrade|Sec-WebSocket-Version: 13'
+# check_page: GET / answers 200 text/html whose body is web/index.html, exactly
+# Content-Length bytes and nothing after it (wstest's strict parser fails on any
+# stray byte, and on a missing Connection: close).
+check_page() {
+	tls_args
+	local size sum tls=()
+	size=$(stat -c %s "$TOP/web/index.html")
+	sum=$(sha256sum "$TOP/web/index.html" | cut -c1-16)
+	[ "$SCHEME" = wss ] && tls=(--tls "${TLS_ARGS[@]}")
+	run wst run --connect "$(hostport)" "${tls[@]}" http GET / --host localhost
 	show_logs_on_fail
 	assert_success
-	assert_line 'status 400'
-	assert_line 'extra 0'
-	local len body
-	len=$(sed -n 's/^content-length //p' <<<"$output")
-	body=$(sed -n 's/^body //p' <<<"$output")
-	[ "$len" -ge 0 ]
-	assert_equal "$body" "$len"
+	assert_line --index 0 'HTTP/1.1 200 OK'
+	assert_line --regexp '^Content-Type: text/html'
+	assert_line "Content-Length: $size"
+	assert_line "BODY <$size bytes sha256:$sum>"
+	refute_line --partial 'MALFORMED'
+}
+
+# check_error_body: a failed upgrade answers 400 whose body is exactly
+# Content-Length bytes, with nothing after it (no log text on the socket).
+check_error_body() {
+	run wst run --connect "$(hostport)" hs --no-key --host localhost
+	show_logs_on_fail
+	assert_success
+	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
+	assert_line --regexp '^Content-Length: [0-9]+$'
+	assert_line --regexp '^BODY "400 '
+	refute_line --partial 'MALFORMED'
+}
+
+# check_ws_exchange: a handshake with a random key (its accept value checked), one
+# text message and a close in one write: the 101, the reply, the close frame and
+# nothing after it (no log text on the socket).
+check_ws_exchange() {
+	run wst run --connect "$(hostport)" hs --random-key --host localhost + frame --text raw \
+		+ frame --opcode close --code 1000
+	show_logs_on_fail
+	assert_success
+	assert_line --index 0 'HTTP/1.1 101 Switching Protocols'
+	assert_line --regexp '^TEXT "raw - ([1-9][0-9]{0,2}|1000)"$'
+	assert_equal "${lines[-1]}" 'CLOSE 1000'
+	assert_equal "$(grep -c '^\(TEXT\|BINARY\|PING\|PONG\|CLOSE\)' <<<"$output")" 2
 }
 
 # check_pipelined [N]: one client, N messages (default 10,000) pipelined.
 check_pipelined() {
 	local n=${1:-10000}
 	tls_args
-	run timeout 120 "$PY" "$LIB/wsclient.py" "${TLS_ARGS[@]}" -n "$n" "$(url)"
+	run timeout 120 "$PY" "$CLIENTS/load_websockets.py" "${TLS_ARGS[@]}" -n "$n" "$(url)"
 	show_logs_on_fail
 	assert_success
 	assert_output "received $n/$n lost 0"
+	# and Node's ws, for plain ws://
+	if [ "$SCHEME" = ws ]; then
+		run bash -c 'cd "$1" && timeout 90 node "$2" "$3" "$4" 1000' _ "$TOP" "$CLIENTS/node_ws.js" "$(url)" "$n"
+		show_logs_on_fail
+		assert_success
+		assert_line --regexp "^received $n/$n in [0-9]+ ms$"
+		assert_line 'close code 1000'
+		refute_line --partial 'BAD:'
+	fi
 }
 
 # check_concurrent [C] [N]: C clients at once (default 100), N messages each (default 1,000).
 check_concurrent() {
 	local c=${1:-100} n=${2:-1000}
 	tls_args
-	run timeout 170 "$PY" "$LIB/wsclient.py" "${TLS_ARGS[@]}" -c "$c" -n "$n" --timeout 30 --total-timeout 160 "$(url)"
+	run timeout 170 "$PY" "$CLIENTS/load_websockets.py" "${TLS_ARGS[@]}" -c "$c" -n "$n" --timeout 30 --total-timeout 160 "$(url)"
 	show_logs_on_fail
 	assert_success
 	assert_output "clients $c/$c received $((c * n))/$((c * n)) lost 0"
@@ -404,7 +425,7 @@ check_concurrent() {
 check_abrupt_disconnect() {
 	tls_args
 	local ready=$BATS_TEST_TMPDIR/ready i
-	timeout 30 "$PY" "$LIB/wsclient.py" "${TLS_ARGS[@]}" --abort-after-ready "$ready" "$(url)" \
+	timeout 30 "$PY" "$CLIENTS/load_websockets.py" "${TLS_ARGS[@]}" --abort-after-ready "$ready" "$(url)" \
 		>"$BATS_TEST_TMPDIR/abort-client.log" 2>&1 3>&- &
 	local client=$!
 	STARTED_PIDS+=("$client")
@@ -422,4 +443,8 @@ check_abrupt_disconnect() {
 
 show_logs_on_fail() {
 	[ "$status" -eq 0 ] || { echo "$output"; show_logs; }
+	# under systemd-socket-activate the exit status of every wsfilter is in its log
+	if [ -e "$BATS_TEST_TMPDIR/ssa.log" ]; then
+		assert_children_ended_well "$BATS_TEST_TMPDIR/ssa.log"
+	fi
 }

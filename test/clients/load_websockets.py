@@ -1,7 +1,7 @@
 #!/usr/bin/python3
-"""WebSocket load client for wsfilter's launcher tests.
+"""Load client on Python websockets (a real client) for the launcher and systemd tests.
 
-    wsclient.py [options] URL
+    load_websockets.py [options] URL
 
 Each client sends its messages pipelined (it never waits for a reply before
 sending the next message) while a reader checks every reply in order: reply k

@@ -1,0 +1,220 @@
+# Shared set-up of wsfilter's bats tests: `load lib/common` first.
+# WSFILTER is the binary under test (make test-asan points it at the sanitizer build).
+
+bats_require_minimum_version 1.5.0
+bats_load_library bats-support
+bats_load_library bats-assert
+
+TOP=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
+LIB="$TOP/test/lib"
+CLIENTS="$TOP/test/clients"
+: "${WSFILTER:=$TOP/wsfilter}"
+export WSFILTER
+# Debian's python3 (python3-websockets lives there), whatever python3 is first on PATH.
+PY=/usr/bin/python3
+
+# A log line of wsfilter: "wsfilter: " today, "wsfilter[PID]: " soon.
+LOGP='wsfilter(\[[0-9]+\])?: '
+
+# ---- the byte-level toolkit (test/lib/wstest.py) ----------------------------
+
+wst() { "$PY" "$LIB/wstest.py" "$@"; }
+
+# answer --expect STATUS [RUN-OPTIONS] CONVERSATION [-- WSFILTER-ARGS]: run the
+# conversation (see wstest.py run) with a short close timeout; $output holds the
+# decoded answer and $status is 0 only if the answer was well-formed and wsfilter
+# ended with exit STATUS.
+answer() {
+	local conv=()
+	while [ $# -gt 0 ] && [ "$1" != -- ]; do
+		conv+=("$1")
+		shift
+	done
+	[ $# -gt 0 ] && shift
+	run wst run --timeout 8 "${conv[@]}" -- --close-timeout 1 "$@"
+}
+
+# within LOW HIGH VALUE: LOW <= VALUE < HIGH (decimals)
+within() {
+	awk -v lo="$1" -v hi="$2" -v v="$3" 'BEGIN { exit !(v != "" && v >= lo && v < hi) }' ||
+		fail "$3 is not within [$1, $2)"
+}
+
+# ---- processes and ports ----------------------------------------------------
+
+# descendants PID: the pids of every descendant of PID, one a line.
+descendants() {
+	ps -e -o pid=,ppid= | awk -v root="$1" '
+		{ parent[$1] = $2 }
+		END {
+			n = 1; want[root] = 1; changed = 1
+			while (changed) {
+				changed = 0
+				for (p in parent)
+					if (!(p in want) && (parent[p] in want)) { want[p] = 1; changed = 1 }
+			}
+			for (p in want) if (p != root) print p
+		}'
+}
+
+# stop_tree PID: TERM PID and its descendants, KILL what is left after 3 s, reap PID.
+stop_tree() {
+	local all p i alive
+	mapfile -t all < <(descendants "$1")
+	all+=("$1")
+	kill -TERM "${all[@]}" 2>/dev/null || true
+	for i in $(seq 1 60); do
+		alive=0
+		for p in "${all[@]}"; do
+			kill -0 "$p" 2>/dev/null && alive=1
+		done
+		[ "$alive" = 0 ] && break
+		sleep 0.05
+	done
+	kill -KILL "${all[@]}" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+}
+
+# pick_port [HOST]: a TCP port on HOST (default 127.0.0.1) that nothing listens on
+# now, outside the kernel's ephemeral range, so that no outgoing connection takes it
+# (another program can still bind it first: start_on_port checks and retries).
+pick_port() {
+	"$PY" - "${1:-127.0.0.1}" <<-'EOF'
+		import random, socket, sys
+		host = sys.argv[1]
+		lo, hi = (int(x) for x in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+		ranges = [r for r in ((10000, lo - 1), (hi + 1, 65535)) if r[1] - r[0] > 1000]
+		for _ in range(200):
+		    a, b = random.choice(ranges)
+		    port = random.randint(a, b)
+		    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+		    try:
+		        s.bind((host, port))
+		    except OSError:
+		        continue
+		    finally:
+		        s.close()
+		    print(port)
+		    sys.exit(0)
+		sys.exit("no free port found")
+	EOF
+}
+
+# listener_pids PORT: the pids holding a listening TCP socket on PORT.
+listener_pids() {
+	ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u
+}
+
+# owns_listener PID PORT: PID or one of its descendants listens on PORT.
+owns_listener() {
+	local p tree
+	tree=" $1 $(descendants "$1" | tr '\n' ' ') "
+	for p in $(listener_pids "$2"); do
+		[[ $tree == *" $p "* ]] && return 0
+	done
+	return 1
+}
+
+# start_on_port HOST FUNCTION ARGS...: PORT=<a free port>, then FUNCTION ARGS, which
+# starts a server in the background and sets LAUNCH_PID; wait up to 5 s until that
+# server (or a process below it) listens on HOST:PORT. A server that lost the port to
+# another program (or did not come up) is stopped and the whole is tried again with
+# another port, 5 times at most.
+start_on_port() {
+	local host=$1 try i
+	shift
+	for try in 1 2 3 4 5; do
+		PORT=$(pick_port "$host") || return 1
+		LAUNCH_PID=
+		"$@" || return 1
+		for i in $(seq 1 100); do
+			if owns_listener "$LAUNCH_PID" "$PORT"; then
+				return 0
+			fi
+			kill -0 "$LAUNCH_PID" 2>/dev/null || break
+			sleep 0.05
+		done
+		echo "# try $try: nothing of pid $LAUNCH_PID listens on $host:$PORT; another port" >&2
+		stop_tree "$LAUNCH_PID"
+	done
+	echo "could not start a server on a free port of $host" >&2
+	return 1
+}
+
+# wait_port PORT [HOST] [SECONDS]: wait up to SECONDS (5) for a listener on HOST:PORT.
+wait_port() {
+	"$PY" - "$1" "${2:-127.0.0.1}" "${3:-5}" <<-'EOF'
+		import socket, sys, time
+		port, host, limit = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+		end = time.monotonic() + limit
+		while True:
+		    try:
+		        socket.create_connection((host, port), 0.2).close()
+		        sys.exit(0)
+		    except OSError:
+		        if time.monotonic() > end:
+		            sys.exit("nothing listens on %s:%d" % (host, port))
+		        time.sleep(0.05)
+	EOF
+}
+
+# exit_status_wrapper FILE: print the path of a script that runs $WSFILTER with its
+# arguments and appends its exit status to FILE (159 = killed by SIGSYS), for servers
+# started by socat, whose exit status the tests otherwise never see. socat signals its
+# child when the connection ends: the script passes TERM, INT and HUP on to wsfilter
+# and still records how it ended. (An asynchronous command's stdin would be /dev/null:
+# the connection is handed over on fd 5.)
+exit_status_wrapper() {
+	local w="${BATS_FILE_TMPDIR:-$BATS_TEST_TMPDIR}/wsfilter-status.sh"
+	cat >"$w" <<-EOF
+		#!/bin/sh
+		exec 5<&0
+		"$WSFILTER" "\$@" <&5 5<&- &
+		pid=\$!
+		exec 5<&-
+		trap 'kill -TERM \$pid 2>/dev/null' TERM INT HUP
+		wait \$pid
+		while kill -0 \$pid 2>/dev/null; do wait \$pid; done
+		wait \$pid
+		echo \$? >>"$1"
+	EOF
+	chmod +x "$w"
+	echo "$w"
+}
+
+# status_count FILE STATUS: how many servers recorded in FILE ended with STATUS.
+status_count() {
+	grep -cx -- "$2" "$1" 2>/dev/null || true
+}
+
+# wait_status_count FILE STATUS N: wait up to 5 s until N servers in FILE ended with
+# STATUS; fail if fewer did, or if any server in FILE was killed by a signal.
+wait_status_count() {
+	local i
+	for i in $(seq 1 50); do
+		[ "$(status_count "$1" "$2")" -ge "$3" ] && break
+		sleep 0.1
+	done
+	if grep -qvE '^[0-5]$' "$1" 2>/dev/null; then
+		fail "a wsfilter ended with a status outside 0..5, e.g. 159 = SIGSYS (statuses: $(sort "$1" | uniq -c | tr '\n' ' '))"
+	fi
+	assert_equal "$(status_count "$1" "$2")" "$3"
+}
+
+# assert_children_ended_well LOG: systemd-socket-activate logs "Child PID died with
+# code C" for each connection it spawned; wait up to 5 s until every spawned child has
+# died, then fail if any ended otherwise than with an exit status of 0..5 (a death by
+# signal 31, SIGSYS, shows as code 31).
+assert_children_ended_well() {
+	local i spawned died
+	for i in $(seq 1 50); do
+		spawned=$(grep -c '^Spawned ' "$1" || true)
+		died=$(grep -c '^Child [0-9]* died with code ' "$1" || true)
+		[ "$died" -ge "$spawned" ] && break
+		sleep 0.1
+	done
+	[ "$died" -ge "$spawned" ] || fail "$spawned children spawned, only $died ended (see $1)"
+	if grep '^Child [0-9]* died with code ' "$1" | grep -qvE 'code [0-5]$'; then
+		fail "a wsfilter ended badly: $(grep -vE 'code [0-5]$' "$1" | grep '^Child ' | head -3)"
+	fi
+}
