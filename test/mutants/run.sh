@@ -53,8 +53,16 @@ for d in "$work"/*/; do
 		failed=$((failed + 1))
 		continue
 	fi
-	files=()
-	for s in $(cat "$d/suites"); do files+=("test/$s"); done
+	files=() missing=
+	for s in $(cat "$d/suites"); do
+		files+=("test/$s")
+		[ -f "test/$s" ] || missing="$missing test/$s"
+	done
+	if [ -n "$missing" ]; then
+		echo "mutant $name: no such suite:$missing"
+		failed=$((failed + 1))
+		continue
+	fi
 	ran=$((ran + 1))
 	start=$SECONDS
 	if WSFILTER="$d/wsfilter" timeout 900 bats "${files[@]}" >"$d/bats.log" 2>&1; then
