@@ -86,7 +86,7 @@ cat "$D/cert.pem" "$D/key.pem" >"$D/haproxy.pem"
 # TLS one), the runtime API socket, the log target (a file), the stats port,
 # the server lines, and the hosts' maxconn (250 in the file, so that the
 # memory figure can hold 1,000 connections on three hosts).
-declare -A HPLAIN HTLS HSOCK HPID
+declare -A HPLAIN HTLS HPID
 haproxy_start() {
 	local name=$1 hosts=$2 plain tls stats cfg=$D/$1.cfg i srv=()
 	plain=$(free_port) tls=$(free_port) stats=$(free_port)
@@ -105,7 +105,7 @@ haproxy_start() {
 		"${srv[@]}" "$SHIPPED" >"$cfg" || return 1
 	haproxy -c -q -f "$cfg" || { log "bench: $cfg is not valid"; return 1; }
 	start "$D/$name.log" haproxy -db -f "$cfg"
-	HPID[$name]=$LAST HPLAIN[$name]=$plain HTLS[$name]=$tls HSOCK[$name]=$D/$name.sock
+	HPID[$name]=$LAST HPLAIN[$name]=$plain HTLS[$name]=$tls
 	wait_listen "$plain" || { log "bench: $name did not start"; return 1; }
 	for _ in $(seq 1 100); do	# every host UP
 		[ "$(echo 'show stat' | socat -t 2 stdio "UNIX-CONNECT:$D/$name.sock" 2>/dev/null |

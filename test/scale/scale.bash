@@ -47,19 +47,19 @@ sources() {
 # ns_kill_all NAME: end every process in the namespace (TERM, then KILL
 # after 2 s), each wait bounded.
 ns_kill_all() {
-	local name=$1 pids i
+	local name=$1 pids
 	pids=$(ip netns pids "$name" 2>/dev/null) || return 0
 	[ -n "$pids" ] || return 0
 	# shellcheck disable=SC2086
 	kill -TERM $pids 2>/dev/null || true
-	for i in $(seq 1 40); do
+	for _ in $(seq 1 40); do
 		[ -z "$(ip netns pids "$name" 2>/dev/null)" ] && return 0
 		sleep 0.05
 	done
 	pids=$(ip netns pids "$name" 2>/dev/null)
 	# shellcheck disable=SC2086
 	[ -n "$pids" ] && kill -KILL $pids 2>/dev/null
-	for i in $(seq 1 40); do
+	for _ in $(seq 1 40); do
 		[ -z "$(ip netns pids "$name" 2>/dev/null)" ] && return 0
 		sleep 0.05
 	done
@@ -165,14 +165,14 @@ host_listening() {
 # listener. The readiness check looks at the listening socket instead of
 # connecting, so it starts no wsfilter.
 host_start() {
-	local h=$1 i
+	local h=$1
 	# a simple command, so that $! is the launcher itself (ip netns exec
 	# execs it) and not a subshell
 	ip netns exec "$(ns "h$h")" systemd-socket-activate --accept -l "$(host_addr "$h"):$WS_PORT" \
 		"$WSFILTER" --trust-proxy </dev/null >>"$(host_log "$h")" 2>&1 3>&- &
 	echo $! >"$BATS_FILE_TMPDIR/host$h.pid"
 	disown $! # killing it on purpose is no news for bats' output
-	for i in $(seq 1 100); do
+	for _ in $(seq 1 100); do
 		host_listening "$h" && return 0
 		sleep 0.05
 	done
@@ -209,9 +209,9 @@ lines_for() {
 
 # wait_lines_for SECONDS SOURCE...: until each SOURCE has a log line on some host.
 wait_lines_for() {
-	local secs=$1 i s missing
+	local secs=$1 s missing
 	shift
-	for i in $(seq 1 $((secs * 10))); do
+	for _ in $(seq 1 $((secs * 10))); do
 		missing=
 		for s in "$@"; do
 			[ -n "$(lines_for "$s")" ] || { missing=$s; break; }
@@ -245,13 +245,12 @@ haproxy_log() { echo "$BATS_FILE_TMPDIR/haproxy.log"; }
 # haproxy_start: the real haproxy in the lb namespace, in the foreground
 # (-db), waiting up to 5 s for its runtime API.
 haproxy_start() {
-	local i
 	HAPROXY_CFG=$(haproxy_config) || return 1
 	HAPROXY_SOCK=$BATS_FILE_TMPDIR/admin.sock
 	ip netns exec "$(ns lb)" haproxy -db -f "$HAPROXY_CFG" </dev/null >>"$(haproxy_log)" 2>&1 3>&- &
 	echo $! >"$BATS_FILE_TMPDIR/haproxy.pid"
 	disown $!
-	for i in $(seq 1 100); do
+	for _ in $(seq 1 100); do
 		hapi 'show info' 2>/dev/null | grep -q '^Name: HAProxy' && return 0
 		sleep 0.05
 	done
@@ -275,8 +274,8 @@ server_status() {
 
 # wait_status NAME STATUS SECONDS: until NAME's status is exactly STATUS.
 wait_status() {
-	local i s
-	for i in $(seq 1 $(($3 * 10))); do
+	local s
+	for _ in $(seq 1 $(($3 * 10))); do
 		s=$(server_status "$1")
 		[ "$s" = "$2" ] && return 0
 		sleep 0.1
@@ -289,8 +288,7 @@ wait_status() {
 # wait_op_down NAME SECONDS: until NAME's operational state (whatever its
 # administrative state, drain included) is down (0 in `show servers state`).
 wait_op_down() {
-	local i
-	for i in $(seq 1 $(($2 * 10))); do
+	for _ in $(seq 1 $(($2 * 10))); do
 		[ "$(hapi 'show servers state wsfilter' | awk -v srv="$1" '$4 == srv { print $6 }')" = 0 ] && return 0
 		sleep 0.1
 	done
@@ -327,8 +325,8 @@ hold_start() {
 		--max-seconds 150 </dev/null >"$HOLD_OUT" 2>&1 3>&- &
 	HOLD_PID=$!
 	CLIENTS_PIDS+=("$HOLD_PID")
-	local i
-	for i in $(seq 1 200); do
+
+	for _ in $(seq 1 200); do
 		[ -e "$HOLD_READY" ] && return 0
 		kill -0 "$HOLD_PID" 2>/dev/null || break
 		sleep 0.1
@@ -339,11 +337,10 @@ hold_start() {
 }
 
 # hold_stop: the held clients stop sending, collect their replies and close;
-# waits up to 30 s for them to end. Sets HOLD_STATUS.
+# waits up to 30 s for them to end.
 hold_stop() {
-	local i
 	touch "$HOLD_STOP"
-	for i in $(seq 1 300); do
+	for _ in $(seq 1 300); do
 		kill -0 "$HOLD_PID" 2>/dev/null || break
 		sleep 0.1
 	done
@@ -351,8 +348,7 @@ hold_stop() {
 		echo "held clients still running 30 s after stop" >&2
 		kill -KILL "$HOLD_PID"
 	fi
-	HOLD_STATUS=0
-	wait "$HOLD_PID" || HOLD_STATUS=$?
+	wait "$HOLD_PID" || true # its status is in its result lines
 }
 
 # hold_result SOURCE: the result line of the held client at SOURCE (empty
@@ -376,9 +372,9 @@ log_field() {
 # clients are asked to stop first, so that a failed test does not leave
 # "client left" lines behind on the hosts.
 kill_clients() {
-	local p i alive
+	local p alive
 	[ -n "${HOLD_STOP:-}" ] && touch "$HOLD_STOP"
-	for i in $(seq 1 50); do
+	for _ in $(seq 1 50); do
 		alive=0
 		for p in "${CLIENTS_PIDS[@]}"; do
 			kill -0 "$p" 2>/dev/null && alive=1
