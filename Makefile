@@ -85,7 +85,7 @@ bench: wsfilter
 
 install: wsfilter
 	mkdir -p $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANPREFIX)/man1 \
-		$(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(DOCDIR)/xinetd.d
+		$(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(DOCDIR)/xinetd.d $(DESTDIR)$(DOCDIR)/haproxy
 	cp -f wsfilter $(DESTDIR)$(BINDIR)/wsfilter
 	chmod 755 $(DESTDIR)$(BINDIR)/wsfilter
 	cp -f wsfilter.1 $(DESTDIR)$(MANPREFIX)/man1/wsfilter.1
@@ -97,18 +97,20 @@ install: wsfilter
 		> $(DESTDIR)$(DOCDIR)/inetd.conf
 	sed 's|/usr/local/bin/wsfilter|$(BINDIR)/wsfilter|g' inetd/xinetd.d/wsfilter \
 		> $(DESTDIR)$(DOCDIR)/xinetd.d/wsfilter
+	cp -f haproxy/wsfilter.cfg $(DESTDIR)$(DOCDIR)/haproxy/wsfilter.cfg
 	cp -f README.md $(DESTDIR)$(DOCDIR)/README.md
 	chmod 644 $(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter@.service \
 		$(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter.socket $(DESTDIR)$(DOCDIR)/inetd.conf \
-		$(DESTDIR)$(DOCDIR)/xinetd.d/wsfilter $(DESTDIR)$(DOCDIR)/README.md
+		$(DESTDIR)$(DOCDIR)/xinetd.d/wsfilter $(DESTDIR)$(DOCDIR)/haproxy/wsfilter.cfg \
+		$(DESTDIR)$(DOCDIR)/README.md
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/wsfilter $(DESTDIR)$(MANPREFIX)/man1/wsfilter.1 \
 		$(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter@.service \
 		$(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter.socket \
 		$(DESTDIR)$(DOCDIR)/inetd.conf $(DESTDIR)$(DOCDIR)/xinetd.d/wsfilter \
-		$(DESTDIR)$(DOCDIR)/README.md
-	-rmdir $(DESTDIR)$(DOCDIR)/xinetd.d $(DESTDIR)$(DOCDIR)
+		$(DESTDIR)$(DOCDIR)/haproxy/wsfilter.cfg $(DESTDIR)$(DOCDIR)/README.md
+	-rmdir $(DESTDIR)$(DOCDIR)/xinetd.d $(DESTDIR)$(DOCDIR)/haproxy $(DESTDIR)$(DOCDIR)
 
 clean:
 	rm -f wsfilter wsfilter-asan wsfilter-test-forbidden wsfilter-test-abort web_index.h web_index.h.tmp

@@ -12,7 +12,7 @@ apt-get install -y -qq --no-install-recommends \
 	bats bats-support bats-assert bats-file \
 	socat python3 python3-websockets procps psmisc time curl ca-certificates man-db \
 	systemd systemd-container debootstrap iproute2 \
-	xinetd ucspi-tcp stunnel4 openssl util-linux \
+	xinetd ucspi-tcp stunnel4 openssl util-linux haproxy \
 	libwrap0 libevent-2.1-7 libbsd0 libtirpc3 \
 	websocketd chromium fonts-dejavu-core \
 	afl++ valgrind hyperfine \

@@ -5,6 +5,7 @@
 #
 #   sh test/bench/run.sh            full run (5 rounds), a few minutes
 #   QUICK=1 sh test/bench/run.sh    1 round, smaller counts, under a minute
+#   ONLY=haproxy sh test/bench/run.sh   only the HAProxy scenario (haproxy.sh)
 #   sh test/bench/run.sh --report   the tables again from the last figures
 #
 # Environment: WSFILTER (binary, default ./wsfilter), RUNS (rounds),
@@ -41,8 +42,14 @@ else
 	C_CONC=100 N_CONC=1000
 	STALL=3 RUN_TIMEOUT=60
 fi
-WORKLOADS=${WORKLOADS:-"burst rushbig rtt mib conn conc"}
+WORKLOADS=${WORKLOADS:-"burst rushbig rtt mib conn conc haproxy"}
 [ -n "${ONLY:-}" ] && WORKLOADS=$ONLY
+# "haproxy" is its own scenario (test/bench/haproxy.sh), run after the others
+WORKLOADS_ASKED=$WORKLOADS
+PROXY=
+case " $WORKLOADS " in
+*" haproxy "*) PROXY=1 WORKLOADS=$(echo " $WORKLOADS " | sed 's/ haproxy / /; s/^ *//; s/ *$//') ;;
+esac
 
 workload_args() {
 	case $1 in
@@ -313,8 +320,14 @@ report() {
 	for w in $WORKLOADS; do
 		specs+=("$w|$(workload_label "$w")|$(workload_metric "$w")")
 	done
-	"$PY" "$HERE/report.py" "$RESULTS" "$RUNS" "$C_CONC" "$N_CONC" "$SERVERS" "${specs[@]}"
-	echo
+	if [ -n "$WORKLOADS" ]; then
+		"$PY" "$HERE/report.py" "$RESULTS" "$RUNS" "$C_CONC" "$N_CONC" "$SERVERS" "${specs[@]}"
+		echo
+	fi
+	if [ -n "$PROXY" ] && [ -s "$LOGDIR/haproxy.md" ]; then
+		cat "$LOGDIR/haproxy.md"
+		echo
+	fi
 	echo "## Machine"
 	echo
 	machine
@@ -335,11 +348,11 @@ done
 mkdir -p "$LOGDIR/bin"
 cp "$WSFILTER" "$LOGDIR/bin/wsfilter" || exit 1
 WSFILTER=$LOGDIR/bin/wsfilter
-rm -f "$LOGDIR"/*.log "$RESULTS"
+rm -f "$LOGDIR"/*.log "$RESULTS" "$LOGDIR/haproxy.md"
 : >"$RESULTS"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 printf 'QUICK=%s\nRUNS=%s\nWORKLOADS="%s"\nSERVERS="%s"\nLOAD_START="%s"\n' \
-	"$QUICK" "$RUNS" "$WORKLOADS" "$SERVERS" "$LOAD_START" >"$LOGDIR/config"
+	"$QUICK" "$RUNS" "$WORKLOADS_ASKED" "$SERVERS" "$LOAD_START" >"$LOGDIR/config"
 T0=$(date +%s)
 log "bench: ${QUICK:+quick, }$RUNS round(s); logs in $LOGDIR"
 STARTED=
@@ -366,5 +379,14 @@ for w in $WORKLOADS; do
 	done
 done
 stop_servers
+if [ -n "$PROXY" ]; then
+	if command -v haproxy >/dev/null; then
+		log "bench: through HAProxy (test/bench/haproxy.sh)"
+		WSFILTER=$WSFILTER BIN=$BIN LOGDIR=$LOGDIR QUICK=$QUICK RUNS=$RUNS \
+			bash "$HERE/haproxy.sh" >/dev/null || log "bench: the HAProxy scenario failed"
+	else
+		log "bench: haproxy is not installed, no HAProxy figures"
+	fi
+fi
 log "bench: done in $(( $(date +%s) - T0 )) s"
 report | tee "$BIN/report.md"
