@@ -8,7 +8,7 @@
 # namespaces they create; teardown_file ends every process in them and
 # deletes them.
 
-load common
+load lib/common
 load scale/scale
 
 setup_file() {
