@@ -45,6 +45,8 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -277,7 +279,11 @@ struct conn {
 	int64_t linger_deadline;     /* our side is shut: wait this long for EOF */
 	int64_t next_ping_ms;        /* when to queue the next keepalive ping */
 	uint64_t ping_end;           /* out_total once the ping is queued; 0: none */
+	int64_t ping_check;          /* the ping is written: look whether it got through */
 	int64_t pong_deadline;
+	uint64_t acked_total;        /* bytes the client's side has taken (the I/O loop
+				      * asks the kernel when a timer needs it) */
+	uint64_t acked_mark;         /* acked_total at the last look */
 
 	/* what the log line reports */
 	char peer[PEER_MAX];
@@ -829,6 +835,13 @@ static void conn_end(struct conn *c, enum why why, int secs)
 	const struct ending *e = &endings[why];
 
 	if (c->state == CS_LINGER || c->state == CS_DONE) {
+		/* a client that never takes what it was sent has not ended
+		 * cleanly, however it said goodbye */
+		if (why == W_STALL && (c->status == EXIT_CLEAN || c->status == EXIT_GONE)) {
+			c->why = why;
+			c->why_secs = secs;
+			c->status = e->status;
+		}
 		c->state = CS_DONE;
 		return;
 	}
@@ -841,6 +854,7 @@ static void conn_end(struct conn *c, enum why why, int secs)
 		close_frame(c, e->close, why, secs);
 	c->state = (e->flags & E_NOW) ? CS_DONE : CS_LINGER;
 	c->ping_end = 0;
+	c->ping_check = 0;
 	c->pong_deadline = 0;
 }
 
@@ -1412,7 +1426,10 @@ static void ctrl_handle(struct conn *c, int opcode, const unsigned char *p, size
 		ctrl_frame(c, OP_PONG, p, n);
 		break;
 	case OP_PONG:
-		/* RFC 6455 5.5.3: unsolicited pongs are ignored */
+		/* RFC 6455 5.5.3: unsolicited pongs are ignored; any pong
+		 * shows that the client is there */
+		c->ping_end = 0;
+		c->ping_check = 0;
 		c->pong_deadline = 0;
 		break;
 	case OP_CLOSE:
@@ -1615,7 +1632,7 @@ static int64_t earliest(int64_t a, int64_t b)
  * ping that finds no room waits for POLLOUT, not for a timer). */
 static int ping_possible(const struct conn *c)
 {
-	return c->opt->ping_interval && !c->ping_end && !c->pong_deadline &&
+	return c->opt->ping_interval && !c->ping_end && !c->ping_check && !c->pong_deadline &&
 	       out_room(c) >= OUT_FRAME_MIN;
 }
 
@@ -1636,6 +1653,7 @@ static int64_t conn_deadline(const struct conn *c)
 			t = earliest(t, c->last_rx_ms + o->idle_timeout * 1000);
 		if (ping_possible(c))
 			t = earliest(t, c->next_ping_ms);
+		t = earliest(t, c->ping_check);
 		t = earliest(t, c->pong_deadline);
 		break;
 	case CS_LINGER:
@@ -1647,14 +1665,30 @@ static int64_t conn_deadline(const struct conn *c)
 	return t;
 }
 
+/* Whether a timer due by now needs acked_total: what the client has
+ * taken of the bytes written, as only the kernel knows. */
+static int conn_wants_acked(const struct conn *c, int64_t now)
+{
+	return (c->send_since && now >= c->send_since + c->opt->send_timeout * 1000) ||
+	       (c->ping_check && now >= c->ping_check);
+}
+
 /* Act on every timer that has expired by now. */
 static void conn_expire(struct conn *c, int64_t now)
 {
 	const struct options *o = c->opt;
 
 	c->now = now;
-	if (c->send_since && now >= c->send_since + o->send_timeout * 1000)
-		conn_end(c, W_STALL, (int)o->send_timeout);
+	if (c->send_since && now >= c->send_since + o->send_timeout * 1000) {
+		/* bytes written earlier are still reaching the client: it
+		 * reads, slowly, and has another send timeout */
+		if (c->acked_total > c->acked_mark) {
+			c->acked_mark = c->acked_total;
+			c->send_since = now;
+		} else {
+			conn_end(c, W_STALL, (int)o->send_timeout);
+		}
+	}
 	switch (c->state) {
 	case CS_HANDSHAKE:
 		if (now >= c->start_ms + o->hs_timeout * 1000) {
@@ -1664,10 +1698,24 @@ static void conn_expire(struct conn *c, int64_t now)
 		}
 		break;
 	case CS_OPEN:
-		if (c->ping_end && c->written_total >= c->ping_end) {
-			/* the ping is on the wire: now the clock runs */
-			c->ping_end = 0;
-			c->pong_deadline = now + o->ping_timeout * 1000;
+		if (c->ping_end && c->written_total >= c->ping_end && !c->ping_check) {
+			/* the ping is written; it may still wait in the
+			 * kernel behind earlier bytes */
+			c->ping_check = now + o->ping_timeout * 1000;
+			c->acked_mark = c->acked_total;
+		}
+		if (c->ping_check && now >= c->ping_check) {
+			if (c->acked_total >= c->ping_end) {
+				/* it reached the client: now the pong clock runs */
+				c->ping_end = 0;
+				c->ping_check = 0;
+				c->pong_deadline = now + o->ping_timeout * 1000;
+			} else if (c->acked_total > c->acked_mark) {
+				c->acked_mark = c->acked_total; /* slow, not gone */
+				c->ping_check = now + o->ping_timeout * 1000;
+			} else {
+				conn_end(c, W_STALL, (int)o->ping_timeout);
+			}
 		}
 		if (o->idle_timeout && now >= c->last_rx_ms + o->idle_timeout * 1000)
 			conn_end(c, W_IDLE, (int)o->idle_timeout);
@@ -1748,6 +1796,18 @@ static size_t client_write(struct conn *c, int64_t now)
 	if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
 		ep->fd = -1; /* the client is gone: conn_settle says how */
 	return 0;
+}
+
+/* What the client has taken of what was written: written bytes minus
+ * those still in the socket's send queue (SIOCOUTQ; all of them for a
+ * pipe, where nothing else can be known). */
+static void client_acked(struct conn *c)
+{
+	int fd = c->ep[EP_CLIENT_OUT].fd, q = 0;
+
+	if (fd < 0 || ioctl(fd, SIOCOUTQ, &q) < 0 || q < 0)
+		q = 0;
+	c->acked_total = c->written_total - ((uint64_t)q < c->written_total ? (uint64_t)q : c->written_total);
 }
 
 /* Feed the core and write what it queues until neither moves.  Never
@@ -1840,6 +1900,8 @@ static void conn_run(struct conn *c, const sigset_t *run_mask)
 			 * a second signal while closing: go now */
 			conn_end(c, c->state == CS_HANDSHAKE ? W_SIGNAL_EARLY : W_SIGNAL, 0);
 		}
+		if (conn_wants_acked(c, now))
+			client_acked(c);
 		conn_expire(c, now);
 		conn_settle(c, now);
 		if (c->state == CS_DONE)
@@ -1934,6 +1996,8 @@ static int sandbox_enter(int log_fd, int stderr_is_log)
 		SC_ALLOW(__NR_shutdown),        /* our side done: FIN to the client */
 		SC_ALLOW(__NR_close),           /* the same for a pipe */
 		SC_ALLOW(__NR_clock_gettime),   /* timers, when the vDSO falls back */
+		/* what the client has taken of our bytes (SIOCOUTQ only) */
+		SC_ALLOW_IF(__NR_ioctl, 1, SIOCOUTQ, SC_KILL),
 		SC_ALLOW(__NR_rt_sigreturn),    /* return from the stop-signal handler */
 		SC_ALLOW(__NR_exit_group),      /* the end */
 		SC_ALLOW(__NR_exit),
