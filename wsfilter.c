@@ -14,10 +14,18 @@
  * Memory is fixed: payload is unmasked, checked and forwarded as it streams
  * through, so a message of any size costs the same two buffers.  One poll
  * loop drives both directions; when the client stops reading, wsfilter stops
- * reading too.
+ * reading too.  Every connection ends in bounded time: the handshake has a
+ * timeout, keepalive pings find dead peers, and a client that takes none of
+ * the pending output for the send timeout is gone.
+ *
+ * The file reads top to bottom: limits, types, the table of endings,
+ * helpers, the output queue, ending a connection, the handshake, frames,
+ * the protocol core (conn_init, conn_process: no globals, no system calls),
+ * timers, the I/O loop, the sandbox, and options and main.
  */
 
 #define _GNU_SOURCE
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -63,15 +71,23 @@
 #define CLOSE_RESERVE     160          /* always kept free for a close frame */
 #define SUFFIX_MAX        24           /* " - " and up to 20 digits */
 #define CTRL_MAX          125          /* RFC 6455 5.5 */
-#define REASON_MAX        100          /* our own close reasons */
+#define REASON_MAX        100          /* a reason with its detail */
 #define LIST_MAX          16           /* --origin and --protocol entries */
 #define PEER_MAX          80           /* sanitized peer text in log lines */
+#define REQ_MAX           72           /* sanitized method and target in log lines */
 #define LOG_MAX           512          /* one log line */
 #define DISCARD_MAX       (256 * 1024) /* input read and dropped after the end */
+#define HTTP_HEAD_MAX     1024         /* the head of our own HTTP answers */
+/* Unsent bytes the kernel may hold for us on a TCP socket.  Writes then
+ * progress as the client reads, which is what the send timeout measures,
+ * and a client that never reads pins little kernel memory. */
+#define NOTSENT_LOWAT     (16 * 1024)
 
 #define DEF_RANDOM_MAX    1000
 #define DEF_HS_TIMEOUT    10
 #define DEF_CLOSE_TIMEOUT 2
+#define DEF_PING_INTERVAL 20           /* keepalive, as Python websockets */
+#define DEF_SEND_TIMEOUT  20           /* when pings are off */
 
 /* Exit status, documented in README.md and wsfilter.1. */
 enum {
@@ -80,7 +96,7 @@ enum {
 	EXIT_USAGE    = 2, /* bad command line or environment */
 	EXIT_PROTOCOL = 3, /* the client broke the protocol (HTTP 4xx, close 1002/1007/1009) */
 	EXIT_GONE     = 4, /* the client vanished without a close */
-	EXIT_TIMEOUT  = 5, /* handshake, idle or ping timeout */
+	EXIT_TIMEOUT  = 5, /* handshake, idle, ping or send timeout */
 };
 
 /* RFC 6455 5.2 opcodes */
@@ -96,7 +112,14 @@ enum {
 /* RFC 6455 7.4.1 close codes used by wsfilter */
 enum {
 	CLOSE_NORMAL = 1000, CLOSE_GOING_AWAY = 1001, CLOSE_PROTOCOL = 1002,
+	CLOSE_NO_STATUS = 1005, /* never sent: a close frame without a code */
 	CLOSE_INVALID_DATA = 1007, CLOSE_TOO_BIG = 1009, CLOSE_INTERNAL = 1011,
+};
+
+enum http_status {
+	HTTP_SWITCHING = 101, HTTP_OK = 200, HTTP_BAD_REQUEST = 400,
+	HTTP_FORBIDDEN = 403, HTTP_NOT_FOUND = 404, HTTP_METHOD = 405,
+	HTTP_TIMEOUT = 408, HTTP_UPGRADE_REQUIRED = 426, HTTP_TOO_LARGE = 431,
 };
 
 /* ==== Types ============================================================ */
@@ -104,16 +127,66 @@ enum {
 enum conn_state {
 	CS_HANDSHAKE, /* reading the request head */
 	CS_OPEN,      /* exchanging frames */
-	CS_LINGER,    /* final bytes queued: flush, shut down, wait for EOF */
+	CS_LINGER,    /* the end is decided: flush, shut down, wait for EOF */
 	CS_DONE,      /* exit now */
 };
 
 enum log_mode { LOG_AUTO, LOG_STDERR, LOG_SYSLOG, LOG_NONE };
+enum sandbox_mode { SANDBOX_OFF, SANDBOX_ON, SANDBOX_REQUIRED };
+enum who { BY_NONE, BY_CLIENT, BY_SERVER };
+
+/* What the request asked for, for the answer and the log line. */
+enum http_kind { HK_NONE, HK_HTTP, HK_PAGE, HK_HEALTH, HK_WEBSOCKET };
+
+/* Every way a connection ends, or a request is answered; endings[] below
+ * gives each its HTTP status or close code, exit status and reason. */
+enum why {
+	W_NONE,
+	/* request syntax (RFC 9112) */
+	W_HEAD_TOO_LARGE, W_REQUEST_LINE, W_TARGET, W_HTTP_VERSION,
+	W_HEADER_LINE, W_HEADER_NAME, W_HEADER_CTL,
+	W_NO_HOST, W_HOSTS, W_KEYS, W_VERSIONS, W_ORIGINS, W_PROTOCOLS,
+	/* what the request asks for */
+	W_METHOD, W_UPGRADE_METHOD, W_UPGRADE_HTTP10, W_NO_CONNECTION_UPGRADE,
+	W_NO_KEY, W_BAD_KEY, W_NO_VERSION, W_VERSION, W_NO_ORIGIN, W_ORIGIN,
+	W_NOT_FOUND, W_PAGE, W_HEALTH,
+	/* before a request */
+	W_NO_REQUEST, W_HEAD_TIMEOUT, W_LEFT_EARLY, W_LEFT_IN_HEAD,
+	/* frames (RFC 6455 5) */
+	W_RSV, W_OPCODE, W_UNMASKED, W_CTRL_FRAGMENTED, W_CTRL_TOO_BIG,
+	W_LEN16, W_LEN64_TOP, W_LEN64, W_STRAY_CONT, W_NESTED, W_TOO_BIG,
+	W_UTF8, W_CLOSE_1BYTE, W_CLOSE_CODE, W_CLOSE_UTF8,
+	/* the end of an open connection */
+	W_CLIENT_CLOSE, W_IDLE, W_NO_PONG, W_LEFT, W_LEFT_MID_FRAME,
+	W_LEFT_MID_PAYLOAD,
+	/* in any state */
+	W_SIGNAL, W_SIGNAL_EARLY, W_RESET, W_STALL, W_BAD_FD, W_POLL,
+	W_COUNT
+};
+
+#define E_NOW     1 /* nothing more can be sent or waited for: exit at once */
+#define E_SECONDS 2 /* the detail is a number of seconds */
+
+struct ending {
+	unsigned short http;  /* answer during the handshake, 0: none */
+	unsigned short close; /* close code once open, 0: none */
+	unsigned char status; /* exit status */
+	unsigned char flags;  /* E_* */
+	const char *reason;   /* for the log line and the close frame */
+};
 
 /* Incremental UTF-8 validator: bytes still expected, and the range the next
  * continuation byte must fall in (narrower after E0, ED, F0 and F4). */
 struct utf8 {
 	uint8_t need, lo, hi;
+};
+
+/* A decoded client frame header (RFC 6455 5.2). */
+struct frame_header {
+	int fin, opcode;
+	uint8_t mask[4];
+	uint64_t len;    /* payload length */
+	size_t size;     /* header bytes, mask included */
 };
 
 /* The data frame whose payload is streaming through. */
@@ -134,77 +207,161 @@ struct message {
 	struct utf8 utf8;
 };
 
+/* Walks our own frames as they are written, so that the log line counts
+ * what reached the client's side, not what was queued. */
+struct out_meter {
+	uint64_t frames_from;  /* stream offset where frames start (after the 101) */
+	unsigned char hdr[10]; /* a frame header being passed */
+	size_t hlen, hneed;
+	uint64_t left;         /* payload bytes of the current frame still to pass */
+	int data, fin;         /* the current frame carries data; it ends a message */
+	uint64_t msgs, bytes;  /* data messages and payload bytes written */
+};
+
 struct options {
 	int echo;
-	uint64_t random_max;
+	int trust_proxy;
+	long long random_max;
+	long long max_message;       /* 0: unlimited */
+	long long hs_timeout;        /* seconds */
+	long long idle_timeout;      /* seconds, 0: off */
+	long long close_timeout;     /* seconds, counted from our last byte */
+	long long ping_interval;     /* seconds, 0: off */
+	long long ping_timeout;      /* seconds, 0: same as the interval */
+	long long send_timeout;      /* seconds, 0: the ping timeout */
 	const char *origins[LIST_MAX];
 	int norigins;
 	const char *protocols[LIST_MAX];
 	int nprotocols;
-	uint64_t max_message;        /* 0: unlimited */
-	int hs_timeout;              /* seconds */
-	int idle_timeout;            /* seconds, 0: off */
-	int close_timeout;           /* seconds */
-	int ping_interval;           /* seconds, 0: off */
-	int ping_timeout;            /* seconds, 0: same as the interval */
-	int trust_proxy;
 	enum log_mode log;
-	int sandbox;                 /* 0 off, 1 on if possible, 2 required */
+	enum sandbox_mode sandbox;
 };
 
-/* Everything one connection needs.  Buffers are fixed: nothing grows with
- * what the client sends. */
+/* The descriptors the loop polls.  A finished direction has fd -1. */
+enum { EP_CLIENT_IN, EP_CLIENT_OUT, EP_COUNT };
+
+struct endpoint {
+	int fd;
+	short events;                /* what the loop waits for on it */
+};
+
+/* Everything one connection needs.  Buffers are fixed and come last:
+ * nothing grows with what the client sends, and conn_init leaves them
+ * untouched so that a fresh process maps only the pages it uses. */
 struct conn {
-	int in_fd, out_fd;           /* the client: fd 0/1, or fd 3 for both */
+	const struct options *opt;
+	struct endpoint ep[EP_COUNT];
+	int shared;                  /* one socket for both directions of the client */
 	enum conn_state state;
+	enum why why;                /* how it ended, W_NONE while it runs */
+	int why_secs;                /* the reason's detail */
 	int status;                  /* exit status once decided */
-	int in_eof;                  /* the client will send nothing more */
-	int wr_shut;                 /* our write side is shut down */
-	int wr_err;                  /* writing failed: the client is gone */
 	size_t discarded;            /* input dropped while lingering */
 
-	unsigned char in[IN_BUF_SIZE];
 	size_t in_off, in_len;       /* unconsumed input is in[in_off, in_len) */
-	unsigned char out[OUT_BUF_SIZE];
 	size_t out_off, out_len;     /* queued output is out[out_off, out_off + out_len) */
 	uint64_t out_total;          /* bytes ever queued */
 	uint64_t written_total;      /* bytes ever written */
+	struct out_meter meter;
 
 	struct frame frame;
 	struct message msg;
 	const char *protocol;        /* selected subprotocol, or NULL */
 
-	/* timers, in milliseconds of CLOCK_MONOTONIC */
+	/* timers, in milliseconds of CLOCK_MONOTONIC; 0: not running */
+	int64_t now;                 /* the time of the step being taken */
 	int64_t start_ms;
+	int64_t wall_start;          /* CLOCK_REALTIME seconds at start, for Date */
 	int64_t last_rx_ms;          /* last byte from the client */
-	int64_t linger_deadline;
+	int64_t send_since;          /* output pending and no byte written since */
+	int64_t linger_deadline;     /* our side is shut: wait this long for EOF */
 	int64_t next_ping_ms;        /* when to queue the next keepalive ping */
 	uint64_t ping_end;           /* out_total once the ping is queued; 0: none */
-	int64_t pong_deadline;       /* 0: no pong awaited */
+	int64_t pong_deadline;
 
 	/* what the log line reports */
 	char peer[PEER_MAX];
-	int http_status;             /* HTTP answer, 0 before the head is parsed */
-	const char *http_what;       /* "page", "health check", ... */
-	uint64_t msgs_in, msgs_out, bytes_in, bytes_out;
+	char request[REQ_MAX];       /* method and target, sanitized */
+	int head_only;               /* a HEAD request: answers carry no body */
+	int http_status;             /* HTTP answer, 0 before one is queued */
+	enum http_kind kind;
+	uint64_t msgs_in, bytes_in;
 	int close_code;              /* close code sent or received, 0: none */
-	const char *close_by;        /* "client" or "server" */
-	char reason[REASON_MAX + 1]; /* why the connection failed */
+	enum who close_by;
 
 	uint64_t rng[4];             /* xoshiro256** state */
+
+	unsigned char in[IN_BUF_SIZE];
+	unsigned char out[OUT_BUF_SIZE];
 };
 
-static struct options opt = {
-	.random_max = DEF_RANDOM_MAX,
-	.hs_timeout = DEF_HS_TIMEOUT,
-	.close_timeout = DEF_CLOSE_TIMEOUT,
-	.log = LOG_AUTO,
-	.sandbox = 1,
+/* ==== How a connection ends ============================================ */
+
+static const struct ending endings[W_COUNT] = {
+	[W_NONE]            = { 0, 0, EXIT_INTERNAL, E_NOW, "no reason" },
+	[W_HEAD_TOO_LARGE]  = { HTTP_TOO_LARGE, 0, EXIT_PROTOCOL, 0, "request head over 8 KiB" },
+	[W_REQUEST_LINE]    = { HTTP_BAD_REQUEST, 0, EXIT_PROTOCOL, 0, "malformed request line" },
+	[W_TARGET]          = { HTTP_BAD_REQUEST, 0, EXIT_PROTOCOL, 0, "malformed request target" },
+	[W_HTTP_VERSION]    = { HTTP_BAD_REQUEST, 0, EXIT_PROTOCOL, 0, "unsupported HTTP version" },
+	[W_HEADER_LINE]     = { HTTP_BAD_REQUEST, 0, EXIT_PROTOCOL, 0, "malformed header line" },
+	[W_HEADER_NAME]     = { HTTP_BAD_REQUEST, 0, EXIT_PROTOCOL, 0, "malformed header name" },
+	[W_HEADER_CTL]      = { HTTP_BAD_REQUEST, 0, EXIT_PROTOCOL, 0, "control character in header value" },
+	[W_NO_HOST]         = { HTTP_BAD_REQUEST, 0, EXIT_PROTOCOL, 0, "missing Host" },
+	[W_HOSTS]           = { HTTP_BAD_REQUEST, 0, EXIT_PROTOCOL, 0, "more than one Host header" },
+	[W_KEYS]            = { HTTP_BAD_REQUEST, 0, EXIT_PROTOCOL, 0, "more than one Sec-WebSocket-Key" },
+	[W_VERSIONS]        = { HTTP_BAD_REQUEST, 0, EXIT_PROTOCOL, 0, "more than one Sec-WebSocket-Version" },
+	[W_ORIGINS]         = { HTTP_BAD_REQUEST, 0, EXIT_PROTOCOL, 0, "more than one Origin" },
+	[W_PROTOCOLS]       = { HTTP_BAD_REQUEST, 0, EXIT_PROTOCOL, 0, "too many Sec-WebSocket-Protocol headers" },
+	[W_METHOD]          = { HTTP_METHOD, 0, EXIT_PROTOCOL, 0, "method not allowed" },
+	[W_UPGRADE_METHOD]  = { HTTP_METHOD, 0, EXIT_PROTOCOL, 0, "WebSocket upgrade needs GET" },
+	[W_UPGRADE_HTTP10]  = { HTTP_BAD_REQUEST, 0, EXIT_PROTOCOL, 0, "WebSocket upgrade needs HTTP/1.1" },
+	[W_NO_CONNECTION_UPGRADE] = { HTTP_BAD_REQUEST, 0, EXIT_PROTOCOL, 0, "Connection header lacks Upgrade" },
+	[W_NO_KEY]          = { HTTP_BAD_REQUEST, 0, EXIT_PROTOCOL, 0, "missing Sec-WebSocket-Key" },
+	[W_BAD_KEY]         = { HTTP_BAD_REQUEST, 0, EXIT_PROTOCOL, 0, "invalid Sec-WebSocket-Key" },
+	[W_NO_VERSION]      = { HTTP_BAD_REQUEST, 0, EXIT_PROTOCOL, 0, "missing Sec-WebSocket-Version" },
+	[W_VERSION]         = { HTTP_UPGRADE_REQUIRED, 0, EXIT_PROTOCOL, 0, "unsupported Sec-WebSocket-Version" },
+	[W_NO_ORIGIN]       = { HTTP_FORBIDDEN, 0, EXIT_PROTOCOL, 0, "missing Origin" },
+	[W_ORIGIN]          = { HTTP_FORBIDDEN, 0, EXIT_PROTOCOL, 0, "Origin not allowed" },
+	[W_NOT_FOUND]       = { HTTP_NOT_FOUND, 0, EXIT_PROTOCOL, 0, "no such page" },
+	[W_PAGE]            = { 0, 0, EXIT_CLEAN, 0, NULL },
+	[W_HEALTH]          = { 0, 0, EXIT_CLEAN, 0, NULL },
+	[W_NO_REQUEST]      = { 0, 0, EXIT_TIMEOUT, E_SECONDS, "no request within" },
+	[W_HEAD_TIMEOUT]    = { HTTP_TIMEOUT, 0, EXIT_TIMEOUT, 0, "request head incomplete at the handshake timeout" },
+	[W_LEFT_EARLY]      = { 0, 0, EXIT_GONE, 0, "client left before a request" },
+	[W_LEFT_IN_HEAD]    = { 0, 0, EXIT_GONE, 0, "client left during the handshake" },
+	[W_RSV]             = { 0, CLOSE_PROTOCOL, EXIT_PROTOCOL, 0, "RSV bits set without an extension" },
+	[W_OPCODE]          = { 0, CLOSE_PROTOCOL, EXIT_PROTOCOL, 0, "reserved opcode" },
+	[W_UNMASKED]        = { 0, CLOSE_PROTOCOL, EXIT_PROTOCOL, 0, "unmasked client frame" },
+	[W_CTRL_FRAGMENTED] = { 0, CLOSE_PROTOCOL, EXIT_PROTOCOL, 0, "fragmented control frame" },
+	[W_CTRL_TOO_BIG]    = { 0, CLOSE_PROTOCOL, EXIT_PROTOCOL, 0, "control frame over 125 bytes" },
+	[W_LEN16]           = { 0, CLOSE_PROTOCOL, EXIT_PROTOCOL, 0, "non-minimal 16-bit length" },
+	[W_LEN64_TOP]       = { 0, CLOSE_PROTOCOL, EXIT_PROTOCOL, 0, "64-bit length with the top bit set" },
+	[W_LEN64]           = { 0, CLOSE_PROTOCOL, EXIT_PROTOCOL, 0, "non-minimal 64-bit length" },
+	[W_STRAY_CONT]      = { 0, CLOSE_PROTOCOL, EXIT_PROTOCOL, 0, "continuation without a message in progress" },
+	[W_NESTED]          = { 0, CLOSE_PROTOCOL, EXIT_PROTOCOL, 0, "new message while a fragmented one is in progress" },
+	[W_TOO_BIG]         = { 0, CLOSE_TOO_BIG, EXIT_PROTOCOL, 0, "message over --max-message" },
+	[W_UTF8]            = { 0, CLOSE_INVALID_DATA, EXIT_PROTOCOL, 0, "invalid UTF-8 in a text message" },
+	[W_CLOSE_1BYTE]     = { 0, CLOSE_PROTOCOL, EXIT_PROTOCOL, 0, "close frame with a 1-byte payload" },
+	[W_CLOSE_CODE]      = { 0, CLOSE_PROTOCOL, EXIT_PROTOCOL, 0, "invalid close code" },
+	[W_CLOSE_UTF8]      = { 0, CLOSE_INVALID_DATA, EXIT_PROTOCOL, 0, "close reason is not UTF-8" },
+	[W_CLIENT_CLOSE]    = { 0, 0, EXIT_CLEAN, 0, NULL },
+	[W_IDLE]            = { 0, CLOSE_GOING_AWAY, EXIT_TIMEOUT, E_SECONDS, "idle for" },
+	[W_NO_PONG]         = { 0, CLOSE_INTERNAL, EXIT_TIMEOUT, E_SECONDS, "no pong within" },
+	[W_LEFT]            = { 0, 0, EXIT_GONE, 0, "client left without a close" },
+	[W_LEFT_MID_FRAME]  = { 0, 0, EXIT_GONE, 0, "client left without a close, mid-frame" },
+	[W_LEFT_MID_PAYLOAD] = { 0, 0, EXIT_GONE, 0, "client left without a close, mid-payload" },
+	[W_SIGNAL]          = { 0, CLOSE_GOING_AWAY, EXIT_CLEAN, 0, "server shutting down" },
+	[W_SIGNAL_EARLY]    = { 0, 0, EXIT_CLEAN, E_NOW, "server shutting down" },
+	[W_RESET]           = { 0, 0, EXIT_GONE, E_NOW, "client reset the connection" },
+	[W_STALL]           = { 0, 0, EXIT_TIMEOUT, E_NOW | E_SECONDS, "client took no bytes for" },
+	[W_BAD_FD]          = { 0, 0, EXIT_INTERNAL, E_NOW, "client descriptor not open" },
+	[W_POLL]            = { 0, 0, EXIT_INTERNAL, E_NOW, "poll failed" },
 };
 
-static struct conn conn;
+/* Process-wide state of the shell around the core: none of it is read by
+ * conn_process. */
 static volatile sig_atomic_t stop_signal;
-static int log_to = LOG_STDERR;     /* resolved log mode */
+static enum log_mode log_to = LOG_STDERR; /* resolved log mode */
 static int syslog_fd = -1;
 static pid_t self_pid;
 
@@ -213,12 +370,14 @@ static const unsigned char web_index[] = {
 #include "web_index.h"
 };
 
+/* The page and its head always fit the empty queue, with room for a close. */
+static_assert(sizeof web_index + HTTP_HEAD_MAX + CLOSE_RESERVE <= OUT_BUF_SIZE,
+	      "web/index.html is too large for the output queue");
+
 /* ==== Prototypes ======================================================= */
 
 static void log_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void conn_fail(struct conn *c, int code, int status, const char *reason, int64_t now);
-static void conn_close_frame(struct conn *c, int code, const char *reason);
-static void conn_linger(struct conn *c, int status, int64_t now);
+static void conn_end(struct conn *c, enum why why, int secs);
 static size_t conn_process(struct conn *c, int64_t now);
 static int64_t now_ms(void);
 
@@ -461,10 +620,35 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* RFC 9110 5.6.7 IMF-fixdate of a POSIX time, e.g.
+ * "Sun, 06 Nov 1994 08:49:37 GMT".  Pure
+ * arithmetic (days to civil date), so no time zone file is ever read. */
+static void http_date(int64_t t, char out[40])
+{
+	static const char wday[] = "ThuFriSatSunMonTueWed", mon[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	int64_t days = t / 86400, secs = t % 86400, z, era, doe, yoe, doy, mp, y, d, m;
+
+	if (secs < 0)
+		secs += 86400, days--;
+	z = days + 719468;
+	era = (z >= 0 ? z : z - 146096) / 146097;
+	doe = z - era * 146097;
+	yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+	mp = (5 * doy + 2) / 153;
+	d = doy - (153 * mp + 2) / 5 + 1;
+	m = mp < 10 ? mp + 3 : mp - 9;
+	y = yoe + era * 400 + (m <= 2);
+	snprintf(out, 40, "%.3s, %02d %.3s %04d %02d:%02d:%02d GMT",
+		 wday + 3 * (int)(((days % 7) + 7) % 7), (int)d, mon + 3 * (int)(m - 1),
+		 (int)(y % 10000), (int)(secs / 3600), (int)(secs / 60 % 60), (int)(secs % 60));
+}
+
 /* ==== Logging ========================================================== */
 
-/* Every diagnostic goes through here: to stderr, to syslog when stderr is
- * the client's socket (inetd, xinetd), or nowhere. */
+/* Every line goes through here: to stderr, to syslog when stderr is the
+ * client's socket (inetd, xinetd), or nowhere.  Lines carry the pid, so
+ * the lines of concurrent connections can be told apart. */
 static void log_line(const char *fmt, ...)
 {
 	char buf[LOG_MAX];
@@ -473,13 +657,10 @@ static void log_line(const char *fmt, ...)
 
 	if (log_to == LOG_NONE)
 		return;
-	if (log_to == LOG_SYSLOG) {
-		/* RFC 3164 without timestamp: the syslog daemon adds one.
-		 * <30> is LOG_DAEMON | LOG_INFO. */
-		h = snprintf(buf, sizeof buf, "<30>wsfilter[%ld]: ", (long)self_pid);
-	} else {
-		h = snprintf(buf, sizeof buf, "wsfilter: ");
-	}
+	/* RFC 3164 without timestamp: the syslog daemon adds one.
+	 * <30> is LOG_DAEMON | LOG_INFO. */
+	h = snprintf(buf, sizeof buf, "%swsfilter[%ld]: ", log_to == LOG_SYSLOG ? "<30>" : "",
+		     (long)self_pid);
 	va_start(ap, fmt);
 	n = vsnprintf(buf + h, sizeof buf - (size_t)h - 1, fmt, ap);
 	va_end(ap);
@@ -535,13 +716,135 @@ static int out_put(struct conn *c, const void *p, size_t n)
 	return 0;
 }
 
-/* ==== Opening handshake (RFC 6455 4.2) ================================= */
+/* Count the data messages and payload bytes in n written bytes at p. */
+static void meter_pass(struct out_meter *m, const unsigned char *p, size_t n)
+{
+	size_t k;
 
-enum http_status {
-	HS_OK = 101, HTTP_OK = 200, HTTP_BAD_REQUEST = 400, HTTP_FORBIDDEN = 403,
-	HTTP_NOT_FOUND = 404, HTTP_METHOD = 405, HTTP_TIMEOUT = 408,
-	HTTP_UPGRADE_REQUIRED = 426, HTTP_TOO_LARGE = 431,
-};
+	while (n) {
+		if (m->left) {
+			k = n < m->left ? n : (size_t)m->left;
+			if (m->data)
+				m->bytes += k;
+			m->left -= k;
+			p += k, n -= k;
+		} else {
+			m->hdr[m->hlen++] = *p++, n--;
+			if (m->hlen == 2)
+				m->hneed = (m->hdr[1] & 0x7F) == 126 ? 4 : (m->hdr[1] & 0x7F) == 127 ? 10 : 2;
+			if (m->hlen < 2 || m->hlen < m->hneed)
+				continue;
+			m->left = m->hdr[1] & 0x7F;
+			if (m->hlen > 2)
+				for (m->left = 0, k = 2; k < m->hlen; k++)
+					m->left = m->left << 8 | m->hdr[k];
+			m->data = (m->hdr[0] & 0x0F) < OP_CLOSE;
+			m->fin = m->hdr[0] & WSBIT_FIN;
+			m->hlen = 0;
+		}
+		if (!m->left && !m->hlen && m->data && m->fin) {
+			m->msgs++;
+			m->data = 0;
+		}
+	}
+}
+
+/* n queued bytes have been written: drop them from the queue. */
+static void out_consume(struct conn *c, size_t n)
+{
+	const unsigned char *p = c->out + c->out_off;
+	uint64_t skip = 0;
+
+	if (c->meter.frames_from && c->written_total + n > c->meter.frames_from) {
+		if (c->written_total < c->meter.frames_from)
+			skip = c->meter.frames_from - c->written_total;
+		meter_pass(&c->meter, p + skip, n - (size_t)skip);
+	}
+	c->out_off += n;
+	c->out_len -= n;
+	c->written_total += n;
+	if (!c->out_len)
+		c->out_off = 0;
+}
+
+/* ==== Ending a connection ============================================== */
+
+/* The reason of an ending with its detail, e.g. "no pong within 20 s". */
+static size_t reason_text(enum why why, int secs, char *buf, size_t size)
+{
+	const struct ending *e = &endings[why];
+	int n;
+
+	if (!e->reason)
+		n = snprintf(buf, size, "%s", "");
+	else if (e->flags & E_SECONDS)
+		n = snprintf(buf, size, "%s %d s", e->reason, secs);
+	else
+		n = snprintf(buf, size, "%s", e->reason);
+	return n < 0 ? 0 : (size_t)n >= size ? size - 1 : (size_t)n;
+}
+
+/* Queue a control frame (payload at most 125 bytes). */
+static void ctrl_frame(struct conn *c, int opcode, const unsigned char *p, size_t n)
+{
+	unsigned char f[2 + CTRL_MAX];
+	int queued;
+
+	assert(n <= CTRL_MAX);
+	f[0] = (unsigned char)(WSBIT_FIN | opcode);
+	f[1] = (unsigned char)n;
+	memcpy(f + 2, p, n);
+	/* frames start only with OUT_FRAME_MIN free, and CLOSE_RESERVE
+	 * stays free for the close */
+	queued = out_put(c, f, 2 + n);
+	assert(queued == 0);
+	(void)queued;
+}
+
+/* RFC 6455 5.5.1: a close frame with our code and reason. */
+static void close_frame(struct conn *c, int code, enum why why, int secs)
+{
+	unsigned char p[CTRL_MAX];
+	char text[REASON_MAX];
+	size_t n = reason_text(why, secs, text, sizeof text);
+
+	if (n > CTRL_MAX - 2)
+		n = CTRL_MAX - 2;
+	p[0] = (unsigned char)(code >> 8);
+	p[1] = (unsigned char)code;
+	memcpy(p + 2, text, n);
+	ctrl_frame(c, OP_CLOSE, p, n + 2);
+	c->close_code = code;
+	c->close_by = BY_SERVER;
+}
+
+static void http_error(struct conn *c, enum why why);
+
+/* The one place a connection's end is decided: the HTTP answer or close
+ * frame that tells the client, the exit status, the reason for the log,
+ * and whether to flush and linger or go at once.  An end that comes while
+ * another is under way cuts the linger short; the first decision stands. */
+static void conn_end(struct conn *c, enum why why, int secs)
+{
+	const struct ending *e = &endings[why];
+
+	if (c->state == CS_LINGER || c->state == CS_DONE) {
+		c->state = CS_DONE;
+		return;
+	}
+	c->why = why;
+	c->why_secs = secs;
+	c->status = e->status;
+	if (c->state == CS_HANDSHAKE && e->http)
+		http_error(c, why);
+	else if (c->state == CS_OPEN && e->close)
+		close_frame(c, e->close, why, secs);
+	c->state = (e->flags & E_NOW) ? CS_DONE : CS_LINGER;
+	c->ping_end = 0;
+	c->pong_deadline = 0;
+}
+
+/* ==== Opening handshake (RFC 6455 4.2, RFC 9112) ======================= */
 
 static const char *http_reason(int status)
 {
@@ -564,18 +867,28 @@ struct span {
 	size_t len;
 };
 
-/* What the parser takes from the request head. */
+/* What the syntax pass takes from the request head.  Fields that may
+ * appear once are counted, so that a second one is refused, never read. */
 struct hs_request {
-	struct span method, target, version;
+	struct span method, target, path; /* path: the target's path, no query */
+	int minor;                        /* HTTP/1.minor */
 	struct span key, ws_version, origin, forwarded;
-	int host, upgrade_ws, connection_upgrade, key_count;
-	const char *protocol;   /* first offered protocol we know */
-	const char *error;      /* why the request is refused */
+	int hosts, keys, ws_versions, origins;
+	int upgrade_ws, connection_upgrade;
+	struct span protocols[LIST_MAX];  /* Sec-WebSocket-Protocol values */
+	int nprotocols;
 };
 
+/* Header names and tokens compare case-insensitively (RFC 9110 5.1). */
 static int span_eq(struct span s, const char *lit)
 {
 	return s.len == strlen(lit) && strncasecmp(s.p, lit, s.len) == 0;
+}
+
+/* Methods are case-sensitive (RFC 9110 9.1). */
+static int span_is(struct span s, const char *lit)
+{
+	return s.len == strlen(lit) && memcmp(s.p, lit, s.len) == 0;
 }
 
 static struct span span_trim(const char *p, size_t len)
@@ -587,41 +900,19 @@ static struct span span_trim(const char *p, size_t len)
 	return (struct span){ p, len };
 }
 
-/* Calls fn for every comma-separated token of a header value. */
-static void tokens_each(struct span v, void (*fn)(struct span, struct hs_request *),
-			struct hs_request *r)
+/* Whether a comma-separated header value holds the token (RFC 9110 5.6.1). */
+static int list_has(struct span v, const char *token)
 {
 	const char *end = v.p + v.len, *p = v.p, *q;
 
-	while (p < end) {
+	for (; p < end; p = q + 1) {
 		q = memchr(p, ',', (size_t)(end - p));
 		if (!q)
 			q = end;
-		fn(span_trim(p, (size_t)(q - p)), r);
-		p = q + 1;
+		if (span_eq(span_trim(p, (size_t)(q - p)), token))
+			return 1;
 	}
-}
-
-static void tok_upgrade(struct span t, struct hs_request *r)
-{
-	if (span_eq(t, "websocket"))
-		r->upgrade_ws = 1;
-}
-
-static void tok_connection(struct span t, struct hs_request *r)
-{
-	if (span_eq(t, "upgrade"))
-		r->connection_upgrade = 1;
-}
-
-static void tok_protocol(struct span t, struct hs_request *r)
-{
-	int i;
-
-	for (i = 0; i < opt.nprotocols && !r->protocol; i++)
-		if (t.len == strlen(opt.protocols[i]) &&
-		    memcmp(t.p, opt.protocols[i], t.len) == 0)
-			r->protocol = opt.protocols[i];
+	return 0;
 }
 
 static int is_tchar(unsigned char ch)
@@ -629,178 +920,236 @@ static int is_tchar(unsigned char ch)
 	return ch > 0x20 && ch < 0x7f && !strchr("\"(),/:;<=>?@[\\]{}", ch);
 }
 
-/* Pure parser: the head (request line and header lines, each ending in
- * CRLF, without the final empty line) into r.  Returns 0 or an HTTP
- * status; r->error says why. */
-static int hs_parse(const char *head, size_t len, struct hs_request *r)
+/* RFC 9112 3.2: origin-form ("/path?q"), absolute-form
+ * ("http://host/path", which a server MUST accept) or, for OPTIONS,
+ * asterisk-form.  Sets the path the target names. */
+static enum why hs_target(struct hs_request *r)
 {
-	const char *end = head + len, *line = head, *eol, *colon, *sp1, *sp2;
+	struct span t = r->target;
+	const char *q, *s;
+	size_t i;
+
+	for (i = 0; i < t.len; i++)
+		if ((unsigned char)t.p[i] <= 0x20 || (unsigned char)t.p[i] >= 0x7f)
+			return W_TARGET;
+	if (t.len == 1 && t.p[0] == '*' && span_is(r->method, "OPTIONS")) {
+		r->path = t;
+		return W_NONE;
+	}
+	if (t.p[0] != '/') {
+		s = memmem(t.p, t.len, "://", 3);
+		if (!s || s == t.p)
+			return W_TARGET;
+		for (q = t.p; q < s; q++)
+			if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.", *q))
+				return W_TARGET;
+		s += 3;
+		q = memchr(s, '/', (size_t)(t.p + t.len - s));
+		if (q == s || s == t.p + t.len)
+			return W_TARGET; /* no authority */
+		t = q ? (struct span){ q, (size_t)(t.p + t.len - q) } : (struct span){ "/", 1 };
+	}
+	q = memchr(t.p, '?', t.len);
+	r->path = (struct span){ t.p, q ? (size_t)(q - t.p) : t.len };
+	return W_NONE;
+}
+
+/* The request line: method SP request-target SP HTTP-version. */
+static enum why hs_request_line(const char *line, const char *eol, struct hs_request *r)
+{
+	const char *sp1 = memchr(line, ' ', (size_t)(eol - line)), *sp2, *v;
+	size_t i;
+
+	sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1)) : NULL;
+	if (!sp1 || !sp2 || sp1 == line || sp2 == sp1 + 1 || sp2 + 1 == eol)
+		return W_REQUEST_LINE;
+	r->method = (struct span){ line, (size_t)(sp1 - line) };
+	r->target = (struct span){ sp1 + 1, (size_t)(sp2 - sp1 - 1) };
+	for (i = 0; i < r->method.len; i++)
+		if (!is_tchar((unsigned char)r->method.p[i]))
+			return W_REQUEST_LINE;
+	v = sp2 + 1;
+	if (eol - v != 8 || strncmp(v, "HTTP/1.", 7) != 0 || v[7] < '0' || v[7] > '9')
+		return W_HTTP_VERSION;
+	r->minor = v[7] - '0';
+	return hs_target(r);
+}
+
+/* One header line: name ":" OWS value OWS. */
+static enum why hs_field(const char *line, const char *eol, struct hs_request *r)
+{
+	const char *colon = memchr(line, ':', (size_t)(eol - line));
 	struct span name, value;
 	size_t i;
 
-	memset(r, 0, sizeof *r);
-	eol = memmem(line, len, "\r\n", 2);
-	if (!eol)
-		eol = end;
-	sp1 = memchr(line, ' ', (size_t)(eol - line));
-	sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1)) : NULL;
-	if (!sp1 || !sp2 || sp1 == line || sp2 == sp1 + 1 || sp2 + 1 == eol) {
-		r->error = "malformed request line";
-		return HTTP_BAD_REQUEST;
+	if (!colon || colon == line)
+		return W_HEADER_LINE;
+	for (i = 0; line + i < colon; i++)
+		if (!is_tchar((unsigned char)line[i]))
+			return W_HEADER_NAME; /* also catches obsolete line folding */
+	name = (struct span){ line, (size_t)(colon - line) };
+	value = span_trim(colon + 1, (size_t)(eol - colon - 1));
+	for (i = 0; i < value.len; i++)
+		if (((unsigned char)value.p[i] < 0x20 && value.p[i] != '\t') || value.p[i] == 0x7f)
+			return W_HEADER_CTL;
+	if (span_eq(name, "Host")) {
+		r->hosts++;
+	} else if (span_eq(name, "Upgrade")) {
+		r->upgrade_ws |= list_has(value, "websocket");
+	} else if (span_eq(name, "Connection")) {
+		r->connection_upgrade |= list_has(value, "upgrade");
+	} else if (span_eq(name, "Sec-WebSocket-Key")) {
+		r->key = value;
+		r->keys++;
+	} else if (span_eq(name, "Sec-WebSocket-Version")) {
+		r->ws_version = value;
+		r->ws_versions++;
+	} else if (span_eq(name, "Origin")) {
+		r->origin = value;
+		r->origins++;
+	} else if (span_eq(name, "Sec-WebSocket-Protocol")) {
+		if (r->nprotocols == LIST_MAX)
+			return W_PROTOCOLS;
+		r->protocols[r->nprotocols++] = value;
+	} else if (span_eq(name, "X-Forwarded-For") && !r->forwarded.p) {
+		r->forwarded = value;
 	}
-	r->method = (struct span){ line, (size_t)(sp1 - line) };
-	r->target = (struct span){ sp1 + 1, (size_t)(sp2 - sp1 - 1) };
-	r->version = (struct span){ sp2 + 1, (size_t)(eol - sp2 - 1) };
-	for (i = 0; i < r->method.len; i++)
-		if (!is_tchar((unsigned char)r->method.p[i])) {
-			r->error = "malformed request line";
-			return HTTP_BAD_REQUEST;
-		}
-	if (r->target.p[0] != '/' || memchr(r->target.p, ' ', r->target.len)) {
-		r->error = "malformed request target";
-		return HTTP_BAD_REQUEST;
-	}
-	if (r->version.len != 8 || strncmp(r->version.p, "HTTP/1.", 7) != 0 ||
-	    r->version.p[7] < '0' || r->version.p[7] > '9') {
-		r->error = "unsupported HTTP version";
-		return HTTP_BAD_REQUEST;
-	}
+	return W_NONE;
+}
 
-	for (line = eol + 2; line < end; line = eol + 2) {
+/* Syntax only: the head (request line and header lines, each ending in
+ * CRLF, without the final empty line) into r.  W_NONE or why not. */
+static enum why hs_parse(const char *head, size_t len, struct hs_request *r)
+{
+	const char *end = head + len, *line, *eol;
+	enum why why;
+
+	memset(r, 0, sizeof *r);
+	for (line = head; line < end || line == head; line = eol + 2) {
 		eol = memmem(line, (size_t)(end - line), "\r\n", 2);
 		if (!eol)
 			eol = end;
-		colon = memchr(line, ':', (size_t)(eol - line));
-		if (!colon || colon == line) {
-			r->error = "malformed header line";
-			return HTTP_BAD_REQUEST;
-		}
-		for (i = 0; line + i < colon; i++)
-			if (!is_tchar((unsigned char)line[i])) {
-				/* also catches obsolete line folding */
-				r->error = "malformed header name";
-				return HTTP_BAD_REQUEST;
-			}
-		name = (struct span){ line, (size_t)(colon - line) };
-		value = span_trim(colon + 1, (size_t)(eol - colon - 1));
-		for (i = 0; i < value.len; i++)
-			if ((unsigned char)value.p[i] < 0x20 && value.p[i] != '\t') {
-				r->error = "control character in header value";
-				return HTTP_BAD_REQUEST;
-			}
-		if (span_eq(name, "Host")) {
-			if (r->host++) {
-				r->error = "more than one Host header";
-				return HTTP_BAD_REQUEST;
-			}
-		} else if (span_eq(name, "Upgrade")) {
-			tokens_each(value, tok_upgrade, r);
-		} else if (span_eq(name, "Connection")) {
-			tokens_each(value, tok_connection, r);
-		} else if (span_eq(name, "Sec-WebSocket-Key")) {
-			r->key = value;
-			r->key_count++;
-		} else if (span_eq(name, "Sec-WebSocket-Version")) {
-			r->ws_version = value;
-		} else if (span_eq(name, "Origin")) {
-			r->origin = value;
-		} else if (span_eq(name, "Sec-WebSocket-Protocol")) {
-			tokens_each(value, tok_protocol, r);
-		} else if (span_eq(name, "X-Forwarded-For") && !r->forwarded.p) {
-			r->forwarded = value;
-		}
+		why = line == head ? hs_request_line(line, eol, r) : hs_field(line, eol, r);
+		if (why != W_NONE)
+			return why;
 	}
-
-	if (!r->upgrade_ws) {
-		/* plain HTTP: the page and the health check */
-		if (!span_eq(r->method, "GET") && !span_eq(r->method, "HEAD")) {
-			r->error = "method not allowed";
-			return HTTP_METHOD;
-		}
-		return 0;
-	}
-	if (!span_eq(r->method, "GET")) {
-		r->error = "WebSocket upgrade needs GET";
-		return HTTP_METHOD;
-	}
-	if (r->version.p[7] < '1') {
-		r->error = "WebSocket upgrade needs HTTP/1.1";
-		return HTTP_BAD_REQUEST;
-	}
-	if (!r->host) {
-		r->error = "missing Host";
-		return HTTP_BAD_REQUEST;
-	}
-	if (!r->connection_upgrade) {
-		r->error = "Connection header lacks Upgrade";
-		return HTTP_BAD_REQUEST;
-	}
-	if (r->key_count != 1 || !ws_key_valid(r->key.p, r->key.len)) {
-		r->error = r->key_count == 0 ? "missing Sec-WebSocket-Key"
-		         : r->key_count > 1  ? "more than one Sec-WebSocket-Key"
-		                             : "invalid Sec-WebSocket-Key";
-		return HTTP_BAD_REQUEST;
-	}
-	if (!r->ws_version.p) {
-		r->error = "missing Sec-WebSocket-Version";
-		return HTTP_BAD_REQUEST;
-	}
-	if (!span_eq(r->ws_version, "13")) {
-		r->error = "unsupported Sec-WebSocket-Version";
-		return HTTP_UPGRADE_REQUIRED;
-	}
-	if (opt.norigins) {
-		int ok = 0;
-
-		for (i = 0; i < (size_t)opt.norigins && !ok; i++)
-			ok = r->origin.p && span_eq(r->origin, opt.origins[i]);
-		if (!ok) {
-			r->error = r->origin.p ? "Origin not allowed" : "missing Origin";
-			return HTTP_FORBIDDEN;
-		}
-	}
-	return HS_OK;
+	/* RFC 9112 3.2: exactly one Host in HTTP/1.1; RFC 6455 4.1 and
+	 * RFC 9110 5.3: the handshake's own fields at most once */
+	if (r->hosts > 1)
+		return W_HOSTS;
+	if (r->minor >= 1 && !r->hosts)
+		return W_NO_HOST;
+	if (r->keys > 1)
+		return W_KEYS;
+	if (r->ws_versions > 1)
+		return W_VERSIONS;
+	if (r->origins > 1)
+		return W_ORIGINS;
+	return W_NONE;
 }
 
-/* Queue an HTTP answer with a plain-text or given body. */
-static void http_answer(struct conn *c, int status, const char *extra,
-			const char *ctype, const void *body, size_t blen, int head_only)
+/* Plain HTTP: the page and the health check. */
+static enum why hs_route(const struct hs_request *r)
 {
-	char hdr[1024];
+	if (!span_is(r->method, "GET") && !span_is(r->method, "HEAD"))
+		return W_METHOD;
+	if (span_is(r->path, "/") || span_is(r->path, "/index.html"))
+		return W_PAGE;
+	if (span_is(r->path, "/healthz"))
+		return W_HEALTH;
+	return W_NOT_FOUND;
+}
+
+/* Policy: what a well-formed request gets.  W_NONE is the upgrade, with
+ * *protocol the first subprotocol the client offers that we accept. */
+static enum why hs_policy(const struct options *o, const struct hs_request *r,
+			  const char **protocol)
+{
+	int i, j, k;
+
+	if (!r->upgrade_ws)
+		return hs_route(r);
+	if (!span_is(r->method, "GET"))
+		return W_UPGRADE_METHOD;
+	if (r->minor < 1)
+		return W_UPGRADE_HTTP10;
+	if (!r->connection_upgrade)
+		return W_NO_CONNECTION_UPGRADE;
+	if (!r->keys)
+		return W_NO_KEY;
+	if (!ws_key_valid(r->key.p, r->key.len))
+		return W_BAD_KEY;
+	if (!r->ws_versions)
+		return W_NO_VERSION;
+	if (!span_eq(r->ws_version, "13"))
+		return W_VERSION;
+	if (o->norigins) {
+		for (i = 0; i < o->norigins; i++)
+			if (r->origin.p && span_eq(r->origin, o->origins[i]))
+				break;
+		if (i == o->norigins)
+			return r->origin.p ? W_ORIGIN : W_NO_ORIGIN;
+	}
+	*protocol = NULL;
+	for (i = 0; i < r->nprotocols && !*protocol; i++) {
+		struct span v = r->protocols[i];
+		const char *end = v.p + v.len, *p, *q;
+
+		for (p = v.p; p < end && !*protocol; p = q + 1) {
+			q = memchr(p, ',', (size_t)(end - p));
+			if (!q)
+				q = end;
+			for (j = 0, k = 0; j < o->nprotocols && !k; j++)
+				if ((k = span_is(span_trim(p, (size_t)(q - p)), o->protocols[j])))
+					*protocol = o->protocols[j];
+		}
+	}
+	return W_NONE;
+}
+
+/* Queue an HTTP answer: status line, Date, the given headers, the body
+ * (none for HEAD). */
+static void http_answer(struct conn *c, int status, const char *extra,
+			const char *ctype, const void *body, size_t blen)
+{
+	char hdr[HTTP_HEAD_MAX], date[40];
 	int n;
 
+	http_date(c->wall_start + (c->now - c->start_ms) / 1000, date);
 	n = snprintf(hdr, sizeof hdr,
 		"HTTP/1.1 %d %s\r\n"
+		"Date: %s\r\n"
 		"Content-Type: %s\r\n"
 		"Content-Length: %zu\r\n"
 		"%s"
 		"Connection: close\r\n\r\n",
-		status, http_reason(status), ctype, blen, extra ? extra : "");
-	if (n < 0 || (size_t)n >= sizeof hdr || out_put(c, hdr, (size_t)n) < 0 ||
-	    (!head_only && out_put(c, body, blen) < 0)) {
-		/* cannot happen: the queue is empty and larger than any answer */
-		c->out_len = 0;
-	}
+		status, http_reason(status), date, ctype, blen, extra ? extra : "");
+	/* the queue is empty, and the static_assert on the page keeps every
+	 * answer inside it */
+	assert(n > 0 && (size_t)n < sizeof hdr && c->out_len == 0);
+	(void)out_put(c, hdr, (size_t)n);
+	if (!c->head_only)
+		(void)out_put(c, body, blen);
 	c->http_status = status;
 }
 
-static void http_error(struct conn *c, int status, const char *why, int64_t now)
+/* The answer to a refused request: its status and a one-line body. */
+static void http_error(struct conn *c, enum why why)
 {
+	int status = endings[why].http;
+	const char *extra = NULL;
 	char body[256];
 	int n;
-	const char *extra = NULL;
 
-	n = snprintf(body, sizeof body, "%d %s: %s\n", status, http_reason(status), why);
-	if (n < 0 || (size_t)n >= sizeof body)
-		n = 0;
-	if (status == HTTP_METHOD)
-		extra = c->http_what && strcmp(c->http_what, "websocket") == 0
-			? "Allow: GET\r\n" : "Allow: GET, HEAD\r\n";
+	n = snprintf(body, sizeof body, "%d %s: %s\n", status, http_reason(status), endings[why].reason);
+	if (why == W_UPGRADE_METHOD)
+		extra = "Allow: GET\r\n";
+	else if (status == HTTP_METHOD)
+		extra = "Allow: GET, HEAD\r\n";
 	else if (status == HTTP_UPGRADE_REQUIRED)
 		extra = "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n";
-	http_answer(c, status, extra, "text/plain; charset=utf-8", body, (size_t)n, 0);
-	snprintf(c->reason, sizeof c->reason, "%s", why);
-	conn_linger(c, status == HTTP_TIMEOUT ? EXIT_TIMEOUT : EXIT_PROTOCOL, now);
+	http_answer(c, status, extra, "text/plain; charset=utf-8", body,
+		    n > 0 && (size_t)n < sizeof body ? (size_t)n : 0);
 }
 
 /* Content-Security-Policy for the page: its own inline script and style,
@@ -809,66 +1158,19 @@ static void http_error(struct conn *c, int status, const char *why, int64_t now)
 	"style-src 'unsafe-inline'; connect-src 'self'; img-src data:; " \
 	"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
-/* Plain HTTP: GET or HEAD of the page or the health check. */
-static void http_serve(struct conn *c, const struct hs_request *r, int64_t now)
-{
-	int head_only = span_eq(r->method, "HEAD");
-	size_t plen = r->target.len;
-	const char *q = memchr(r->target.p, '?', r->target.len);
-
-	if (q)
-		plen = (size_t)(q - r->target.p);
-	if ((plen == 1) || (plen == 11 && memcmp(r->target.p, "/index.html", 11) == 0)) {
-		c->http_what = "page";
-		http_answer(c, HTTP_OK,
-			"X-Content-Type-Options: nosniff\r\n"
-			"Content-Security-Policy: " PAGE_CSP "\r\n"
-			"Cache-Control: no-cache\r\n",
-			"text/html; charset=utf-8", web_index, sizeof web_index, head_only);
-	} else if (plen == 8 && memcmp(r->target.p, "/healthz", 8) == 0) {
-		c->http_what = "health check";
-		http_answer(c, HTTP_OK, "Cache-Control: no-store\r\n",
-			"text/plain; charset=utf-8", "ok", 2, head_only);
-	} else {
-		c->http_what = "http";
-		http_error(c, HTTP_NOT_FOUND, "no such page", now);
-		return;
-	}
-	conn_linger(c, EXIT_CLEAN, now);
-}
-
 static const char ws_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
-/* The head is complete (ending at head + len, CRLFCRLF included): answer it. */
-static void hs_complete(struct conn *c, const char *head, size_t len, int64_t now)
+/* The 101: Sec-WebSocket-Accept is base64(SHA-1(key + GUID)). */
+static void hs_accept(struct conn *c, const struct hs_request *r)
 {
-	struct hs_request r;
 	unsigned char keybuf[24 + sizeof ws_guid - 1], digest[20];
 	char accept[29], resp[256];
-	int status, n;
+	int n;
 
-	status = hs_parse(head, len - 2, &r);
-	c->http_what = r.upgrade_ws ? "websocket" : "http";
-	if (opt.trust_proxy && r.forwarded.p) {
-		size_t l = strlen(c->peer);
-		char fwd[PEER_MAX];
-
-		sanitize(fwd, sizeof fwd, r.forwarded.p, r.forwarded.len);
-		snprintf(c->peer + l, sizeof c->peer - l, " for %s", fwd);
-	}
-	if (status == 0) {
-		http_serve(c, &r, now);
-		return;
-	}
-	if (status != HS_OK) {
-		http_error(c, status, r.error, now);
-		return;
-	}
-	memcpy(keybuf, r.key.p, 24);
+	memcpy(keybuf, r->key.p, 24);
 	memcpy(keybuf + 24, ws_guid, sizeof ws_guid - 1);
 	sha1(keybuf, sizeof keybuf, digest);
 	base64_encode(digest, sizeof digest, accept);
-	c->protocol = r.protocol;
 	n = snprintf(resp, sizeof resp,
 		"HTTP/1.1 101 Switching Protocols\r\n"
 		"Upgrade: websocket\r\n"
@@ -877,26 +1179,76 @@ static void hs_complete(struct conn *c, const char *head, size_t len, int64_t no
 		"%s%s%s"
 		"\r\n",
 		accept,
-		r.protocol ? "Sec-WebSocket-Protocol: " : "",
-		r.protocol ? r.protocol : "",
-		r.protocol ? "\r\n" : "");
+		c->protocol ? "Sec-WebSocket-Protocol: " : "",
+		c->protocol ? c->protocol : "",
+		c->protocol ? "\r\n" : "");
+	/* a protocol name is an option of at most a few hundred bytes */
 	if (n < 0 || (size_t)n >= sizeof resp || out_put(c, resp, (size_t)n) < 0) {
-		conn_fail(c, CLOSE_INTERNAL, EXIT_INTERNAL, "handshake answer too long", now);
+		c->status = EXIT_INTERNAL;
+		c->state = CS_DONE;
 		return;
 	}
-	c->http_status = 101;
+	c->http_status = HTTP_SWITCHING;
 	c->state = CS_OPEN;
+	c->meter.frames_from = c->out_total;
+	if (c->opt->ping_interval)
+		c->next_ping_ms = c->now + c->opt->ping_interval * 1000;
 #ifdef WSFILTER_TEST_FORBIDDEN
 	/* test builds only: a call outside the allow-list proves the kill */
 	(void)!open("/dev/null", O_RDONLY);
 #endif
-	if (opt.ping_interval)
-		c->next_ping_ms = now + (int64_t)opt.ping_interval * 1000;
+}
+
+/* The head is complete (len bytes, CRLFCRLF included): answer it. */
+static void hs_complete(struct conn *c, const char *head, size_t len)
+{
+	struct hs_request r;
+	enum why why = hs_parse(head, len - 2, &r);
+	char raw[REQ_MAX];
+	int n;
+
+	if (r.method.len) {
+		n = snprintf(raw, sizeof raw, "%.*s %.*s", (int)r.method.len, r.method.p,
+			     (int)(r.target.len < REQ_MAX ? r.target.len : REQ_MAX), r.target.p);
+		sanitize(c->request, sizeof c->request, raw, n < 0 ? 0 : strlen(raw));
+	}
+	c->head_only = span_is(r.method, "HEAD");
+	c->kind = r.upgrade_ws ? HK_WEBSOCKET : HK_HTTP;
+	if (c->opt->trust_proxy && r.forwarded.p) {
+		size_t l = strlen(c->peer);
+		char fwd[PEER_MAX];
+
+		sanitize(fwd, sizeof fwd, r.forwarded.p, r.forwarded.len);
+		snprintf(c->peer + l, sizeof c->peer - l, " for %s", fwd);
+	}
+	if (why == W_NONE)
+		why = hs_policy(c->opt, &r, &c->protocol);
+	switch (why) {
+	case W_NONE:
+		hs_accept(c, &r);
+		return;
+	case W_PAGE:
+		c->kind = HK_PAGE;
+		http_answer(c, HTTP_OK,
+			"X-Content-Type-Options: nosniff\r\n"
+			"Content-Security-Policy: " PAGE_CSP "\r\n"
+			"Cache-Control: no-cache\r\n",
+			"text/html; charset=utf-8", web_index, sizeof web_index);
+		break;
+	case W_HEALTH:
+		c->kind = HK_HEALTH;
+		http_answer(c, HTTP_OK, "Cache-Control: no-store\r\n",
+			"text/plain; charset=utf-8", "ok", 2);
+		break;
+	default:
+		break;
+	}
+	conn_end(c, why, 0);
 }
 
 /* Look for the end of the head in the input; answer it when complete.
  * Returns the bytes consumed (the head) or 0 while it is incomplete. */
-static size_t hs_feed(struct conn *c, int64_t now)
+static size_t hs_feed(struct conn *c)
 {
 	const char *p = (const char *)c->in + c->in_off;
 	size_t n = c->in_len - c->in_off, scan = n < HEAD_MAX ? n : HEAD_MAX;
@@ -904,12 +1256,12 @@ static size_t hs_feed(struct conn *c, int64_t now)
 
 	if (!end) {
 		if (n >= HEAD_MAX) {
-			c->http_what = "http";
-			http_error(c, HTTP_TOO_LARGE, "request head over 8 KiB", now);
+			c->kind = HK_HTTP;
+			conn_end(c, W_HEAD_TOO_LARGE, 0);
 		}
 		return 0;
 	}
-	hs_complete(c, p, (size_t)(end - p) + 4, now);
+	hs_complete(c, p, (size_t)(end - p) + 4);
 	return (size_t)(end - p) + 4;
 }
 
@@ -956,8 +1308,6 @@ static size_t frame_head(unsigned char *p, int fin, int opcode, uint64_t len)
 	return 10;
 }
 
-/* XOR n bytes with the masking key, starting at payload offset pos, a
- * machine word at a time with the key rotated to that offset. */
 static void unmask(unsigned char *dst, const unsigned char *src, size_t n,
 		   const uint8_t key[4], uint64_t pos)
 {
@@ -977,57 +1327,58 @@ static void unmask(unsigned char *dst, const unsigned char *src, size_t n,
 		dst[i] = src[i] ^ k[i & 7];
 }
 
-/* Queue a control frame (payload at most 125 bytes). */
-static void ctrl_frame(struct conn *c, int opcode, const unsigned char *p, size_t n)
+/* The client frame header at p, n bytes available (RFC 6455 5.2).
+ * Returns 0 while more bytes are needed, -1 with *why set when the header
+ * breaks the protocol, or the header's size (mask included).  Each check
+ * sits where its field is decoded. */
+static int frame_decode(const unsigned char *p, size_t n, struct frame_header *h, enum why *why)
 {
-	unsigned char f[2 + CTRL_MAX];
+	uint64_t len;
+	size_t size = 2;
+	int i;
 
-	f[0] = (unsigned char)(WSBIT_FIN | opcode);
-	f[1] = (unsigned char)n;
-	memcpy(f + 2, p, n);
-	/* cannot fail: frames start only with OUT_FRAME_MIN free, and
-	 * CLOSE_RESERVE stays free for the close */
-	(void)out_put(c, f, 2 + n);
-}
-
-static void conn_close_frame(struct conn *c, int code, const char *reason)
-{
-	unsigned char p[CTRL_MAX];
-	size_t n = 0;
-
-	if (code) {
-		p[0] = (unsigned char)(code >> 8);
-		p[1] = (unsigned char)code;
-		n = strlen(reason);
-		if (n > CTRL_MAX - 2)
-			n = CTRL_MAX - 2;
-		memcpy(p + 2, reason, n);
-		n += 2;
+	if (n < 2)
+		return 0;
+	h->fin = (p[0] & WSBIT_FIN) != 0;
+	h->opcode = p[0] & 0x0F;
+	len = p[1] & 0x7F;
+	if (p[0] & WSBIT_RSV)
+		*why = W_RSV;
+	else if ((h->opcode > OP_BINARY && h->opcode < OP_CLOSE) || h->opcode > OP_PONG)
+		*why = W_OPCODE;
+	else if (!(p[1] & WSBIT_MASK))
+		*why = W_UNMASKED;        /* RFC 6455 5.1: clients MUST mask every frame */
+	else if (h->opcode >= OP_CLOSE && !h->fin)
+		*why = W_CTRL_FRAGMENTED; /* RFC 6455 5.5: control frames MUST NOT be fragmented */
+	else if (h->opcode >= OP_CLOSE && len > CTRL_MAX)
+		*why = W_CTRL_TOO_BIG;    /* ... and carry at most 125 bytes */
+	else
+		*why = W_NONE;
+	if (*why != W_NONE)
+		return -1;
+	if (len == 126) {
+		if (n < 4)
+			return 0;
+		len = (uint64_t)p[2] << 8 | p[3];
+		size = 4;
+		/* RFC 6455 5.2: the minimal number of bytes MUST be used */
+		*why = len < 126 ? W_LEN16 : W_NONE;
+	} else if (len == 127) {
+		if (n < 10)
+			return 0;
+		for (len = 0, i = 0; i < 8; i++)
+			len = len << 8 | p[2 + i];
+		size = 10;
+		*why = p[2] & 0x80 ? W_LEN64_TOP : len <= 0xFFFF ? W_LEN64 : W_NONE;
 	}
-	ctrl_frame(c, OP_CLOSE, p, n);
-	c->close_code = code;
-}
-
-/* Everything queued is the last the client gets: flush it, shut down our
- * side, and wait up to the close timeout for the client to go. */
-static void conn_linger(struct conn *c, int status, int64_t now)
-{
-	c->state = CS_LINGER;
-	c->status = status;
-	c->linger_deadline = now + (int64_t)opt.close_timeout * 1000;
-	c->pong_deadline = 0;
-}
-
-/* RFC 6455 7.1.7 "Fail the WebSocket Connection": send the close code,
- * stop processing input, log why. */
-static void conn_fail(struct conn *c, int code, int status, const char *reason, int64_t now)
-{
-	if (c->state == CS_OPEN) {
-		conn_close_frame(c, code, reason);
-		c->close_by = "server";
-	}
-	snprintf(c->reason, sizeof c->reason, "%s", reason);
-	conn_linger(c, status, now);
+	if (*why != W_NONE)
+		return -1;
+	if (n < size + 4)
+		return 0;
+	memcpy(h->mask, p + size, 4);
+	h->len = len;
+	h->size = size + 4;
+	return (int)h->size;
 }
 
 /* RFC 6455 7.4.1: codes a peer may send in a close frame. */
@@ -1038,11 +1389,11 @@ static int close_code_valid(unsigned code)
 }
 
 /* A whole control frame with its unmasked payload. */
-static void ctrl_handle(struct conn *c, int opcode, unsigned char *p, size_t n, int64_t now)
+static void ctrl_handle(struct conn *c, int opcode, const unsigned char *p, size_t n)
 {
 	struct utf8 u;
 	size_t bad;
-	unsigned code;
+	unsigned code = n >= 2 ? (unsigned)p[0] << 8 | p[1] : 0;
 
 	switch (opcode) {
 	case OP_PING:
@@ -1054,214 +1405,184 @@ static void ctrl_handle(struct conn *c, int opcode, unsigned char *p, size_t n, 
 		c->pong_deadline = 0;
 		break;
 	case OP_CLOSE:
-		if (n == 1) {
-			conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "close frame with a 1-byte payload", now);
-			return;
-		}
-		code = n ? (unsigned)p[0] << 8 | p[1] : 0;
-		if (n && !close_code_valid(code)) {
-			conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "invalid close code", now);
-			return;
-		}
 		utf8_reset(&u);
-		if (n > 2 && (utf8_run(&u, p + 2, n - 2, &bad) < 0 || u.need)) {
-			conn_fail(c, CLOSE_INVALID_DATA, EXIT_PROTOCOL, "close reason is not UTF-8", now);
-			return;
-		}
+		if (n == 1)
+			conn_end(c, W_CLOSE_1BYTE, 0);
+		else if (n && !close_code_valid(code))
+			conn_end(c, W_CLOSE_CODE, 0);
+		else if (n > 2 && (utf8_run(&u, p + 2, n - 2, &bad) < 0 || u.need))
+			conn_end(c, W_CLOSE_UTF8, 0);
+		if (c->state != CS_OPEN)
+			break;
 		/* RFC 6455 5.5.1: answer with a close echoing the code */
 		ctrl_frame(c, OP_CLOSE, p, n ? 2 : 0);
-		c->close_code = (int)code;
-		c->close_by = "client";
-		conn_linger(c, EXIT_CLEAN, now);
+		c->close_code = n ? (int)code : CLOSE_NO_STATUS;
+		c->close_by = BY_CLIENT;
+		conn_end(c, W_CLIENT_CLOSE, 0);
 		break;
 	}
 }
 
-/* Parse frames from the input and queue the answers.  Returns bytes
- * consumed.  Stops when input runs out, when the output queue is too full
- * to go on (backpressure), or when the connection fails or closes. */
-static size_t frame_feed(struct conn *c, int64_t now)
+/* A data frame header: check it against the message in progress, then
+ * make it the frame whose payload streams through. */
+static enum why msg_start(struct conn *c, const struct frame_header *h)
 {
-	const unsigned char *in = c->in + c->in_off, *p;
-	size_t avail = c->in_len - c->in_off, used = 0;
+	struct message *m = &c->msg;
+	uint64_t max = (uint64_t)c->opt->max_message;
+
+	if (h->opcode == OP_CONT && !m->active)
+		return W_STRAY_CONT;
+	if (h->opcode != OP_CONT && m->active)
+		return W_NESTED;
+	/* known from the header: fail before the payload */
+	if (max && (h->len > max || (m->active ? m->size : 0) + h->len > max))
+		return W_TOO_BIG;
+	if (!m->active) {
+		m->active = 1;
+		m->opcode = h->opcode;
+		m->out_started = 0;
+		m->size = 0;
+		utf8_reset(&m->utf8);
+	}
+	m->size += h->len;
+	c->frame.active = 1;
+	c->frame.fin = h->fin;
+	c->frame.len = h->len;
+	c->frame.pos = 0;
+	memcpy(c->frame.mask, h->mask, 4);
+	return W_NONE;
+}
+
+/* The filter: forward as much of the current frame's payload as is here
+ * and fits, as one output frame, unmasked and checked; a message's last
+ * frame gets the " - N" suffix.  Returns the bytes consumed, or -1 when
+ * nothing can move until more input or more room comes. */
+static long msg_forward(struct conn *c, const unsigned char *p, size_t n)
+{
 	struct frame *f = &c->frame;
 	struct message *m = &c->msg;
+	uint64_t rem = f->len - f->pos;
+	size_t room = out_room(c), chunk, hlen, slen = 0, bad;
+	char suffix[SUFFIX_MAX];
+	unsigned char *dst;
+	int last, final;
+
+	if (room < OUT_FRAME_MIN)
+		return -1;
+	room -= CLOSE_RESERVE + 10 + SUFFIX_MAX;
+	chunk = n < rem ? n : (size_t)rem;
+	if (chunk > room)
+		chunk = room;
+	if (chunk == 0 && rem > 0)
+		return -1;
+	last = chunk == rem;
+	final = last && f->fin;
+	if (chunk == 0 && !final) {
+		f->active = 0; /* an empty non-final fragment: nothing to forward */
+		return 0;
+	}
+	if (final && !c->opt->echo) {
+		memcpy(suffix, " - ", 3);
+		slen = 3 + u64_to_dec(suffix + 3, rng_range(c->rng, (uint64_t)c->opt->random_max));
+	}
+	dst = out_reserve(c, 10 + chunk + slen);
+	assert(dst);
+	hlen = frame_head(dst, final, m->out_started ? OP_CONT : m->opcode, chunk + slen);
+	unmask(dst + hlen, p, chunk, f->mask, f->pos);
+	if (m->opcode == OP_TEXT && (utf8_run(&m->utf8, dst + hlen, chunk, &bad) < 0 ||
+				     (final && m->utf8.need))) {
+		/* RFC 6455 8.1: fail at once; the invalid bytes are never queued */
+		conn_end(c, W_UTF8, 0);
+		return (long)chunk;
+	}
+	memcpy(dst + hlen + chunk, suffix, slen);
+	out_commit(c, hlen + chunk + slen);
+	m->out_started = 1;
+	c->bytes_in += chunk;
+	f->pos += chunk;
+	if (last) {
+		f->active = 0;
+		if (f->fin) {
+			m->active = 0;
+			c->msgs_in++;
+		}
+	}
+	return (long)chunk;
+}
+
+/* Frames from the input, answers into the output.  Returns the bytes
+ * consumed.  Stops when input runs out, when the output queue is too full
+ * to go on (backpressure), or when the connection ends. */
+static size_t ws_feed(struct conn *c)
+{
+	const unsigned char *in = c->in + c->in_off;
+	size_t avail = c->in_len - c->in_off, used = 0;
+	unsigned char payload[CTRL_MAX];
+	struct frame_header h;
+	enum why why;
+	long moved;
+	int got;
 
 	while (c->state == CS_OPEN) {
-		p = in + used;
-		if (!f->active) {
-			size_t hlen = 2;
-			uint64_t len;
-			int opcode, fin, i;
-
-			if (avail - used < 2 || out_room(c) < OUT_FRAME_MIN)
+		if (c->frame.active) {
+			if ((moved = msg_forward(c, in + used, avail - used)) < 0)
 				break;
-			fin = p[0] & WSBIT_FIN;
-			opcode = p[0] & 0x0F;
-			len = p[1] & 0x7F;
-			/* each check where its field is decoded */
-			if (p[0] & WSBIT_RSV) {
-				conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "RSV bits set without an extension", now);
-				break;
-			}
-			if ((opcode > OP_BINARY && opcode < OP_CLOSE) || opcode > OP_PONG) {
-				conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "reserved opcode", now);
-				break;
-			}
-			if (!(p[1] & WSBIT_MASK)) {
-				/* RFC 6455 5.1: clients MUST mask every frame */
-				conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "unmasked client frame", now);
-				break;
-			}
-			if (opcode >= OP_CLOSE) {
-				/* RFC 6455 5.5: control frames MUST NOT be fragmented
-				 * and carry at most 125 bytes */
-				if (!fin) {
-					conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "fragmented control frame", now);
-					break;
-				}
-				if (len > CTRL_MAX) {
-					conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "control frame over 125 bytes", now);
-					break;
-				}
-			} else if (opcode == OP_CONT && !m->active) {
-				conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "continuation without a message in progress", now);
-				break;
-			} else if (opcode != OP_CONT && m->active) {
-				conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "new message while a fragmented one is in progress", now);
-				break;
-			}
-			if (len == 126) {
-				if (avail - used < 4)
-					break;
-				len = (uint64_t)p[2] << 8 | p[3];
-				hlen = 4;
-				if (len < 126) {
-					/* RFC 6455 5.2: the minimal number of bytes MUST be used */
-					conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "non-minimal 16-bit length", now);
-					break;
-				}
-			} else if (len == 127) {
-				if (avail - used < 10)
-					break;
-				if (p[2] & 0x80) {
-					conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "64-bit length with the top bit set", now);
-					break;
-				}
-				for (len = 0, i = 0; i < 8; i++)
-					len = len << 8 | p[2 + i];
-				hlen = 10;
-				if (len <= 0xFFFF) {
-					conn_fail(c, CLOSE_PROTOCOL, EXIT_PROTOCOL, "non-minimal 64-bit length", now);
-					break;
-				}
-			}
-			if (avail - used < hlen + 4)
-				break;
-			if (opcode >= OP_CLOSE) {
-				unsigned char payload[CTRL_MAX];
-
-				/* control frames are handled whole: wait for all of it */
-				if (avail - used < hlen + 4 + len)
-					break;
-				unmask(payload, p + hlen + 4, (size_t)len, p + hlen, 0);
-				used += hlen + 4 + (size_t)len;
-				ctrl_handle(c, opcode, payload, (size_t)len, now);
-				continue;
-			}
-			if (opt.max_message && (len > opt.max_message ||
-						(m->active ? m->size : 0) + len > opt.max_message)) {
-				/* known from the header: fail before the payload */
-				conn_fail(c, CLOSE_TOO_BIG, EXIT_PROTOCOL, "message over --max-message", now);
-				break;
-			}
-			if (!m->active) {
-				m->active = 1;
-				m->opcode = opcode;
-				m->out_started = 0;
-				m->size = 0;
-				utf8_reset(&m->utf8);
-			}
-			m->size += len;
-			f->active = 1;
-			f->fin = fin;
-			f->len = len;
-			f->pos = 0;
-			memcpy(f->mask, p + hlen, 4);
-			used += hlen + 4;
-			p = in + used;
+			used += (size_t)moved;
+			continue;
 		}
-
-		/* payload: as much as is here and fits, as one output frame */
-		{
-			uint64_t rem = f->len - f->pos;
-			size_t room = out_room(c), chunk, hlen, slen = 0, bad;
-			int last, final;
-			char suffix[SUFFIX_MAX];
-			unsigned char *dst;
-
-			if (room < OUT_FRAME_MIN)
-				break;
-			room -= CLOSE_RESERVE + 10 + SUFFIX_MAX;
-			chunk = avail - used;
-			if (chunk > rem)
-				chunk = (size_t)rem;
-			if (chunk > room)
-				chunk = room;
-			if (chunk == 0 && rem > 0)
-				break;
-			last = chunk == rem;
-			final = last && f->fin;
-			if (chunk == 0 && !final) {
-				/* an empty non-final fragment: nothing to forward */
-				f->active = 0;
-				continue;
-			}
-			if (final && !opt.echo) {
-				memcpy(suffix, " - ", 3);
-				slen = 3 + u64_to_dec(suffix + 3, rng_range(c->rng, opt.random_max));
-			}
-			dst = out_reserve(c, 10 + chunk + slen);
-			hlen = frame_head(dst, final, m->out_started ? OP_CONT : m->opcode,
-					  chunk + slen);
-			unmask(dst + hlen, p, chunk, f->mask, f->pos);
-			if (m->opcode == OP_TEXT &&
-			    (utf8_run(&m->utf8, dst + hlen, chunk, &bad) < 0 ||
-			     (final && m->utf8.need))) {
-				/* RFC 6455 8.1: fail at once; the invalid bytes
-				 * are never queued */
-				used += chunk;
-				conn_fail(c, CLOSE_INVALID_DATA, EXIT_PROTOCOL, "invalid UTF-8 in a text message", now);
-				break;
-			}
-			memcpy(dst + hlen + chunk, suffix, slen);
-			out_commit(c, hlen + chunk + slen);
-			m->out_started = 1;
-			c->bytes_in += chunk;
-			c->bytes_out += chunk + slen;
-			used += chunk;
-			f->pos += chunk;
-			if (last) {
-				f->active = 0;
-				if (f->fin) {
-					m->active = 0;
-					c->msgs_in++;
-					c->msgs_out++;
-				}
-			}
+		if (out_room(c) < OUT_FRAME_MIN)
+			break;
+		got = frame_decode(in + used, avail - used, &h, &why);
+		if (got == 0)
+			break;
+		if (got < 0 || (h.opcode < OP_CLOSE && (why = msg_start(c, &h)) != W_NONE)) {
+			conn_end(c, why, 0);
+			break;
 		}
+		if (h.opcode < OP_CLOSE) {
+			used += h.size;
+			continue;
+		}
+		/* control frames are handled whole: wait for all of it */
+		if (avail - used < h.size + h.len)
+			break;
+		unmask(payload, in + used + h.size, (size_t)h.len, h.mask, 0);
+		used += h.size + (size_t)h.len;
+		ctrl_handle(c, h.opcode, payload, (size_t)h.len);
 	}
 	return used;
 }
 
-/* The protocol core: consume what it can of c->in, queue the answers in
- * c->out.  No I/O here, so tests and fuzzers call it directly. */
+/* ==== The protocol core ================================================ */
+
+/* A connection ready for its first byte: fds[0] and fds[1] are the
+ * client's input and output, the same socket or two pipes.  The caller
+ * seeds c->rng and names c->peer. */
+static void conn_init(struct conn *c, const struct options *o, const int fds[2],
+		      int64_t now, int64_t wall)
+{
+	/* the buffers, at the end, stay untouched until used */
+	memset(c, 0, offsetof(struct conn, in));
+	c->opt = o;
+	c->ep[EP_CLIENT_IN].fd = fds[0];
+	c->ep[EP_CLIENT_OUT].fd = fds[1];
+	c->shared = fds[0] == fds[1];
+	c->state = CS_HANDSHAKE;
+	c->now = c->start_ms = c->last_rx_ms = now;
+	c->wall_start = wall;
+	c->rng[0] = 1;
+	strcpy(c->peer, "stdin");
+}
+
+/* Consume what can be consumed of c->in, queue the answers in c->out.
+ * No I/O, no globals: tests and fuzzers call it directly. */
 static size_t conn_process(struct conn *c, int64_t now)
 {
 	size_t used, total = 0;
 
+	c->now = now;
 	while (c->state == CS_HANDSHAKE || c->state == CS_OPEN) {
-		used = c->state == CS_HANDSHAKE ? hs_feed(c, now) : frame_feed(c, now);
+		used = c->state == CS_HANDSHAKE ? hs_feed(c) : ws_feed(c);
 		c->in_off += used;
 		total += used;
 		if (!used)
@@ -1272,115 +1593,95 @@ static size_t conn_process(struct conn *c, int64_t now)
 	return total;
 }
 
-/* ==== Timers and signals =============================================== */
+/* ==== Timers =========================================================== */
 
-static void on_signal(int sig)
+static int64_t earliest(int64_t a, int64_t b)
 {
-	(void)sig;
-	stop_signal++;
+	return !a ? b : !b ? a : a < b ? a : b;
 }
 
-/* Act on expired timers; returns the next deadline, or -1 for none. */
-static int64_t conn_timers(struct conn *c, int64_t now)
+/* A keepalive ping can be queued: none is out, and there is room (a due
+ * ping that finds no room waits for POLLOUT, not for a timer). */
+static int ping_possible(const struct conn *c)
 {
-	int64_t next = -1, t;
+	return c->opt->ping_interval && !c->ping_end && !c->pong_deadline &&
+	       out_room(c) >= OUT_FRAME_MIN;
+}
 
-#define NEXT(d) do { if ((d) > 0 && (next < 0 || (d) < next)) next = (d); } while (0)
+/* When the next timer expires, in ms of CLOCK_MONOTONIC; 0: none runs. */
+static int64_t conn_deadline(const struct conn *c)
+{
+	const struct options *o = c->opt;
+	int64_t t = 0;
+
+	if (c->send_since)
+		t = c->send_since + o->send_timeout * 1000;
 	switch (c->state) {
 	case CS_HANDSHAKE:
-		t = c->start_ms + (int64_t)opt.hs_timeout * 1000;
-		if (now >= t) {
-			c->http_what = "http";
-			if (c->in_len == 0) {
-				/* nothing sent at all: a silent close */
-				snprintf(c->reason, sizeof c->reason, "no request within %d s", opt.hs_timeout);
-				conn_linger(c, EXIT_TIMEOUT, now);
-			} else {
-				http_error(c, HTTP_TIMEOUT, "request head incomplete at the handshake timeout", now);
-			}
-			break;
-		}
-		NEXT(t);
+		t = earliest(t, c->start_ms + o->hs_timeout * 1000);
 		break;
 	case CS_OPEN:
-		if (opt.idle_timeout) {
-			t = c->last_rx_ms + (int64_t)opt.idle_timeout * 1000;
-			if (now >= t) {
-				conn_close_frame(c, CLOSE_GOING_AWAY, "idle timeout");
-				c->close_by = "server";
-				snprintf(c->reason, sizeof c->reason, "idle for %d s", opt.idle_timeout);
-				conn_linger(c, EXIT_TIMEOUT, now);
-				break;
-			}
-			NEXT(t);
-		}
-		if (opt.ping_interval) {
-			if (c->ping_end && c->written_total >= c->ping_end) {
-				/* the ping is on the wire: now the clock runs */
-				c->ping_end = 0;
-				c->pong_deadline = now + (int64_t)opt.ping_timeout * 1000;
-			}
-			if (c->pong_deadline && now >= c->pong_deadline) {
-				char why[64];
-
-				snprintf(why, sizeof why, "no pong within %d s", opt.ping_timeout);
-				conn_fail(c, CLOSE_INTERNAL, EXIT_TIMEOUT, why, now);
-				break;
-			}
-			if (!c->ping_end && !c->pong_deadline && now >= c->next_ping_ms &&
-			    out_room(c) >= OUT_FRAME_MIN) {
-				ctrl_frame(c, OP_PING, (const unsigned char *)"wsfilter", 8);
-				c->ping_end = c->out_total;
-				c->next_ping_ms = now + (int64_t)opt.ping_interval * 1000;
-			}
-			/* a ping that is due but finds no room waits for
-			 * POLLOUT, not for a timer */
-			if (!c->ping_end && !c->pong_deadline && c->next_ping_ms > now)
-				NEXT(c->next_ping_ms);
-			NEXT(c->pong_deadline);
-		}
+		if (o->idle_timeout)
+			t = earliest(t, c->last_rx_ms + o->idle_timeout * 1000);
+		if (ping_possible(c))
+			t = earliest(t, c->next_ping_ms);
+		t = earliest(t, c->pong_deadline);
 		break;
 	case CS_LINGER:
-		if (now >= c->linger_deadline) {
-			c->state = CS_DONE;
-			break;
-		}
-		NEXT(c->linger_deadline);
+		t = earliest(t, c->linger_deadline);
 		break;
 	case CS_DONE:
 		break;
 	}
-#undef NEXT
-	return next;
+	return t;
 }
 
-static void conn_on_signal(struct conn *c, int64_t now)
+/* Act on every timer that has expired by now. */
+static void conn_expire(struct conn *c, int64_t now)
 {
+	const struct options *o = c->opt;
+
+	c->now = now;
+	if (c->send_since && now >= c->send_since + o->send_timeout * 1000)
+		conn_end(c, W_STALL, (int)o->send_timeout);
 	switch (c->state) {
 	case CS_HANDSHAKE:
-		snprintf(c->reason, sizeof c->reason, "stopped by a signal");
-		c->status = EXIT_CLEAN;
-		c->state = CS_DONE;
+		if (now >= c->start_ms + o->hs_timeout * 1000) {
+			c->kind = HK_HTTP;
+			/* nothing sent at all: a silent close */
+			conn_end(c, c->in_len ? W_HEAD_TIMEOUT : W_NO_REQUEST, (int)o->hs_timeout);
+		}
 		break;
 	case CS_OPEN:
-		/* the replies already queued go first, then close 1001 */
-		conn_close_frame(c, CLOSE_GOING_AWAY, "server shutting down");
-		c->close_by = "server";
-		snprintf(c->reason, sizeof c->reason, "stopped by a signal");
-		conn_linger(c, EXIT_CLEAN, now);
+		if (c->ping_end && c->written_total >= c->ping_end) {
+			/* the ping is on the wire: now the clock runs */
+			c->ping_end = 0;
+			c->pong_deadline = now + o->ping_timeout * 1000;
+		}
+		if (o->idle_timeout && now >= c->last_rx_ms + o->idle_timeout * 1000)
+			conn_end(c, W_IDLE, (int)o->idle_timeout);
+		else if (c->pong_deadline && now >= c->pong_deadline)
+			conn_end(c, W_NO_PONG, (int)o->ping_timeout);
+		else if (ping_possible(c) && now >= c->next_ping_ms) {
+			ctrl_frame(c, OP_PING, (const unsigned char *)"wsfilter", 8);
+			c->ping_end = c->out_total;
+			c->next_ping_ms = now + o->ping_interval * 1000;
+		}
 		break;
 	case CS_LINGER:
+		if (c->linger_deadline && now >= c->linger_deadline)
+			c->state = CS_DONE;
+		break;
 	case CS_DONE:
-		/* a second signal while closing: go now */
-		c->state = CS_DONE;
 		break;
 	}
 }
 
 /* ==== I/O loop ========================================================= */
 
-static void conn_read(struct conn *c, int64_t now)
+static void client_read(struct conn *c, int64_t now)
 {
+	struct endpoint *ep = &c->ep[EP_CLIENT_IN];
 	ssize_t n;
 
 	if (c->state == CS_LINGER) {
@@ -1390,7 +1691,7 @@ static void conn_read(struct conn *c, int64_t now)
 		c->in_len -= c->in_off;
 		c->in_off = 0;
 	}
-	n = read(c->in_fd, c->in + c->in_len, IN_BUF_SIZE - c->in_len);
+	n = read(ep->fd, c->in + c->in_len, IN_BUF_SIZE - c->in_len);
 	if (n > 0 && c->state == CS_LINGER) {
 		/* read only so that closing does not reset the connection
 		 * and destroy our last bytes; a client that keeps sending
@@ -1402,144 +1703,152 @@ static void conn_read(struct conn *c, int64_t now)
 		c->in_len += (size_t)n;
 		c->last_rx_ms = now;
 	} else if (n == 0) {
-		c->in_eof = 1;
+		ep->fd = -1;
 	} else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
 		/* reset: nothing more can be read or written */
-		c->in_eof = 1;
-		c->wr_err = 1;
+		ep->fd = -1;
+		conn_end(c, W_RESET, 0);
 	}
 }
 
-static void conn_write(struct conn *c)
+/* Write what is queued; returns the bytes written. */
+static size_t client_write(struct conn *c, int64_t now)
 {
+	struct endpoint *ep = &c->ep[EP_CLIENT_OUT];
 	ssize_t n;
 
-	if (!c->out_len || c->wr_err)
-		return;
-	n = write(c->out_fd, c->out + c->out_off, c->out_len);
+	if (ep->fd < 0 || !c->out_len)
+		return 0;
+	n = write(ep->fd, c->out + c->out_off, c->out_len);
 	if (n > 0) {
-		c->out_off += (size_t)n;
-		c->out_len -= (size_t)n;
-		c->written_total += (uint64_t)n;
-		if (!c->out_len)
-			c->out_off = 0;
-	} else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-		c->wr_err = 1;
+		out_consume(c, (size_t)n);
+		c->send_since = c->out_len ? now : 0;
+		return (size_t)n;
 	}
-}
-
-/* Our last byte is written: tell the client (RFC 6455 7.1.1: the server
- * closes the TCP connection first). */
-static void conn_shut_write(struct conn *c)
-{
-	c->wr_shut = 1;
-	if (shutdown(c->out_fd, SHUT_WR) < 0 && c->out_fd != c->in_fd)
-		close(c->out_fd); /* a pipe: closing it is the EOF */
-}
-
-/* The client is gone or done: settle why, once. */
-static void conn_eof(struct conn *c, int64_t now)
-{
-	if (c->state == CS_HANDSHAKE) {
-		snprintf(c->reason, sizeof c->reason, "%s",
-			 c->in_len ? "client left during the handshake" : "client left before a request");
-		conn_linger(c, EXIT_GONE, now);
-	} else if (c->state == CS_OPEN) {
-		snprintf(c->reason, sizeof c->reason, "client left without a close%s",
-			 c->frame.active ? ", mid-payload"
-			 : c->in_len > c->in_off ? ", mid-frame" : "");
-		conn_linger(c, EXIT_GONE, now);
+	if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+		ep->fd = -1;
+		conn_end(c, W_RESET, 0);
 	}
+	return 0;
 }
 
-/* Process and write until the input is used up or the output backs up.
- * Never wait in poll while input that could be processed is buffered: no
- * new byte may ever come to wake us. */
+/* Feed the core and write what it queues until neither moves.  Never
+ * wait in poll while input that could be processed is buffered: no new
+ * byte may ever come to wake us. */
 static void conn_pump(struct conn *c, int64_t now)
 {
-	int blocked;
-	size_t used;
-
 	for (;;) {
-		blocked = out_room(c) < OUT_FRAME_MIN;
-		used = 0;
 		if (c->state == CS_HANDSHAKE || c->state == CS_OPEN)
-			used = conn_process(c, now);
-		conn_write(c);
-		if ((c->state != CS_HANDSHAKE && c->state != CS_OPEN) ||
-		    out_room(c) < OUT_FRAME_MIN || (!used && !blocked))
+			conn_process(c, now);
+		if (!client_write(c, now) || c->in_off == c->in_len ||
+		    (c->state != CS_HANDSHAKE && c->state != CS_OPEN))
 			break;
 	}
 }
 
+/* What the ends of the streams mean.  The client's EOF with room to spare
+ * leaves an incomplete head or frame that will never be completed.  Once
+ * the end is decided and the last byte written, our side is shut down
+ * (RFC 6455 7.1.1: the server closes the TCP connection first) and the
+ * close timeout runs until the client's EOF. */
+static void conn_settle(struct conn *c, int64_t now)
+{
+	struct endpoint *in = &c->ep[EP_CLIENT_IN], *out = &c->ep[EP_CLIENT_OUT];
+
+	if (in->fd < 0 && out_room(c) >= OUT_FRAME_MIN) {
+		if (c->state == CS_HANDSHAKE)
+			conn_end(c, c->in_len ? W_LEFT_IN_HEAD : W_LEFT_EARLY, 0);
+		else if (c->state == CS_OPEN)
+			conn_end(c, c->frame.active ? W_LEFT_MID_PAYLOAD
+				 : c->in_len > c->in_off ? W_LEFT_MID_FRAME : W_LEFT, 0);
+	}
+	if (c->state == CS_LINGER && !c->out_len && out->fd >= 0) {
+		if (shutdown(out->fd, SHUT_WR) < 0 && !c->shared)
+			close(out->fd); /* a pipe: closing it is the EOF */
+		out->fd = -1;
+		c->linger_deadline = now + c->opt->close_timeout * 1000;
+	}
+	if (c->state == CS_LINGER && in->fd < 0 && out->fd < 0)
+		c->state = CS_DONE;
+	/* the send clock runs while output waits */
+	if (!c->out_len || out->fd < 0)
+		c->send_since = 0;
+	else if (!c->send_since)
+		c->send_since = now;
+}
+
+/* The poll set: every endpoint still open that waits for something.
+ * which[k] says whose pfd[k] is. */
+static nfds_t conn_pollset(struct conn *c, struct pollfd *pfd, int *which)
+{
+	nfds_t n = 0;
+	int i;
+
+	c->ep[EP_CLIENT_IN].events = c->state == CS_LINGER || c->in_len < IN_BUF_SIZE ||
+				     c->in_off ? POLLIN : 0;
+	c->ep[EP_CLIENT_OUT].events = c->out_len ? POLLOUT : 0;
+	for (i = 0; i < EP_COUNT; i++) {
+		if (c->ep[i].fd < 0 || !c->ep[i].events)
+			continue;
+		pfd[n] = (struct pollfd){ c->ep[i].fd, c->ep[i].events, 0 };
+		which[n++] = i;
+	}
+	return n;
+}
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop_signal++;
+}
+
+/* The loop: act on signals and timers, wait for the endpoints, move
+ * bytes.  Returns when the connection is done. */
 static void conn_run(struct conn *c, const sigset_t *run_mask)
 {
-	struct pollfd pfd[2];
+	struct pollfd pfd[EP_COUNT];
+	int which[EP_COUNT], handled = 0;
 	struct timespec ts;
 	int64_t now, next;
-	int handled = 0, npfd, rd, wr;
-	short ev_in, ev_out;
+	nfds_t n, k;
 
 	for (;;) {
 		now = now_ms();
 		if (stop_signal != handled) {
 			handled = stop_signal;
-			conn_on_signal(c, now);
+			/* the replies already queued go first, then close 1001;
+			 * a second signal while closing: go now */
+			conn_end(c, c->state == CS_HANDSHAKE ? W_SIGNAL_EARLY : W_SIGNAL, 0);
 		}
-		if (c->wr_err && c->state != CS_DONE) {
-			if (c->state != CS_LINGER) {
-				c->status = EXIT_GONE;
-				if (!c->reason[0])
-					snprintf(c->reason, sizeof c->reason, "client reset the connection");
-			}
-			c->state = CS_DONE;
-		}
-		next = conn_timers(c, now);
+		conn_expire(c, now);
+		conn_settle(c, now);
 		if (c->state == CS_DONE)
 			break;
-		if (c->state == CS_LINGER && !c->out_len) {
-			if (!c->wr_shut)
-				conn_shut_write(c);
-			if (c->in_eof)
-				break;
-		}
-
-		ev_in = !c->in_eof && (c->state == CS_LINGER || c->in_len < IN_BUF_SIZE ||
-				       c->in_off) ? POLLIN : 0;
-		ev_out = c->out_len ? POLLOUT : 0;
-		if (c->in_fd == c->out_fd) {
-			pfd[0] = (struct pollfd){ c->in_fd, (short)(ev_in | ev_out), 0 };
-			npfd = 1;
-		} else {
-			pfd[0] = (struct pollfd){ c->in_fd, ev_in, 0 };
-			pfd[1] = (struct pollfd){ c->out_fd, ev_out, 0 };
-			npfd = 2;
-		}
-		if (next >= 0) {
+		n = conn_pollset(c, pfd, which);
+		next = conn_deadline(c);
+		/* an endpoint or a timer always remains: the handshake, send,
+		 * close and keepalive timers cover every state */
+		assert(n > 0 || next > 0);
+		if (next) {
 			next = next > now ? next - now : 0;
 			ts.tv_sec = next / 1000;
 			ts.tv_nsec = (long)(next % 1000) * 1000000;
 		}
-		if (ppoll(pfd, (nfds_t)npfd, next >= 0 ? &ts : NULL, run_mask) < 0) {
-			if (errno == EINTR || errno == EAGAIN)
-				continue;
-			snprintf(c->reason, sizeof c->reason, "poll failed");
-			c->status = EXIT_INTERNAL;
-			break;
+		if (ppoll(pfd, n, next ? &ts : NULL, run_mask) < 0) {
+			if (errno != EINTR && errno != EAGAIN)
+				conn_end(c, W_POLL, 0);
+			continue;
 		}
-		rd = ev_in && (pfd[0].revents & (POLLIN | POLLHUP | POLLERR));
-		wr = ev_out && (pfd[npfd - 1].revents & (POLLOUT | POLLHUP | POLLERR));
 		now = now_ms();
-		if (wr)
-			conn_write(c);
-		if (rd)
-			conn_read(c, now);
+		for (k = 0; k < n; k++) {
+			if (pfd[k].revents & POLLNVAL)
+				conn_end(c, W_BAD_FD, 0);
+			else if (pfd[k].revents && which[k] == EP_CLIENT_IN)
+				client_read(c, now);
+			else if (pfd[k].revents && which[k] == EP_CLIENT_OUT)
+				client_write(c, now);
+		}
 		conn_pump(c, now);
-		/* with room to spare, what is left is an incomplete head or
-		 * frame that will never be completed */
-		if (c->in_eof && out_room(c) >= OUT_FRAME_MIN &&
-		    (c->state == CS_HANDSHAKE || c->state == CS_OPEN))
-			conn_eof(c, now);
 	}
 }
 
@@ -1567,43 +1876,73 @@ static void conn_run(struct conn *c, const sigset_t *run_mask)
 #endif
 
 #ifdef SECCOMP_ARCH
-#define SC_ALLOW(nr) \
-	BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1), \
-	BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)
-
-/* Everything the connection loop calls once it runs; anything else kills
- * the process, so a bug exploited by a client cannot open files, sockets
- * or processes. */
-static const struct sock_filter sandbox_filter[] = {
-	/* a call from another architecture's table: kill */
-	BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-	BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SECCOMP_ARCH, 1, 0),
-	BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
-	BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-	SC_ALLOW(__NR_read),            /* the client's bytes */
-	SC_ALLOW(__NR_write),           /* replies; log lines to stderr */
-	SC_ALLOW(__NR_ppoll),           /* the loop's one wait */
-#ifdef __NR_poll
-	SC_ALLOW(__NR_poll),            /* libc may route poll here */
-#endif
-	SC_ALLOW(__NR_shutdown),        /* our side done: FIN to the client */
-	SC_ALLOW(__NR_close),           /* the same for a pipe */
-	SC_ALLOW(__NR_clock_gettime),   /* timers, when the vDSO falls back */
-	SC_ALLOW(__NR_sendto),          /* log lines to syslog (send) */
-	SC_ALLOW(__NR_rt_sigreturn),    /* return from the stop-signal handler */
-	SC_ALLOW(__NR_exit_group),      /* the end */
-	SC_ALLOW(__NR_exit),
-	BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
-};
+#define SC_RET(v)        BPF_STMT(BPF_RET | BPF_K, (v))
+#define SC_LD(off)       BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (off))
+#define SC_JEQ(v, t, f)  BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (v), (t), (f))
+/* the low and high halves of argument i (seccomp_data is little-endian
+ * on every architecture listed above) */
+#define SC_ARG(i, hi)    (offsetof(struct seccomp_data, args) + 8 * (i) + 4 * (hi))
+#define SC_ALLOW(nr)     SC_JEQ((nr), 0, 1), SC_RET(SECCOMP_RET_ALLOW)
+/* nr allowed only with argument i equal to v; else ret */
+#define SC_ALLOW_IF(nr, i, v, ret) \
+	SC_JEQ((nr), 0, 4), SC_LD(SC_ARG(i, 0)), SC_JEQ((v), 0, 1), \
+	SC_RET(SECCOMP_RET_ALLOW), SC_RET(ret)
+#define SC_KILL          SECCOMP_RET_KILL_PROCESS
 #endif
 
-/* Returns 0 when the filter is on, -1 when this system cannot have it. */
-static int sandbox_enter(void)
+/* The tight filter, in force whenever the loop runs: the loop's calls and
+ * nothing else, so a bug exploited by a client cannot open files, sockets
+ * or processes.  glibc's fatal paths (abort(), a _FORTIFY_SOURCE failure)
+ * may still write their message to stderr when stderr is the log, and die
+ * by SIGABRT rather than SIGSYS.  send(2) only on the syslog socket.
+ * Returns 0 when the filter is on, -1 when this system cannot have it. */
+static int sandbox_enter(int log_fd, int stderr_is_log)
 {
 #ifdef SECCOMP_ARCH
+	struct sock_filter f[] = {
+		/* a call from another architecture's table: kill */
+		SC_LD(offsetof(struct seccomp_data, arch)),
+		SC_JEQ(SECCOMP_ARCH, 1, 0),
+		SC_RET(SC_KILL),
+		SC_LD(offsetof(struct seccomp_data, nr)),
+		SC_ALLOW(__NR_read),            /* the client's bytes */
+		SC_ALLOW(__NR_write),           /* replies; log lines to stderr */
+		SC_ALLOW(__NR_ppoll),           /* the loop's one wait */
+#ifdef __NR_poll
+		SC_ALLOW(__NR_poll),            /* libc may route poll here */
+#endif
+		SC_ALLOW(__NR_shutdown),        /* our side done: FIN to the client */
+		SC_ALLOW(__NR_close),           /* the same for a pipe */
+		SC_ALLOW(__NR_clock_gettime),   /* timers, when the vDSO falls back */
+		SC_ALLOW(__NR_rt_sigreturn),    /* return from the stop-signal handler */
+		SC_ALLOW(__NR_exit_group),      /* the end */
+		SC_ALLOW(__NR_exit),
+		/* abort(): unblock SIGABRT, then send it to ourselves */
+		SC_ALLOW(__NR_rt_sigprocmask),
+		SC_ALLOW(__NR_getpid),
+		SC_ALLOW(__NR_gettid),
+		SC_ALLOW_IF(__NR_tgkill, 2, SIGABRT, SC_KILL),
+		/* glibc's "*** ... ***: terminated" message, and the page it
+		 * would keep it in (it copes with ENOMEM) */
+		SC_ALLOW_IF(__NR_writev, 0, stderr_is_log ? 2u : ~0u,
+			    SECCOMP_RET_ERRNO | EPERM),
+#ifdef __NR_mmap2
+		SC_JEQ(__NR_mmap2, 0, 1), SC_RET(SECCOMP_RET_ERRNO | ENOMEM),
+#else
+		SC_JEQ(__NR_mmap, 0, 1), SC_RET(SECCOMP_RET_ERRNO | ENOMEM),
+#endif
+		/* send(fd, buf, len, flags) is sendto(..., NULL, 0) */
+		SC_JEQ(__NR_sendto, 0, 8),
+		SC_LD(SC_ARG(0, 0)), SC_JEQ((uint32_t)log_fd, 0, 5),
+		SC_LD(SC_ARG(4, 0)), SC_JEQ(0, 0, 3),
+		SC_LD(SC_ARG(4, 1)), SC_JEQ(0, 0, 1),
+		SC_RET(SECCOMP_RET_ALLOW),
+		SC_RET(SC_KILL),
+		SC_RET(SC_KILL),
+	};
 	struct sock_fprog prog = {
-		.len = (unsigned short)(sizeof sandbox_filter / sizeof sandbox_filter[0]),
-		.filter = (struct sock_filter *)sandbox_filter,
+		.len = (unsigned short)(sizeof f / sizeof f[0]),
+		.filter = f,
 	};
 
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
@@ -1612,6 +1951,8 @@ static int sandbox_enter(void)
 		return -1;
 	return 0;
 #else
+	(void)log_fd;
+	(void)stderr_is_log;
 	errno = ENOSYS;
 	return -1;
 #endif
@@ -1623,8 +1964,8 @@ static const char usage_text[] =
 	"usage: wsfilter [--echo] [--random-max N] [--origin ORIGIN]... [--protocol NAME]...\n"
 	"                [--max-message BYTES] [--handshake-timeout S] [--idle-timeout S]\n"
 	"                [--close-timeout S] [--ping-interval S] [--ping-timeout S]\n"
-	"                [--trust-proxy] [--log=auto|stderr|syslog|none] [-q]\n"
-	"                [--no-sandbox | --sandbox=required] [-h] [-V]\n";
+	"                [--send-timeout S] [--trust-proxy] [--log=auto|stderr|syslog|none]\n"
+	"                [-q] [--sandbox=on|off|required] [--no-sandbox] [-h] [-V]\n";
 
 static const char help_text[] =
 	"WebSocket (RFC 6455) server for one connection on stdin/stdout, started by a\n"
@@ -1638,144 +1979,156 @@ static const char help_text[] =
 	"  --max-message BYTES    close with 1009 above this size (default 0: unlimited)\n"
 	"  --handshake-timeout S  seconds to receive the request head (default 10)\n"
 	"  --idle-timeout S       close after S seconds without input (default 0: off)\n"
-	"  --close-timeout S      seconds to wait for the client after closing (default 2)\n"
-	"  --ping-interval S      send a keepalive ping every S seconds (default 0: off)\n"
+	"  --close-timeout S      seconds to wait for the client's EOF after our last\n"
+	"                         byte is written (default 2)\n"
+	"  --ping-interval S      keepalive ping every S seconds (default 20; 0: off)\n"
 	"  --ping-timeout S       close with 1011 when no pong comes (default: interval)\n"
+	"  --send-timeout S       a client that takes no byte of pending output for S\n"
+	"                         seconds is gone (default: the ping timeout, or 20)\n"
 	"  --trust-proxy          log X-Forwarded-For (only behind a proxy you run)\n"
 	"  --log=WHERE            auto (default), stderr, syslog or none\n"
 	"  -q, --quiet            same as --log=none\n"
-	"  --no-sandbox           do not install the seccomp filter\n"
-	"  --sandbox=required     refuse to run without the seccomp filter\n"
+	"  --sandbox=MODE         on (default: seccomp filter if the system has it),\n"
+	"                         off, or required (refuse to run without it)\n"
+	"  --no-sandbox           same as --sandbox=off\n"
 	"  -h, --help             this help\n"
 	"  -V, --version          the version\n"
 	"\n"
 	"Exit status: 0 clean close or page served, 1 internal error, 2 usage,\n"
 	"3 client broke the protocol, 4 client left without a close, 5 timeout.\n";
 
+enum {
+	OPT_ECHO = 256, OPT_ORIGIN, OPT_PROTOCOL, OPT_TRUST_PROXY, OPT_LOG,
+	OPT_NO_SANDBOX, OPT_SANDBOX, OPT_NUMBER, /* a numeric option, from the table */
+};
+
+/* The numeric options: name, range, and where the value goes. */
+static const struct numopt {
+	const char *name;
+	long long min, max;
+	size_t off;
+} numopts[] = {
+	{ "random-max",        1, 1000000000000LL, offsetof(struct options, random_max) },
+	{ "max-message",       0, 1LL << 62,       offsetof(struct options, max_message) },
+	{ "handshake-timeout", 1, 86400,           offsetof(struct options, hs_timeout) },
+	{ "idle-timeout",      0, 86400 * 365,     offsetof(struct options, idle_timeout) },
+	{ "close-timeout",     0, 3600,            offsetof(struct options, close_timeout) },
+	{ "ping-interval",     0, 86400,           offsetof(struct options, ping_interval) },
+	{ "ping-timeout",      1, 86400,           offsetof(struct options, ping_timeout) },
+	{ "send-timeout",      1, 86400,           offsetof(struct options, send_timeout) },
+};
+#define NUMOPTS (sizeof numopts / sizeof numopts[0])
+
+static const struct option flagopts[] = {
+	{ "echo",        no_argument,       NULL, OPT_ECHO },
+	{ "origin",      required_argument, NULL, OPT_ORIGIN },
+	{ "protocol",    required_argument, NULL, OPT_PROTOCOL },
+	{ "trust-proxy", no_argument,       NULL, OPT_TRUST_PROXY },
+	{ "log",         required_argument, NULL, OPT_LOG },
+	{ "quiet",       no_argument,       NULL, 'q' },
+	{ "no-sandbox",  no_argument,       NULL, OPT_NO_SANDBOX },
+	{ "sandbox",     required_argument, NULL, OPT_SANDBOX },
+	{ "help",        no_argument,       NULL, 'h' },
+	{ "version",     no_argument,       NULL, 'V' },
+};
+#define FLAGOPTS (sizeof flagopts / sizeof flagopts[0])
+
+static void options_init(struct options *o)
+{
+	memset(o, 0, sizeof *o);
+	o->random_max = DEF_RANDOM_MAX;
+	o->hs_timeout = DEF_HS_TIMEOUT;
+	o->close_timeout = DEF_CLOSE_TIMEOUT;
+	o->ping_interval = DEF_PING_INTERVAL;
+	o->log = LOG_AUTO;
+	o->sandbox = SANDBOX_ON;
+}
+
+/* A diagnostic before the connection's own log line: on stderr with the
+ * usage text, or, when stderr is the client, to the log alone. */
 static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
 static void usage_error(const char *fmt, ...)
 {
+	char msg[LOG_MAX];
 	va_list ap;
 
-	fprintf(stderr, "wsfilter: ");
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "\n%s", usage_text);
+	if (log_to == LOG_STDERR)
+		fprintf(stderr, "wsfilter: %s\n%s", msg, usage_text);
+	else
+		log_line("%s", msg);
 	exit(EXIT_USAGE);
 }
 
-/* A number from the command line, in [min, max], or a usage error. */
-static long long parse_num(const char *s, long long min, long long max, const char *name)
+/* A number from the command line: decimal digits only, in [min, max]. */
+static long long parse_num(const char *s, const struct numopt *n)
 {
-	char *end;
-	long long v;
+	long long v = 0;
+	const char *p;
 
-	errno = 0;
-	v = strtoll(s, &end, 10);
-	if (errno || end == s || *end || v < min || v > max) {
-		fprintf(stderr, "wsfilter: %s: '%s' is not a number from %lld to %lld\n%s",
-			name, s, min, max, usage_text);
-		exit(EXIT_USAGE);
-	}
+	for (p = s; *p >= '0' && *p <= '9' && p - s < 19; p++)
+		v = v * 10 + (*p - '0');
+	if (p == s || *p || v < n->min || v > n->max)
+		usage_error("--%s: '%s' is not a number from %lld to %lld", n->name, s, n->min, n->max);
 	return v;
 }
 
-enum {
-	OPT_ECHO = 256, OPT_RANDOM_MAX, OPT_ORIGIN, OPT_PROTOCOL, OPT_MAX_MESSAGE,
-	OPT_HS_TIMEOUT, OPT_IDLE_TIMEOUT, OPT_CLOSE_TIMEOUT, OPT_PING_INTERVAL,
-	OPT_PING_TIMEOUT, OPT_TRUST_PROXY, OPT_LOG, OPT_NO_SANDBOX, OPT_SANDBOX,
-};
-
-static void parse_options(int argc, char **argv)
+/* --origin and --protocol: up to LIST_MAX values each. */
+static void list_add(const char **list, int *count, const char *name, const char *v)
 {
-	static const struct option longopts[] = {
-		{ "echo",              no_argument,       NULL, OPT_ECHO },
-		{ "random-max",        required_argument, NULL, OPT_RANDOM_MAX },
-		{ "origin",            required_argument, NULL, OPT_ORIGIN },
-		{ "protocol",          required_argument, NULL, OPT_PROTOCOL },
-		{ "max-message",       required_argument, NULL, OPT_MAX_MESSAGE },
-		{ "handshake-timeout", required_argument, NULL, OPT_HS_TIMEOUT },
-		{ "idle-timeout",      required_argument, NULL, OPT_IDLE_TIMEOUT },
-		{ "close-timeout",     required_argument, NULL, OPT_CLOSE_TIMEOUT },
-		{ "ping-interval",     required_argument, NULL, OPT_PING_INTERVAL },
-		{ "ping-timeout",      required_argument, NULL, OPT_PING_TIMEOUT },
-		{ "trust-proxy",       no_argument,       NULL, OPT_TRUST_PROXY },
-		{ "log",               required_argument, NULL, OPT_LOG },
-		{ "quiet",             no_argument,       NULL, 'q' },
-		{ "no-sandbox",        no_argument,       NULL, OPT_NO_SANDBOX },
-		{ "sandbox",           required_argument, NULL, OPT_SANDBOX },
-		{ "help",              no_argument,       NULL, 'h' },
-		{ "version",           no_argument,       NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
-	};
-	int ch, i;
+	size_t i;
 
+	if (*count == LIST_MAX)
+		usage_error("too many %s options", name);
+	if (!*v)
+		usage_error("%s needs a value", name);
+	if (!strcmp(name, "--protocol")) {
+		for (i = 0; v[i]; i++)
+			if (!is_tchar((unsigned char)v[i]) || i >= 64)
+				usage_error("--protocol '%s' is not an HTTP token of at most 64 characters", v);
+	}
+	list[(*count)++] = v;
+}
+
+static int pick(const char *v, const char *const *names, int n, const char *opt)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (!strcmp(v, names[i]))
+			return i;
+	usage_error("%s: '%s' is not one of its values", opt, v);
+}
+
+static void parse_options(int argc, char **argv, struct options *o)
+{
+	static const char *const logs[] = { "auto", "stderr", "syslog", "none" };
+	static const char *const sandboxes[] = { "off", "on", "required" };
+	struct option longopts[NUMOPTS + FLAGOPTS + 1];
+	int ch, idx;
+	size_t i;
+
+	for (i = 0; i < NUMOPTS; i++)
+		longopts[i] = (struct option){ numopts[i].name, required_argument, NULL, OPT_NUMBER };
+	memcpy(longopts + NUMOPTS, flagopts, sizeof flagopts);
+	memset(&longopts[NUMOPTS + FLAGOPTS], 0, sizeof longopts[0]);
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":qhV", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, ":qhV", longopts, &idx)) != -1) {
 		switch (ch) {
-		case OPT_ECHO:
-			opt.echo = 1;
+		case OPT_NUMBER:
+			*(long long *)((char *)o + numopts[idx].off) = parse_num(optarg, &numopts[idx]);
 			break;
-		case OPT_RANDOM_MAX:
-			opt.random_max = (uint64_t)parse_num(optarg, 1, 1000000000000LL, "--random-max");
-			break;
-		case OPT_ORIGIN:
-		case OPT_PROTOCOL:
-			if (ch == OPT_ORIGIN ? opt.norigins == LIST_MAX : opt.nprotocols == LIST_MAX)
-				usage_error("too many %s options", ch == OPT_ORIGIN ? "--origin" : "--protocol");
-			if (!*optarg)
-				usage_error("%s needs a value", ch == OPT_ORIGIN ? "--origin" : "--protocol");
-			if (ch == OPT_PROTOCOL) {
-				for (i = 0; optarg[i]; i++)
-					if (!is_tchar((unsigned char)optarg[i]))
-						usage_error("--protocol '%s' is not an HTTP token", optarg);
-				opt.protocols[opt.nprotocols++] = optarg;
-			} else {
-				opt.origins[opt.norigins++] = optarg;
-			}
-			break;
-		case OPT_MAX_MESSAGE:
-			opt.max_message = (uint64_t)parse_num(optarg, 0, 1LL << 62, "--max-message");
-			break;
-		case OPT_HS_TIMEOUT:
-			opt.hs_timeout = (int)parse_num(optarg, 1, 86400, "--handshake-timeout");
-			break;
-		case OPT_IDLE_TIMEOUT:
-			opt.idle_timeout = (int)parse_num(optarg, 0, 86400 * 365, "--idle-timeout");
-			break;
-		case OPT_CLOSE_TIMEOUT:
-			opt.close_timeout = (int)parse_num(optarg, 0, 3600, "--close-timeout");
-			break;
-		case OPT_PING_INTERVAL:
-			opt.ping_interval = (int)parse_num(optarg, 0, 86400, "--ping-interval");
-			break;
-		case OPT_PING_TIMEOUT:
-			opt.ping_timeout = (int)parse_num(optarg, 1, 86400, "--ping-timeout");
-			break;
-		case OPT_TRUST_PROXY:
-			opt.trust_proxy = 1;
-			break;
-		case OPT_LOG:
-			if (!strcmp(optarg, "auto"))        opt.log = LOG_AUTO;
-			else if (!strcmp(optarg, "stderr")) opt.log = LOG_STDERR;
-			else if (!strcmp(optarg, "syslog")) opt.log = LOG_SYSLOG;
-			else if (!strcmp(optarg, "none"))   opt.log = LOG_NONE;
-			else usage_error("--log: '%s' is not auto, stderr, syslog or none", optarg);
-			break;
-		case 'q':
-			opt.log = LOG_NONE;
-			break;
-		case OPT_NO_SANDBOX:
-			opt.sandbox = 0;
-			break;
-		case OPT_SANDBOX:
-			if (!strcmp(optarg, "required"))  opt.sandbox = 2;
-			else if (!strcmp(optarg, "on"))   opt.sandbox = 1;
-			else if (!strcmp(optarg, "off"))  opt.sandbox = 0;
-			else usage_error("--sandbox: '%s' is not on, off or required", optarg);
-			break;
+		case OPT_ECHO:        o->echo = 1; break;
+		case OPT_TRUST_PROXY: o->trust_proxy = 1; break;
+		case OPT_ORIGIN:      list_add(o->origins, &o->norigins, "--origin", optarg); break;
+		case OPT_PROTOCOL:    list_add(o->protocols, &o->nprotocols, "--protocol", optarg); break;
+		case OPT_LOG:         o->log = (enum log_mode)pick(optarg, logs, 4, "--log"); break;
+		case 'q':             o->log = LOG_NONE; break;
+		case OPT_NO_SANDBOX:  o->sandbox = SANDBOX_OFF; break;
+		case OPT_SANDBOX:     o->sandbox = (enum sandbox_mode)pick(optarg, sandboxes, 3, "--sandbox"); break;
 		case 'h':
 			printf("%s\n%s", usage_text, help_text);
 			exit(EXIT_CLEAN);
@@ -1784,46 +2137,86 @@ static void parse_options(int argc, char **argv)
 			exit(EXIT_CLEAN);
 		case ':':
 			usage_error("option '%s' needs a value", argv[optind - 1]);
-			break;
 		default:
 			usage_error("unknown option '%s'", argv[optind - 1]);
 		}
 	}
 	if (optind < argc)
 		usage_error("unexpected argument '%s'", argv[optind]);
-	if (!opt.ping_timeout)
-		opt.ping_timeout = opt.ping_interval;
+	if (!o->ping_interval && o->ping_timeout)
+		usage_error("--ping-timeout needs keepalive pings (--ping-interval above 0)");
+	if (!o->ping_timeout)
+		o->ping_timeout = o->ping_interval;
+	if (!o->send_timeout)
+		o->send_timeout = o->ping_interval ? o->ping_timeout : DEF_SEND_TIMEOUT;
 }
 
 /* systemd's LISTEN_FDS protocol, as sd_listen_fds(3) reads it: the
- * connection is fd 3 when LISTEN_PID is ours.  Returns the fd, or -1 when
- * the variables are not for us. */
-static int listen_fd(void)
+ * connection is fd 3 when LISTEN_PID is ours.  Sets fds (0 and 1 when the
+ * variables are not for us); returns why they cannot be used, or NULL. */
+static const char *client_fds(int fds[2])
 {
-	const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+	const char *pid = getenv("LISTEN_PID"), *nfds = getenv("LISTEN_FDS");
+	static char why[96];
+	int one = 0;
+	socklen_t len = sizeof one;
 	char *end;
-	long v;
 
-	if (!pid || !fds)
-		return -1;
+	fds[0] = 0, fds[1] = 1;
+	if (!pid || !nfds)
+		return NULL;
 	errno = 0;
-	v = strtol(pid, &end, 10);
-	if (errno || *end || v != (long)getpid())
-		return -1;
-	v = strtol(fds, &end, 10);
+	if (strtol(pid, &end, 10) != (long)getpid() || errno || *end || end == pid)
+		return NULL;
 	unsetenv("LISTEN_PID");
 	unsetenv("LISTEN_FDS");
 	unsetenv("LISTEN_FDNAMES");
-	if (errno || *end || v != 1) {
-		fprintf(stderr, "wsfilter: LISTEN_FDS=%s: expected exactly one connection "
-			"(use Accept=yes)\n", fds);
-		exit(EXIT_USAGE);
+	fds[0] = fds[1] = 3;
+	if (strcmp(nfds, "1") != 0)
+		snprintf(why, sizeof why, "LISTEN_FDS=%.16s: expected exactly one connection (use Accept=yes)", nfds);
+	else if (fcntl(3, F_GETFD) < 0)
+		snprintf(why, sizeof why, "LISTEN_FDS=1 but descriptor 3 is not open");
+	else if (getsockopt(3, SOL_SOCKET, SO_ACCEPTCONN, &one, &len) == 0 && one)
+		snprintf(why, sizeof why, "descriptor 3 is a listening socket (use Accept=yes)");
+	else
+		return NULL;
+	return why;
+}
+
+/* Whether descriptor a is the socket b (inetd: fds 0, 1 and 2).  A
+ * terminal or a file shared by stdout and stderr is not the client. */
+static int same_socket(int a, int b)
+{
+	struct stat sa, sb;
+
+	return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && S_ISSOCK(sb.st_mode) &&
+	       sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* Where log lines go.  Under inetd and xinetd fd 2 is the client's
+ * socket, and a line written there would land in the client's stream:
+ * then stderr is never written, whatever --log says. */
+static void log_setup(enum log_mode want, const int fds[2])
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX, .sun_path = "/dev/log" };
+	int stderr_bad = same_socket(2, fds[0]) || same_socket(2, fds[1]);
+
+	log_to = want;
+	if (want == LOG_AUTO)
+		log_to = fcntl(2, F_GETFD) < 0 ? LOG_NONE : LOG_STDERR;
+	if (log_to == LOG_STDERR && stderr_bad)
+		log_to = LOG_SYSLOG;
+	if (log_to == LOG_SYSLOG && syslog_fd < 0) {
+		syslog_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+		if (syslog_fd >= 0 && connect(syslog_fd, (struct sockaddr *)&sun, sizeof sun) < 0) {
+			close(syslog_fd);
+			syslog_fd = -1;
+		}
 	}
-	return 3;
 }
 
 /* Who the client is, for the log line, in the launchers' own words. */
-static void peer_name(struct conn *c)
+static void peer_name(struct conn *c, int fd)
 {
 	static const char *const vars[][2] = {
 		{ "REMOTE_ADDR", "REMOTE_PORT" },       /* systemd Accept=yes */
@@ -1840,7 +2233,7 @@ static void peer_name(struct conn *c)
 		a = getenv(vars[i][0]);
 		port = getenv(vars[i][1]);
 	}
-	if (!a && getpeername(c->in_fd, (struct sockaddr *)&ss, &sl) == 0) {
+	if (!a && getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
 		if (ss.ss_family == AF_INET) {
 			struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
 			a = inet_ntop(AF_INET, &s4->sin_addr, addr, sizeof addr);
@@ -1855,51 +2248,23 @@ static void peer_name(struct conn *c)
 			a = "unix";
 		}
 	}
-	if (!a) {
-		snprintf(c->peer, sizeof c->peer, "stdin");
+	if (!a)
 		return;
-	}
 	/* peer text from the environment: capped before use */
 	snprintf(raw, sizeof raw, port && strchr(a, ':') ? "[%.*s]:%.8s" : port ? "%.*s:%.8s" : "%.*s",
 		 PEER_MAX, a, port ? port : "");
 	sanitize(c->peer, sizeof c->peer, raw, strlen(raw));
 }
 
-/* Where log lines go: under inetd and xinetd fd 2 is the client's socket,
- * and a line written there would land in the client's stream. */
-static void log_setup(const struct conn *c)
-{
-	struct stat s2, sc;
-	struct sockaddr_un sun = { .sun_family = AF_UNIX, .sun_path = "/dev/log" };
-
-	log_to = opt.log;
-	if (log_to == LOG_AUTO) {
-		if (fstat(2, &s2) < 0)
-			log_to = LOG_NONE;
-		else if (fstat(c->in_fd, &sc) == 0 && s2.st_dev == sc.st_dev &&
-			 s2.st_ino == sc.st_ino)
-			log_to = LOG_SYSLOG;
-		else
-			log_to = LOG_STDERR;
-	}
-	if (log_to == LOG_SYSLOG) {
-		syslog_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-		if (syslog_fd >= 0 &&
-		    connect(syslog_fd, (struct sockaddr *)&sun, sizeof sun) < 0) {
-			close(syslog_fd);
-			syslog_fd = -1;
-		}
-	}
-}
-
-/* Set up the descriptors: no delayed ACKs on TCP, non-blocking I/O so
- * that one poll loop drives both directions.  A terminal is left as it is
- * (others share it). */
+/* Set up a client descriptor: no delayed ACKs and little unsent data in
+ * the kernel on TCP, non-blocking I/O so that one poll loop drives both
+ * directions.  A terminal is left as it is (others share it). */
 static void fd_setup(int fd)
 {
-	int one = 1, fl;
+	int one = 1, lowat = NOTSENT_LOWAT, fl;
 
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof lowat);
 	if (isatty(fd))
 		return;
 	fl = fcntl(fd, F_GETFL);
@@ -1907,28 +2272,35 @@ static void fd_setup(int fd)
 		(void)fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
+static const char *const kind_names[] = {
+	[HK_NONE] = "", [HK_HTTP] = "", [HK_PAGE] = " page", [HK_HEALTH] = " health check",
+	[HK_WEBSOCKET] = "",
+};
+
+/* The connection's one log line. */
 static void log_summary(const struct conn *c, int64_t now)
 {
 	int64_t ms = now - c->start_ms;
-	char close_txt[64] = "", reason[REASON_MAX + 8] = "";
+	char close_txt[64] = "", reason[REASON_MAX + 8] = "", text[REASON_MAX], unsent[48] = "";
 
-	if (c->reason[0])
-		snprintf(reason, sizeof reason, " (%s)", c->reason);
-	if (c->http_status == 101) {
-		if (c->close_code || c->close_by)
-			snprintf(close_txt, sizeof close_txt, ", close %d by %s",
-				 c->close_code, c->close_by ? c->close_by : "server");
-		log_line("%s websocket%s%s %lld.%03llds, in %llu msg %llu B, out %llu msg %llu B%s%s, exit %d",
+	if (c->why != W_NONE && reason_text(c->why, c->why_secs, text, sizeof text))
+		snprintf(reason, sizeof reason, " (%s)", text);
+	if (c->http_status == HTTP_SWITCHING) {
+		if (c->close_code)
+			snprintf(close_txt, sizeof close_txt, ", close %d by %s", c->close_code,
+				 c->close_by == BY_CLIENT ? "client" : "server");
+		if (c->out_total > c->written_total)
+			snprintf(unsent, sizeof unsent, ", %llu B unsent",
+				 (unsigned long long)(c->out_total - c->written_total));
+		log_line("%s websocket%s%s %lld.%03llds, in %llu msg %llu B, out %llu msg %llu B%s%s%s, exit %d",
 			 c->peer, c->protocol ? " " : "", c->protocol ? c->protocol : "",
 			 (long long)(ms / 1000), (long long)(ms % 1000),
 			 (unsigned long long)c->msgs_in, (unsigned long long)c->bytes_in,
-			 (unsigned long long)c->msgs_out, (unsigned long long)c->bytes_out,
-			 close_txt, reason, c->status);
+			 (unsigned long long)c->meter.msgs, (unsigned long long)c->meter.bytes,
+			 unsent, close_txt, reason, c->status);
 	} else if (c->http_status) {
-		int what = c->http_what && strcmp(c->http_what, "http") != 0;
-
-		log_line("%s http %d%s%s %lld.%03llds%s, exit %d", c->peer, c->http_status,
-			 what ? " " : "", what ? c->http_what : "", (long long)(ms / 1000),
+		log_line("%s http %d%s \"%s\" %lld.%03llds%s, exit %d", c->peer, c->http_status,
+			 kind_names[c->kind], c->request, (long long)(ms / 1000),
 			 (long long)(ms % 1000), reason, c->status);
 	} else {
 		log_line("%s no request %lld.%03llds%s, exit %d", c->peer, (long long)(ms / 1000),
@@ -1936,55 +2308,69 @@ static void log_summary(const struct conn *c, int64_t now)
 	}
 }
 
-#ifndef WSFILTER_NO_MAIN
-int main(int argc, char **argv)
+/* Signals only set a flag; they are let in during ppoll alone.  Fills
+ * run_mask with the mask for ppoll. */
+static void signals_setup(sigset_t *run_mask)
 {
-	struct conn *c = &conn;
+	static const int stops[] = { SIGTERM, SIGINT, SIGHUP };
 	struct sigaction sa;
-	sigset_t block, run_mask;
-	int fd;
+	sigset_t block;
+	size_t i;
 
-	parse_options(argc, argv);
-	self_pid = getpid();
-
-	fd = listen_fd();
-	c->in_fd = fd >= 0 ? fd : 0;
-	c->out_fd = fd >= 0 ? fd : 1;
-	c->start_ms = c->last_rx_ms = now_ms();
-	log_setup(c);
-	peer_name(c);
-	fd_setup(c->in_fd);
-	if (c->out_fd != c->in_fd)
-		fd_setup(c->out_fd);
-	rng_seed(c->rng);
-
-	/* signals only set a flag; they are let in during ppoll alone */
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = SIG_IGN;
 	sigaction(SIGPIPE, &sa, NULL);
 	sa.sa_handler = on_signal;
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
 	sigemptyset(&block);
-	sigaddset(&block, SIGTERM);
-	sigaddset(&block, SIGINT);
-	sigaddset(&block, SIGHUP);
-	sigprocmask(SIG_BLOCK, &block, &run_mask);
-	sigdelset(&run_mask, SIGTERM);
-	sigdelset(&run_mask, SIGINT);
-	sigdelset(&run_mask, SIGHUP);
+	for (i = 0; i < sizeof stops / sizeof stops[0]; i++) {
+		sigaction(stops[i], &sa, NULL);
+		sigaddset(&block, stops[i]);
+	}
+	sigprocmask(SIG_BLOCK, &block, run_mask);
+	for (i = 0; i < sizeof stops / sizeof stops[0]; i++)
+		sigdelset(run_mask, stops[i]);
+}
 
-	if (opt.sandbox && !SANITIZER_BUILD && sandbox_enter() < 0) {
-		if (opt.sandbox == 2) {
+#ifndef WSFILTER_NO_MAIN
+int main(int argc, char **argv)
+{
+	static struct conn conn;  /* static: its buffers' pages stay untouched until used */
+	static struct options opt;
+	struct timespec wall;
+	sigset_t run_mask;
+	const char *fd_error;
+	int fds[2];
+
+	self_pid = getpid();
+	/* decide where diagnostics go before the first one is written */
+	fd_error = client_fds(fds);
+	log_setup(LOG_AUTO, fds);
+	options_init(&opt);
+	parse_options(argc, argv, &opt);
+	if (fd_error)
+		usage_error("%s", fd_error);
+	log_setup(opt.log, fds);
+
+	clock_gettime(CLOCK_REALTIME, &wall);
+	conn_init(&conn, &opt, fds, now_ms(), (int64_t)wall.tv_sec);
+	peer_name(&conn, fds[0]);
+	fd_setup(fds[0]);
+	if (fds[1] != fds[0])
+		fd_setup(fds[1]);
+	rng_seed(conn.rng);
+	signals_setup(&run_mask);
+
+	if (opt.sandbox != SANDBOX_OFF && !SANITIZER_BUILD &&
+	    sandbox_enter(syslog_fd, log_to == LOG_STDERR) < 0) {
+		if (opt.sandbox == SANDBOX_REQUIRED) {
 			log_line("cannot install the seccomp filter: %s", strerror(errno));
 			return EXIT_INTERNAL;
 		}
 		log_line("warning: running without the seccomp filter: %s", strerror(errno));
 	}
 
-	conn_run(c, &run_mask);
-	log_summary(c, now_ms());
-	return c->status;
+	conn_run(&conn, &run_mask);
+	log_summary(&conn, now_ms());
+	return conn.status;
 }
 #endif

@@ -12,6 +12,8 @@
 static unsigned char sent[OUT_KEEP];
 static size_t nsent;
 
+/* What the I/O loop would write: kept for the check, then consumed the
+ * way a write consumes it. */
 static void drain(struct conn *c)
 {
 	size_t n = c->out_len;
@@ -20,8 +22,8 @@ static void drain(struct conn *c)
 		n = OUT_KEEP - nsent;
 	memcpy(sent + nsent, c->out + c->out_off, n);
 	nsent += n;
-	c->written_total += c->out_len;
-	c->out_off = c->out_len = 0;
+	if (c->out_len)
+		out_consume(c, c->out_len);
 }
 
 /* Server frames after the 101 head: whole, unmasked, minimal lengths,
@@ -77,7 +79,10 @@ static void check_output(void)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	static struct conn conn;
+	static const int fds[2] = { 0, 1 };
 	struct conn *c = &conn;
+	struct options o;
 	size_t off, step, n, room;
 	uint8_t sel;
 	int64_t now = 1000000;
@@ -87,29 +92,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	sel = data[0];
 	data++, size--;
 
-	memset(&opt, 0, sizeof opt);
-	opt.random_max = DEF_RANDOM_MAX;
-	opt.hs_timeout = DEF_HS_TIMEOUT;
-	opt.close_timeout = DEF_CLOSE_TIMEOUT;
-	opt.echo = sel & 1;
-	opt.max_message = (sel & 2) ? 300 : 0;
+	options_init(&o);
+	o.echo = sel & 1;
+	o.max_message = (sel & 2) ? 300 : 0;
 	if (sel & 4) {
-		opt.origins[0] = "http://a.example";
-		opt.norigins = 1;
-		opt.protocols[0] = "chat";
-		opt.nprotocols = 1;
+		o.origins[0] = "http://a.example";
+		o.norigins = 1;
+		o.protocols[0] = "chat";
+		o.nprotocols = 1;
 	}
-	opt.ping_interval = (sel & 8) ? 1 : 0;
-	opt.ping_timeout = 1;
+	o.ping_interval = (sel & 8) ? 1 : 0;
+	o.ping_timeout = o.ping_interval;
+	o.send_timeout = 1;
 	log_to = LOG_NONE;
-
-	memset(c, 0, offsetof(struct conn, in));
-	memset(&c->frame, 0, sizeof *c - offsetof(struct conn, frame));
-	c->in_off = c->in_len = c->out_off = c->out_len = 0;
-	c->out_total = c->written_total = 0;
-	c->state = CS_HANDSHAKE;
-	c->start_ms = c->last_rx_ms = now;
-	c->rng[0] = 1;
+	conn_init(c, &o, fds, now, 1700000000);
 	nsent = 0;
 
 	/* reads of 1, 2, 7, 64 or up to 64 KiB bytes */
@@ -132,11 +128,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		now += 10;
 		conn_process(c, now);
 		drain(c);
-		conn_timers(c, now);
+		conn_expire(c, now);
 		drain(c);
 		/* what is left must be less than a frame header or a
 		 * control frame, or the head being read */
 		if (c->state == CS_OPEN && c->in_len - c->in_off > 2 + 8 + 4 + CTRL_MAX)
+			abort();
+		/* the meter never counts more than was written */
+		if (c->meter.bytes > c->written_total)
 			abort();
 	}
 	check_output();
