@@ -249,8 +249,10 @@ stop_with() {
 	# nothing for 3.5 s, past the first ping (2 s) plus its timeout (1 s). The
 	# ping waits in wsfilter's queue behind the replies, so no 1011 may come:
 	# once the client reads, it gets every reply and answers the ping.
+	# --send-timeout 5: by default it is the ping timeout (1 s), and a client that
+	# takes no byte for that long is gone; this one pauses for 3.5 s on purpose.
 	run ops --expect 0 --small-buffers --pong hs head flood:16384 sleep:3.5 drain pings close:1000 frame eof \
-		-- --echo --ping-interval 2 --ping-timeout 1
+		-- --echo --ping-interval 2 --ping-timeout 1 --send-timeout 5
 	local flood n secs
 	flood=$(grep '^FLOODED ' <<<"$output")
 	n=$(cut -d' ' -f2 <<<"$flood")
@@ -396,10 +398,10 @@ peer_log() {
 	assert_line --regexp '^LOG wsfilter(\[[0-9]+\])?: .* no request .*\(no request within 1 s\), exit 5$'
 }
 
-@test "exit 5: idle timeout (close 1001 \"idle timeout\"; close code and reason in the log)" {
+@test "exit 5: idle timeout (close 1001 \"idle for 1 s\", the log's reason; close code and reason in the log)" {
 	run ops --expect 5 hs head frame close:1001 eof -- --idle-timeout 1
 	assert_success
-	assert_line "CLOSE 1001 idle timeout"
+	assert_line "CLOSE 1001 idle for 1 s"
 	assert_line "EXIT 5"
 	assert_line --regexp '^LOG wsfilter(\[[0-9]+\])?: .* websocket .* close 1001 by server \(idle.*\), exit 5$'
 }
