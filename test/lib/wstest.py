@@ -605,7 +605,8 @@ class Wsfilter:
     CLK_TCK = os.sysconf("SC_CLK_TCK")
 
     def __init__(self, args=(), transport="socketpair", env=None, clear_peer_env=False,
-                 sndbuf=None, rcvbuf=None, server_buf=None, no_seccomp=False, binary=None, timed=False):
+                 sndbuf=None, rcvbuf=None, server_buf=None, no_seccomp=False, binary=None, timed=False,
+                 rcvbuf_first=None):
         lazy()
         self.args = list(args)
         self.transport = transport
@@ -630,6 +631,8 @@ class Wsfilter:
             lst.bind((host, 0))
             lst.listen(1)
             self.sock = socket.socket(fam, socket.SOCK_STREAM)
+            if rcvbuf_first:  # before connect: the window announced in the SYN
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf_first)
             self.sock.connect(lst.getsockname()[:2])
             theirs, _ = lst.accept()
             lst.close()
@@ -639,7 +642,7 @@ class Wsfilter:
         if self.sock is not None:
             if sndbuf:
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
-            if rcvbuf:
+            if rcvbuf and not rcvbuf_first:
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         e = dict(os.environ if env is None else env)
         if clear_peer_env:
@@ -1542,7 +1545,20 @@ SCRIPT_HELP = """steps (a step that runs out of time prints "TIMEOUT <step>" and
   rst                 reset the connection (SO_LINGER 0, close): no close, no FIN
   flood:SIZE          send masked SIZE-byte text messages without reading until the sends
                       stall for 0.3 s: "FLOODED <n> in <s> s"
-  drain               read until every flooded message came back: "DRAINED <got>/<sent>"
+  drain[:RATE]        read until every flooded message came back: "DRAINED <got>/<sent>"
+                      (flood numbers its messages: one out of order is "ORDER: ..." and
+                      fails); with RATE, at most RATE bytes/s
+  big:SIZE            send a masked text message of SIZE test-pattern bytes (with
+                      --max-show, a reply of them is shown as "TEXT <pattern SIZE>")
+  shut                end our sending side (shutdown SHUT_WR; with --pipes, close
+                      wsfilter's stdin) without reading anything
+  ping                read frames until a ping: "PING <payload>" (not answered)
+  rate:BYTES          from now on read at most BYTES per second (0: no limit)
+  mark                start the clock of exit-within and elapsed (as signal does)
+  elapsed             "ELAPSED <s>": seconds from the mark to now, or to wsfilter's
+                      exit once exit-within has seen it exit
+  cpu                 "CPU <s>": wsfilter's CPU time so far (utime + stime)
+  pid                 "PID <n>": wsfilter's process id
 At the end (when wsfilter was started): "EXIT <code>" (checked against --expect), then
 its stderr lines as "LOG <line>", then SYSLOG lines."""
 
@@ -1552,6 +1568,7 @@ class ScriptClient:
         self.s, self.buf, self.pong, self.pings, self.eof = sock, b"", pong, 0, False
         self.rest, self.rest_thread, self.deferred, self.hdrs = b"", None, [], {}
         self.bad = 0
+        self.rate, self.paced, self.max_show = 0, 0.0, 0
 
     def out(self, line):
         if line.startswith(("BADHEAD", "BADFRAME", "ACCEPT wrong", "MALFORMED")):
@@ -1562,6 +1579,8 @@ class ScriptClient:
     def fill(self, deadline):
         if self.eof:
             return False
+        if self.rate:  # rate:BYTES: pace the reads
+            time.sleep(max(0.0, min(self.paced, deadline) - time.monotonic()))
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError()
@@ -1569,12 +1588,14 @@ class ScriptClient:
         if not r:
             raise TimeoutError()
         try:
-            d = self.s.recv(1 << 16)
+            d = self.s.recv(max(1, min(1 << 16, self.rate // 50)) if self.rate else 1 << 16)
         except ConnectionResetError:
             d = b""
         if not d:
             self.eof = True
             return False
+        if self.rate:
+            self.paced = max(self.paced, time.monotonic() - 0.05) + len(d) / self.rate
         self.buf += d
         return True
 
@@ -1671,8 +1692,44 @@ class ScriptClient:
                 self.out("CLOSE %d%s" % (code, " " + show(reason) if reason else ""))
             else:
                 self.out("CLOSE")
+        elif self.max_show and len(payload) > self.max_show:
+            self.out("%s %s" % (OPNAMES.get(op, "OPCODE%d" % op), render(payload, self.max_show)))
         else:
             self.out("%s %s" % (OPNAMES.get(op, "OPCODE%d" % op), show(payload)))
+
+
+class PipeEnds:
+    """Our ends of wsfilter's stdin and stdout pipes (script --pipes), with the socket
+    calls the script steps make: recv, sendall, shutdown (closes wsfilter's stdin)."""
+
+    def __init__(self, w):
+        self.w = w
+
+    def fileno(self):
+        return self.w.rfd
+
+    def recv(self, n, flags=0):
+        check(not flags, "--pipes: no recv flags (the open step needs a socket)")
+        return os.read(self.w.rfd, n)
+
+    def sendall(self, data):
+        mv = memoryview(data)
+        while mv:
+            mv = mv[os.write(self.w.wfd, mv):]
+
+    def setblocking(self, flag):
+        check(flag, "--pipes: flood needs a socket")
+
+    def shutdown(self, how):
+        if self.w.wfd is not None:
+            os.close(self.w.wfd)
+            self.w.wfd = None
+
+    def close(self):
+        self.shutdown(None)
+        if self.w.rfd is not None:
+            os.close(self.w.rfd)
+            self.w.rfd = None
 
 
 def show(b):
@@ -1698,12 +1755,19 @@ def cmd_script(a):
     else:
         buf = 65536 if a.small_buffers else None
         transport = "inetd" if a.stderr == "socket" else ("tcp6" if a.ipv6 else "tcp")
+        if a.pipes:
+            transport = "pipes"
         w = Wsfilter(a.args, transport, env=spawn_env(a, True), sndbuf=buf, rcvbuf=buf,
-                     server_buf=buf)
-        cs = w.sock
-        name = cs.getsockname()
-        print(("CLIENT [%s]:%d" if a.ipv6 else "CLIENT %s:%d") % name[:2])
+                     server_buf=buf, rcvbuf_first=a.rcvbuf)
+        if a.pipes:
+            cs = PipeEnds(w)
+            print("CLIENT pipes")
+        else:
+            cs = w.sock
+            name = cs.getsockname()
+            print(("CLIENT [%s]:%d" if a.ipv6 else "CLIENT %s:%d") % name[:2])
     c = ScriptClient(cs, a.pong)
+    c.max_show = a.max_show
     mark, flooded, key, failed = time.monotonic(), 0, None, False
     st = ""
     try:
@@ -1805,11 +1869,12 @@ def cmd_script(a):
                 c.out("RESET")
                 break
             elif name == "flood":
-                msg = build_frame(1, b"f" * int(arg))
+                size = int(arg)
                 cs.setblocking(False)
                 t0, pending, stalled, limit = time.monotonic(), b"", None, time.monotonic() + 20
                 while time.monotonic() < limit:
-                    pending = pending or msg
+                    # message i starts with "f%09d" % i (drain checks the order)
+                    pending = pending or build_frame(1, (b"f%09d" % flooded + b"f" * size)[:size])
                     try:
                         n = cs.send(pending)
                     except BlockingIOError:
@@ -1825,12 +1890,13 @@ def cmd_script(a):
                         break
                     select.select([], [cs], [], 0.05)
                 cs.setblocking(True)
-                if pending and pending != msg:
+                if pending and len(pending) < len(build_frame(1, b"f" * size)):
                     c.rest = pending  # the frame in flight is finished by drain, while it reads
                     flooded += 1
                 c.out("FLOODED %d in %.1f s" % (flooded, (stalled or time.monotonic()) - t0))
             elif name == "drain":
                 got = 0
+                c.rate = int(arg or 0)
                 if c.rest:
                     c.rest_thread = threading.Thread(target=cs.sendall, args=(c.rest,), daemon=True)
                     c.rest_thread.start()
@@ -1841,12 +1907,49 @@ def cmd_script(a):
                         c.out("EOF")
                         break
                     if f[0] == 1 and f[1].startswith(b"f"):
+                        if len(f[1]) >= 10 and f[1][1:10].isdigit() and int(f[1][1:10]) != got:
+                            c.out("ORDER: reply %d is message %d" % (got, int(f[1][1:10])))
+                            failed = True
                         got += 1
                     else:
                         c.describe(f)
                         if f[0] == 8:
                             break
+                    if c.deferred and not c.rest_thread.is_alive():
+                        c.send(b"")  # pongs held back while the rest of the flood went out
+                c.rate = 0
                 c.out("DRAINED %d/%d" % (got, flooded))
+            elif name == "big":
+                c.send(build_frame(1, pattern(int(arg))))
+            elif name == "shut":
+                try:
+                    cs.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+            elif name == "ping":
+                while True:
+                    f = c.read_frame(deadline)
+                    if f is None:
+                        c.out("EOF instead of a ping")
+                        failed = True
+                        break
+                    if f[0] == 9:
+                        c.pings += 1
+                        c.out("PING " + show(f[1]))
+                        break
+                    c.describe(f[:3])
+            elif name == "rate":
+                c.rate, c.paced = int(arg), 0.0
+            elif name == "mark":
+                mark = time.monotonic()
+            elif name == "elapsed":
+                end = w.end if w is not None and w.rc is not None else time.monotonic()
+                c.out("ELAPSED %.2f" % (end - mark))
+            elif name == "cpu":
+                state = w.sample()
+                c.out("CPU %.2f" % (state[2] if state else w.cpu_s))
+            elif name == "pid":
+                c.out("PID %d" % w.pid)
             else:
                 raise SystemExit("wstest script: unknown step " + st)
     except TimeoutError:
@@ -2036,6 +2139,12 @@ def build_parser():
     p.add_argument("--pong", action="store_true", help="answer the server's pings")
     p.add_argument("--syslog", metavar="PATH", help="collect datagrams sent to this unix socket")
     p.add_argument("--small-buffers", action="store_true", help="64 KiB kernel socket buffers")
+    p.add_argument("--rcvbuf", type=int, metavar="BYTES",
+                   help="the client's SO_RCVBUF, set before connect (the window it announces; "
+                   "wins over --small-buffers)")
+    p.add_argument("--pipes", action="store_true", help="wsfilter's stdin and stdout are two pipes")
+    p.add_argument("--max-show", type=int, default=0, metavar="N",
+                   help="show frames over N bytes in short (<pattern N>, or size and hash)")
     p.add_argument("steps", nargs="*")
     return top
 
