@@ -254,6 +254,7 @@ struct conn {
 	const struct options *opt;
 	struct endpoint ep[EP_COUNT];
 	int shared;                  /* one socket for both directions of the client */
+	int out_socket;              /* the client's output is a socket (else a pipe) */
 	enum conn_state state;
 	enum why why;                /* how it ended, W_NONE while it runs */
 	int why_secs;                /* the reason's detail */
@@ -280,6 +281,8 @@ struct conn {
 	int64_t next_ping_ms;        /* when to queue the next keepalive ping */
 	uint64_t ping_end;           /* out_total once the ping is queued; 0: none */
 	int64_t ping_check;          /* the ping is written: look whether it got through */
+	int64_t ping_written;        /* when it was written */
+	int ping_idle;               /* looks without progress; -1: seen on its way */
 	int64_t pong_deadline;
 	uint64_t acked_total;        /* bytes the client's side has taken (the I/O loop
 				      * asks the kernel when a timer needs it) */
@@ -1677,6 +1680,7 @@ static int conn_wants_acked(const struct conn *c, int64_t now)
 static void conn_expire(struct conn *c, int64_t now)
 {
 	const struct options *o = c->opt;
+	int64_t half = o->ping_timeout * 500;
 
 	c->now = now;
 	if (c->send_since && now >= c->send_since + o->send_timeout * 1000) {
@@ -1700,21 +1704,30 @@ static void conn_expire(struct conn *c, int64_t now)
 	case CS_OPEN:
 		if (c->ping_end && c->written_total >= c->ping_end && !c->ping_check) {
 			/* the ping is written; it may still wait in the
-			 * kernel behind earlier bytes */
-			c->ping_check = now + o->ping_timeout * 1000;
+			 * kernel behind earlier bytes: look every half
+			 * ping timeout whether it got through */
+			c->ping_written = now;
+			c->ping_check = now + half;
+			c->ping_idle = 0;
 			c->acked_mark = c->acked_total;
 		}
 		if (c->ping_check && now >= c->ping_check) {
 			if (c->acked_total >= c->ping_end) {
-				/* it reached the client: now the pong clock runs */
+				/* it reached the client: the pong clock runs from
+				 * the write, or from now if it was seen on its way */
+				c->pong_deadline = (c->ping_idle < 0 ? now : c->ping_written) +
+						   o->ping_timeout * 1000;
 				c->ping_end = 0;
 				c->ping_check = 0;
-				c->pong_deadline = now + o->ping_timeout * 1000;
 			} else if (c->acked_total > c->acked_mark) {
 				c->acked_mark = c->acked_total; /* slow, not gone */
-				c->ping_check = now + o->ping_timeout * 1000;
-			} else {
+				c->ping_check = now + half;
+				c->ping_idle = -1;
+			} else if (c->ping_idle > 0) {
 				conn_end(c, W_STALL, (int)o->ping_timeout);
+			} else {
+				c->ping_idle = 1; /* one more look: a ping timeout in all */
+				c->ping_check = now + half;
 			}
 		}
 		if (o->idle_timeout && now >= c->last_rx_ms + o->idle_timeout * 1000)
@@ -1791,6 +1804,8 @@ static size_t client_write(struct conn *c, int64_t now)
 	if (n > 0) {
 		out_consume(c, (size_t)n);
 		c->send_since = c->out_len ? now : 0;
+		if (!c->out_socket) /* a pipe: what is written is taken */
+			c->acked_total = c->acked_mark = c->written_total;
 		return (size_t)n;
 	}
 	if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
@@ -1805,7 +1820,7 @@ static void client_acked(struct conn *c)
 {
 	int fd = c->ep[EP_CLIENT_OUT].fd, q = 0;
 
-	if (fd < 0 || ioctl(fd, SIOCOUTQ, &q) < 0 || q < 0)
+	if (fd < 0 || !c->out_socket || ioctl(fd, SIOCOUTQ, &q) < 0 || q < 0)
 		q = 0;
 	c->acked_total = c->written_total - ((uint64_t)q < c->written_total ? (uint64_t)q : c->written_total);
 }
@@ -2269,6 +2284,13 @@ static const char *client_fds(int fds[2])
 	return why;
 }
 
+static int is_socket(int fd)
+{
+	struct stat st;
+
+	return fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
 /* Whether descriptor a is the socket b (inetd: fds 0, 1 and 2).  A
  * terminal or a file shared by stdout and stderr is not the client. */
 static int same_socket(int a, int b)
@@ -2440,6 +2462,7 @@ int main(int argc, char **argv)
 	clock_gettime(CLOCK_REALTIME, &wall);
 	conn_init(&conn, &opt, fds, now_ms(), (int64_t)wall.tv_sec);
 	peer_name(&conn, fds[0]);
+	conn.out_socket = is_socket(fds[1]);
 	fd_setup(fds[0]);
 	if (fds[1] != fds[0])
 		fd_setup(fds[1]);

@@ -178,14 +178,15 @@ os.execv(sys.argv[1], sys.argv[1:])' "$WSFILTER" </dev/null
 
 @test "row 3: a client that reads slowly but steadily (120 KB/s, answering pings) behind a full queue is never dropped: every reply in order, exit 0" {
 	# The flood stalls only once wsfilter stops reading, that is with its 256 KiB
-	# queue full; then the client reads everything at 120 KB/s (about 6 s, twice
-	# the send and ping timeouts), answering the pings. The ping timeout (and with it
-	# the send timeout) is 3 s: about 160 KB sit in the kernel between wsfilter and
-	# the reader (the reader's receive buffer, 16 KiB not sent yet, a segment), and
-	# the reader takes them for up to 1.3 s without wsfilter writing a byte: with
-	# --ping-timeout 1 this reader is dropped (send timeout or 1011).
+	# queue full; then the client reads everything at 120 KB/s (about 6 s, three
+	# times the send and ping timeouts of 2 s), answering the pings. About 160 KB
+	# sit in the kernel between wsfilter and the reader, which takes them for up to
+	# 1.3 s without wsfilter writing a byte: the clocks count what the client has
+	# taken (the socket's unacked bytes), so it is not dropped. (With 1 s the pong
+	# clock itself is too short for this reader: a ping that reaches its kernel
+	# still waits behind up to 64 KiB of its receive buffer, 0.5 s of reading.)
 	run ops --expect 0 --small-buffers --pong hs head flood:16384 drain:120000 pings close:1000 frame eof \
-		-- --echo --ping-interval 1 --ping-timeout 3
+		-- --echo --ping-interval 1 --ping-timeout 2
 	assert_success
 	local n
 	n=$(sed -n 's/^FLOODED \([0-9]*\) in .*/\1/p' <<<"$output")
