@@ -26,6 +26,7 @@
 
 #define _GNU_SOURCE
 #include <assert.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -51,6 +52,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 
 #ifdef __linux__
 #include <linux/audit.h>
@@ -80,6 +82,9 @@
 #define LOG_MAX           512          /* one log line */
 #define DISCARD_MAX       (256 * 1024) /* input read and dropped after the end */
 #define HTTP_HEAD_MAX     1024         /* the head of our own HTTP answers */
+#define PIPE_BUF_SIZE     65536        /* to and from a program, each way */
+#define ERR_LINE_MAX      400          /* a line of the program's stderr in the log */
+#define ENV_MAX           (HEAD_MAX + 4096) /* the request's CGI variables */
 /* Unsent bytes the kernel may hold for us on a TCP socket.  Writes then
  * progress as the client reads, which is what the send timeout measures,
  * and a client that never reads pins little kernel memory. */
@@ -99,6 +104,7 @@ enum {
 	EXIT_PROTOCOL = 3, /* the client broke the protocol (HTTP 4xx, close 1002/1007/1009) */
 	EXIT_GONE     = 4, /* the client vanished without a close */
 	EXIT_TIMEOUT  = 5, /* handshake, idle, ping or send timeout */
+	EXIT_PROGRAM  = 6, /* the program exited non-zero or was killed */
 };
 
 /* RFC 6455 5.2 opcodes */
@@ -162,12 +168,16 @@ enum why {
 	W_CLIENT_CLOSE, W_IDLE, W_NO_PONG, W_LEFT, W_LEFT_MID_FRAME,
 	W_LEFT_MID_PAYLOAD,
 	/* in any state */
+	/* the program */
+	W_PROG_DONE, W_PROG_EXIT, W_PROG_KILLED,
 	W_SIGNAL, W_SIGNAL_EARLY, W_RESET, W_STALL, W_BAD_FD, W_POLL,
 	W_COUNT
 };
 
 #define E_NOW     1 /* nothing more can be sent or waited for: exit at once */
 #define E_SECONDS 2 /* the detail is a number of seconds */
+#define E_NUMBER  4 /* the detail is a number (an exit status) */
+#define E_SIGNAME 8 /* the detail is a signal number */
 
 struct ending {
 	unsigned short http;  /* answer during the handshake, 0: none */
@@ -237,10 +247,13 @@ struct options {
 	int nprotocols;
 	enum log_mode log;
 	enum sandbox_mode sandbox;
+	char **program;              /* PROGRAM ARG..., or NULL: the built-in filter */
+	int binary;                  /* --binary: bytes as they come, no lines */
+	int clear_env;               /* --clear-env: only the request's variables */
 };
 
 /* The descriptors the loop polls.  A finished direction has fd -1. */
-enum { EP_CLIENT_IN, EP_CLIENT_OUT, EP_COUNT };
+enum { EP_CLIENT_IN, EP_CLIENT_OUT, EP_PROG_IN, EP_PROG_OUT, EP_PROG_ERR, EP_COUNT };
 
 struct endpoint {
 	int fd;
@@ -300,8 +313,28 @@ struct conn {
 
 	uint64_t rng[4];             /* xoshiro256** state */
 
+	/* a program per connection: its pipes are endpoints EP_PROG_* */
+	int prog_pid;                /* 0: the built-in filter */
+	int prog_ctl;                /* to the waiting child: the environment, then EOF */
+	int prog_go;                 /* the 101 is queued: start the program */
+	int prog_reaped;             /* its exit status is in prog_status */
+	int prog_status;             /* wait(2) status */
+	int prog_eof;                /* its stdout has ended */
+	int pmsg_open;               /* a text message from it is open (fragmented) */
+	int stop_step;               /* 0; 1 stdin closed; 2 SIGTERM; 3 SIGKILL */
+	int64_t stop_at;             /* when the next stop step is due */
+	size_t pin_off, pin_len;     /* queued for its stdin */
+	size_t pout_off, pout_len;   /* read from its stdout, not yet framed */
+	size_t perr_len;             /* a partial line of its stderr */
+	size_t env_len;              /* the CGI variables, NAME=VALUE\0 each */
+	char peer_addr[INET6_ADDRSTRLEN + 8], peer_port[8], local_port[8];
+
 	unsigned char in[IN_BUF_SIZE];
 	unsigned char out[OUT_BUF_SIZE];
+	unsigned char pin[PIPE_BUF_SIZE];
+	unsigned char pout[PIPE_BUF_SIZE];
+	char perr[ERR_LINE_MAX];
+	char env[ENV_MAX];
 };
 
 /* ==== How a connection ends ============================================ */
@@ -359,6 +392,9 @@ static const struct ending endings[W_COUNT] = {
 	[W_LEFT]            = { 0, 0, EXIT_GONE, 0, "client left without a close" },
 	[W_LEFT_MID_FRAME]  = { 0, 0, EXIT_GONE, 0, "client left without a close, mid-frame" },
 	[W_LEFT_MID_PAYLOAD] = { 0, 0, EXIT_GONE, 0, "client left without a close, mid-payload" },
+	[W_PROG_DONE]       = { 0, CLOSE_NORMAL, EXIT_CLEAN, 0, NULL },
+	[W_PROG_EXIT]       = { 0, CLOSE_INTERNAL, EXIT_PROGRAM, E_NUMBER, "program exited" },
+	[W_PROG_KILLED]     = { 0, CLOSE_INTERNAL, EXIT_PROGRAM, E_SIGNAME, "program killed by" },
 	[W_SIGNAL]          = { 0, CLOSE_GOING_AWAY, EXIT_CLEAN, 0, "server shutting down" },
 	[W_SIGNAL_EARLY]    = { 0, 0, EXIT_CLEAN, E_NOW, "server shutting down" },
 	[W_RESET]           = { 0, 0, EXIT_GONE, E_NOW, "client reset the connection" },
@@ -370,6 +406,7 @@ static const struct ending endings[W_COUNT] = {
 /* Process-wide state of the shell around the core: none of it is read by
  * conn_process. */
 static volatile sig_atomic_t stop_signal;
+static volatile sig_atomic_t child_signal;
 static enum log_mode log_to = LOG_STDERR; /* resolved log mode */
 static int syslog_fd = -1;
 static pid_t self_pid;
@@ -788,6 +825,11 @@ static size_t reason_text(enum why why, int secs, char *buf, size_t size)
 		n = snprintf(buf, size, "%s", "");
 	else if (e->flags & E_SECONDS)
 		n = snprintf(buf, size, "%s %d s", e->reason, secs);
+	else if (e->flags & E_NUMBER)
+		n = snprintf(buf, size, "%s %d", e->reason, secs);
+	else if (e->flags & E_SIGNAME)
+		n = snprintf(buf, size, "%s SIG%s", e->reason,
+			     sigabbrev_np(secs) ? sigabbrev_np(secs) : "?");
 	else
 		n = snprintf(buf, size, "%s", e->reason);
 	return n < 0 ? 0 : (size_t)n >= size ? size - 1 : (size_t)n;
@@ -889,7 +931,7 @@ struct span {
 struct hs_request {
 	struct span method, target, path; /* path: the target's path, no query */
 	int minor;                        /* HTTP/1.minor */
-	struct span key, ws_version, origin, forwarded;
+	struct span key, ws_version, origin, forwarded, forwarded_proto, host;
 	int hosts, keys, ws_versions, origins;
 	int upgrade_ws, connection_upgrade;
 	struct span protocols[LIST_MAX];  /* Sec-WebSocket-Protocol values */
@@ -1010,6 +1052,7 @@ static enum why hs_field(const char *line, const char *eol, struct hs_request *r
 		if (((unsigned char)value.p[i] < 0x20 && value.p[i] != '\t') || value.p[i] == 0x7f)
 			return W_HEADER_CTL;
 	if (span_eq(name, "Host")) {
+		r->host = value;
 		r->hosts++;
 	} else if (span_eq(name, "Upgrade")) {
 		r->upgrade_ws |= list_has(value, "websocket");
@@ -1030,6 +1073,8 @@ static enum why hs_field(const char *line, const char *eol, struct hs_request *r
 		r->protocols[r->nprotocols++] = value;
 	} else if (span_eq(name, "X-Forwarded-For") && !r->forwarded.p) {
 		r->forwarded = value;
+	} else if (span_eq(name, "X-Forwarded-Proto") && !r->forwarded_proto.p) {
+		r->forwarded_proto = value;
 	}
 	return W_NONE;
 }
@@ -1175,10 +1220,105 @@ static void http_error(struct conn *c, enum why why)
 	"style-src 'unsafe-inline'; connect-src 'self'; img-src data:; " \
 	"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
+/* One NAME=VALUE for the program's environment.  The block is bounded:
+ * a request head is at most HEAD_MAX bytes. */
+static void env_add(struct conn *c, const char *name, size_t nlen, const char *v, size_t vlen)
+{
+	if (c->env_len + nlen + vlen + 2 > ENV_MAX)
+		return;
+	memcpy(c->env + c->env_len, name, nlen);
+	c->env[c->env_len + nlen] = '=';
+	memcpy(c->env + c->env_len + nlen + 1, v, vlen);
+	c->env_len += nlen + vlen + 1;
+	c->env[c->env_len++] = '\0';
+}
+
+static void env_set(struct conn *c, const char *name, struct span v)
+{
+	env_add(c, name, strlen(name), v.p ? v.p : "", v.p ? v.len : 0);
+}
+
+static struct span span_of(const char *s)
+{
+	return (struct span){ s, strlen(s) };
+}
+
+/* HTTP_NAME for a header field: upper case, '-' as '_' (RFC 3875 4.1.18);
+ * a repeated field's values are joined with ", ". */
+static void env_header(struct conn *c, struct span name, struct span value)
+{
+	char var[5 + 64];
+	size_t i, n = 5 + name.len, at;
+
+	if (name.len > 64)
+		return;
+	memcpy(var, "HTTP_", 5);
+	for (i = 0; i < name.len; i++)
+		var[5 + i] = name.p[i] == '-' ? '_' : (char)toupper((unsigned char)name.p[i]);
+	for (at = 0; at < c->env_len; at += strlen(c->env + at) + 1) {
+		if (strncmp(c->env + at, var, n) != 0 || c->env[at + n] != '=')
+			continue;
+		/* a second field of this name: ", value" at the end of the first */
+		at += strlen(c->env + at);
+		if (c->env_len + value.len + 2 > ENV_MAX)
+			return;
+		memmove(c->env + at + value.len + 2, c->env + at, c->env_len - at);
+		memcpy(c->env + at, ", ", 2);
+		memcpy(c->env + at + 2, value.p, value.len);
+		c->env_len += value.len + 2;
+		return;
+	}
+	env_add(c, var, n, value.p, value.len);
+}
+
+/* The request as CGI/1.1 meta-variables (RFC 3875 4.1) and HTTP_* for
+ * every header field, for the program's environment.  The peer comes from
+ * the same sources as the log line's. */
+static void cgi_env(struct conn *c, const char *head, size_t len, const struct hs_request *r)
+{
+	const char *end = head + len, *line, *eol, *colon, *q;
+	struct span host = r->host, port = { NULL, 0 };
+
+	c->env_len = 0;
+	env_set(c, "GATEWAY_INTERFACE", span_of("CGI/1.1"));
+	env_set(c, "SERVER_SOFTWARE", span_of("wsfilter/" VERSION));
+	env_set(c, "SERVER_PROTOCOL", span_of(r->minor ? "HTTP/1.1" : "HTTP/1.0"));
+	env_set(c, "REQUEST_METHOD", r->method);
+	env_set(c, "REQUEST_URI", r->target);
+	env_set(c, "SCRIPT_NAME", span_of(""));
+	env_set(c, "PATH_INFO", r->path);
+	q = memchr(r->target.p, '?', r->target.len);
+	env_set(c, "QUERY_STRING", q ? (struct span){ q + 1, (size_t)(r->target.p + r->target.len - q - 1) }
+				     : span_of(""));
+	/* Host is "name[:port]" or "[v6]:port" */
+	q = host.len && host.p[0] == '[' ? memchr(host.p, ']', host.len) : host.p;
+	q = q ? memchr(q, ':', (size_t)(host.p + host.len - q)) : NULL;
+	if (q) {
+		port = (struct span){ q + 1, (size_t)(host.p + host.len - q - 1) };
+		host.len = (size_t)(q - host.p);
+	}
+	env_set(c, "SERVER_NAME", host);
+	env_set(c, "SERVER_PORT", port.len ? port : span_of(c->local_port));
+	env_set(c, "REMOTE_ADDR", span_of(c->peer_addr));
+	env_set(c, "REMOTE_PORT", span_of(c->peer_port));
+	if (c->opt->trust_proxy && span_eq(r->forwarded_proto, "https"))
+		env_set(c, "HTTPS", span_of("on"));
+	line = memmem(head, len, "\r\n", 2);
+	for (line = line ? line + 2 : end; line < end; line = eol + 2) {
+		eol = memmem(line, (size_t)(end - line), "\r\n", 2);
+		if (!eol)
+			eol = end;
+		colon = memchr(line, ':', (size_t)(eol - line));
+		if (colon)
+			env_header(c, (struct span){ line, (size_t)(colon - line) },
+				   span_trim(colon + 1, (size_t)(eol - colon - 1)));
+	}
+}
+
 static const char ws_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /* The 101: Sec-WebSocket-Accept is base64(SHA-1(key + GUID)). */
-static void hs_accept(struct conn *c, const struct hs_request *r)
+static void hs_accept(struct conn *c, const struct hs_request *r, const char *head, size_t len)
 {
 	unsigned char keybuf[24 + sizeof ws_guid - 1], digest[20];
 	char accept[29], resp[256];
@@ -1208,6 +1348,10 @@ static void hs_accept(struct conn *c, const struct hs_request *r)
 	c->http_status = HTTP_SWITCHING;
 	c->state = CS_OPEN;
 	c->meter.frames_from = c->out_total;
+	if (c->opt->program) {
+		cgi_env(c, head, len, r);
+		c->prog_go = 1;
+	}
 	if (c->opt->ping_interval)
 		c->next_ping_ms = c->now + c->opt->ping_interval * 1000;
 #ifdef WSFILTER_TEST_FORBIDDEN
@@ -1253,7 +1397,7 @@ static void hs_complete(struct conn *c, const char *head, size_t len)
 		why = hs_policy(c->opt, &r, &c->protocol);
 	switch (why) {
 	case W_NONE:
-		hs_accept(c, &r);
+		hs_accept(c, &r, head, len - 2);
 		return;
 	case W_PAGE:
 		c->kind = HK_PAGE;
@@ -1541,6 +1685,157 @@ static long msg_forward(struct conn *c, const unsigned char *p, size_t n)
 	return (long)chunk;
 }
 
+/* ==== A program per connection: its bytes =============================== */
+
+/* Make room at the tail of a program buffer; returns the free bytes. */
+static size_t buf_room(unsigned char *buf, size_t *off, size_t len)
+{
+	if (*off) {
+		memmove(buf, buf + *off, len);
+		*off = 0;
+	}
+	return PIPE_BUF_SIZE - len;
+}
+
+/* Client to program: the payload of the current frame into the program's
+ * stdin queue, unmasked and checked as the filter does; in text mode a
+ * message ends with a newline.  Returns the bytes consumed, or -1 when
+ * the queue is full.  Once the program has closed its stdin, its input is
+ * dropped. */
+static long prog_forward(struct conn *c, const unsigned char *p, size_t n)
+{
+	struct frame *f = &c->frame;
+	struct message *m = &c->msg;
+	uint64_t rem = f->len - f->pos;
+	size_t room = buf_room(c->pin, &c->pin_off, c->pin_len), chunk, bad;
+	int nl = !c->opt->binary, last;
+	unsigned char *dst = c->pin + c->pin_len;
+
+	if (room <= (size_t)nl)
+		return -1;
+	chunk = n < rem ? n : (size_t)rem;
+	if (chunk > room - (size_t)nl)
+		chunk = room - (size_t)nl;
+	if (chunk == 0 && rem > 0)
+		return -1;
+	last = chunk == rem;
+	unmask(dst, p, chunk, f->mask, f->pos);
+	if (m->opcode == OP_TEXT && (utf8_run(&m->utf8, dst, chunk, &bad) < 0 ||
+				     (last && f->fin && m->utf8.need))) {
+		conn_end(c, W_UTF8, 0);
+		return (long)chunk;
+	}
+	if (last && f->fin && nl)
+		dst[chunk] = '\n';
+	if (c->ep[EP_PROG_IN].fd >= 0)
+		c->pin_len += chunk + (last && f->fin ? (size_t)nl : 0);
+	c->bytes_in += chunk;
+	f->pos += chunk;
+	if (last) {
+		f->active = 0;
+		if (f->fin) {
+			m->active = 0;
+			c->msgs_in++;
+		}
+	}
+	return (long)chunk;
+}
+
+/* Copy src to dst as valid UTF-8: a byte that cannot begin or continue a
+ * character becomes U+FFFD (EF BF BD), so dst needs 3 bytes for each of
+ * src.  A character cut at the end waits for the next call, unless final.
+ * Returns the bytes written; *used says how many of src were taken. */
+static size_t utf8_clean(unsigned char *dst, const unsigned char *src, size_t n, int final,
+			 size_t *used)
+{
+	struct utf8 u;
+	size_t i = 0, o = 0, k, bad;
+	int err;
+
+	utf8_reset(&u);
+	if (utf8_run(&u, src, n, &bad) == 0 && !u.need) {
+		memcpy(dst, src, n); /* the common case */
+		*used = n;
+		return n;
+	}
+	while (i < n) {
+		/* one character: its lead byte, then the bytes it needs */
+		utf8_reset(&u);
+		for (err = 0, k = i; k < n; k++) {
+			if ((err = utf8_run(&u, src + k, 1, &bad) < 0) || !u.need)
+				break;
+		}
+		if (k == n && !final)
+			break; /* cut at the end: wait for the rest */
+		if (!err && k < n) {
+			memcpy(dst + o, src + i, k - i + 1);
+			o += k - i + 1;
+			i = k + 1;
+			continue;
+		}
+		memcpy(dst + o, "\xEF\xBF\xBD", 3);
+		o += 3;
+		/* the byte that broke a character starts afresh */
+		i = k == n ? n : k > i ? k : i + 1;
+	}
+	*used = i;
+	return o;
+}
+
+/* Program to client: what it wrote, as messages.  In text mode each line
+ * is a text message without its newline, made valid UTF-8; a line longer
+ * than the buffer goes out as a fragmented message, and a last line
+ * without a newline is sent when the program's stdout ends.  With
+ * --binary, whatever arrived is one binary message. */
+static void prog_frame(struct conn *c)
+{
+	const unsigned char *src, *nl;
+	unsigned char *dst;
+	size_t room, take, used, k, hlen;
+	int fin, eol;
+
+	while (c->state == CS_OPEN && (c->pout_len || (c->prog_eof && c->pmsg_open)) &&
+	       out_room(c) >= OUT_FRAME_MIN) {
+		src = c->pout + c->pout_off;
+		room = out_room(c) - CLOSE_RESERVE - 10;
+		if (c->opt->binary) {
+			take = c->pout_len < room ? c->pout_len : room;
+			dst = out_reserve(c, 10 + take);
+			hlen = frame_head(dst, 1, OP_BINARY, take);
+			memcpy(dst + hlen, src, take);
+			out_commit(c, hlen + take);
+			c->pout_off += take;
+			c->pout_len -= take;
+			continue;
+		}
+		nl = memchr(src, '\n', c->pout_len);
+		take = nl ? (size_t)(nl - src) : c->pout_len;
+		if (!nl && c->pout_len < PIPE_BUF_SIZE && !c->prog_eof)
+			break; /* the rest of the line is still to come */
+		eol = nl != NULL;
+		if (take > room / 3) {
+			take = room / 3;
+			eol = 0;
+		}
+		fin = eol || (c->prog_eof && take == c->pout_len);
+		dst = out_reserve(c, 10 + 3 * take);
+		assert(dst);
+		/* the payload first, 10 bytes in; the header once its length is known */
+		k = utf8_clean(dst + 10, src, take, fin, &used);
+		if (!fin && used == 0 && take == c->pout_len && c->pout_len < PIPE_BUF_SIZE)
+			break; /* only a cut character is here */
+		hlen = frame_head(dst, fin, c->pmsg_open ? OP_CONT : OP_TEXT, k);
+		memmove(dst + hlen, dst + 10, k);
+		out_commit(c, hlen + k);
+		c->pmsg_open = !fin;
+		used += eol && used == take ? 1 : 0;
+		c->pout_off += used;
+		c->pout_len -= used;
+		if (!c->pout_len)
+			c->pout_off = 0;
+	}
+}
+
 /* Frames from the input, answers into the output.  Returns the bytes
  * consumed.  Stops when input runs out, when the output queue is too full
  * to go on (backpressure), or when the connection ends. */
@@ -1556,7 +1851,9 @@ static size_t ws_feed(struct conn *c)
 
 	while (c->state == CS_OPEN) {
 		if (c->frame.active) {
-			if ((moved = msg_forward(c, in + used, avail - used)) < 0)
+			moved = c->opt->program ? prog_forward(c, in + used, avail - used)
+						: msg_forward(c, in + used, avail - used);
+			if (moved < 0)
 				break;
 			used += (size_t)moved;
 			continue;
@@ -1597,6 +1894,8 @@ static void conn_init(struct conn *c, const struct options *o, const int fds[2],
 	c->opt = o;
 	c->ep[EP_CLIENT_IN].fd = fds[0];
 	c->ep[EP_CLIENT_OUT].fd = fds[1];
+	c->ep[EP_PROG_IN].fd = c->ep[EP_PROG_OUT].fd = c->ep[EP_PROG_ERR].fd = -1;
+	c->prog_ctl = -1;
 	c->shared = fds[0] == fds[1];
 	c->state = CS_HANDSHAKE;
 	c->now = c->start_ms = c->last_rx_ms = now;
@@ -1621,6 +1920,8 @@ static size_t conn_process(struct conn *c, int64_t now)
 	}
 	if (c->in_off == c->in_len)
 		c->in_off = c->in_len = 0;
+	if (c->opt->program)
+		prog_frame(c);
 	return total;
 }
 
@@ -1647,6 +1948,7 @@ static int64_t conn_deadline(const struct conn *c)
 
 	if (c->send_since)
 		t = c->send_since + o->send_timeout * 1000;
+	t = earliest(t, c->stop_at);
 	switch (c->state) {
 	case CS_HANDSHAKE:
 		t = earliest(t, c->start_ms + o->hs_timeout * 1000);
@@ -1749,6 +2051,259 @@ static void conn_expire(struct conn *c, int64_t now)
 	}
 }
 
+/* ==== A program per connection: its process ============================ */
+
+/* The child, forked before the sandbox and not under it: it waits for the
+ * request's environment (EOF before it: no handshake, no program), then
+ * runs PROGRAM in its own process group, stdin, stdout and stderr on the
+ * pipes, every other descriptor closed. */
+static void prog_child(const struct options *o, int in, int out, int err, int ctl)
+	__attribute__((noreturn));
+
+static void prog_child(const struct options *o, int in, int out, int err, int ctl)
+{
+	static char block[ENV_MAX];
+	extern char **environ;
+	size_t got = 0, n, i, nvars = 0;
+	char **envp, *p, *eq;
+	ssize_t r;
+	sigset_t none;
+
+	while (got < sizeof block && (r = read(ctl, block + got, sizeof block - got)) != 0) {
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			_exit(EXIT_INTERNAL);
+		got += (size_t)r;
+	}
+	if (got == 0)
+		_exit(EXIT_CLEAN);
+	(void)setpgid(0, 0);
+	signal(SIGPIPE, SIG_DFL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
+		_exit(EXIT_INTERNAL);
+	closefrom(3);
+	for (i = 0; i < got; i++)
+		nvars += block[i] == '\0';
+	for (i = 0; environ && environ[i]; i++)
+		nvars++;
+	envp = calloc(nvars + 1, sizeof *envp);
+	if (!envp)
+		_exit(EXIT_INTERNAL);
+	/* the request's variables first; then, unless --clear-env, the
+	 * environment wsfilter has (LISTEN_* are already gone), minus the
+	 * names the request set */
+	for (n = 0, p = block; p < block + got; p += strlen(p) + 1)
+		envp[n++] = p;
+	for (i = 0; !o->clear_env && environ && environ[i]; i++) {
+		size_t len;
+
+		eq = strchr(environ[i], '=');
+		len = eq ? (size_t)(eq - environ[i]) + 1 : strlen(environ[i]);
+		for (p = block; p < block + got && strncmp(p, environ[i], len); p += strlen(p) + 1)
+			;
+		if (p >= block + got)
+			envp[n++] = environ[i];
+	}
+	envp[n] = NULL;
+	environ = envp;
+	execvp(o->program[0], o->program);
+	dprintf(2, "cannot run %s: %s\n", o->program[0], strerror(errno));
+	_exit(127);
+}
+
+static void fd_nonblock(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl >= 0)
+		(void)fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+/* Before the sandbox: the pipes and the waiting child. */
+static int prog_prepare(struct conn *c, const struct options *o)
+{
+	int in[2], out[2], err[2], ctl[2];
+	pid_t pid;
+
+	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 ||
+	    pipe2(err, O_CLOEXEC) < 0 || pipe2(ctl, O_CLOEXEC) < 0)
+		return -1;
+	pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		/* only the parent may write: EOF must come when it closes */
+		close(ctl[1]);
+		close(in[1]);
+		close(out[0]);
+		close(err[0]);
+		prog_child(o, in[0], out[1], err[1], ctl[0]);
+	}
+	close(in[0]);
+	close(out[1]);
+	close(err[1]);
+	close(ctl[0]);
+	c->prog_pid = (int)pid;
+	c->prog_ctl = ctl[1];
+	c->ep[EP_PROG_IN].fd = in[1];
+	c->ep[EP_PROG_OUT].fd = out[0];
+	c->ep[EP_PROG_ERR].fd = err[0];
+	fd_nonblock(in[1]);
+	fd_nonblock(out[0]);
+	fd_nonblock(err[0]);
+	return 0;
+}
+
+/* The 101 is queued: hand the child its environment; EOF starts it. */
+static void prog_start(struct conn *c)
+{
+	if (c->prog_ctl < 0 || !c->prog_go)
+		return;
+	(void)!write(c->prog_ctl, c->env, c->env_len);
+	close(c->prog_ctl);
+	c->prog_ctl = -1;
+}
+
+static void ep_close(struct conn *c, int i)
+{
+	if (c->ep[i].fd >= 0)
+		close(c->ep[i].fd);
+	c->ep[i].fd = -1;
+}
+
+/* Write what is queued for its stdin; returns the bytes written. */
+static size_t prog_write(struct conn *c)
+{
+	ssize_t n;
+
+	if (c->ep[EP_PROG_IN].fd < 0 || !c->pin_len)
+		return 0;
+	n = write(c->ep[EP_PROG_IN].fd, c->pin + c->pin_off, c->pin_len);
+	if (n > 0) {
+		c->pin_off += (size_t)n;
+		c->pin_len -= (size_t)n;
+		if (!c->pin_len)
+			c->pin_off = 0;
+		return (size_t)n;
+	}
+	if (n < 0 && errno != EAGAIN && errno != EINTR) {
+		ep_close(c, EP_PROG_IN); /* it closed its stdin: drop its input */
+		c->pin_off = c->pin_len = 0;
+	}
+	return 0;
+}
+
+/* Read its stdout into the buffer the core frames from.  Once the
+ * connection is ending, what it writes is read and dropped. */
+static void prog_read(struct conn *c)
+{
+	size_t room;
+	ssize_t n;
+
+	if (c->state != CS_OPEN)
+		c->pout_off = c->pout_len = 0;
+	room = buf_room(c->pout, &c->pout_off, c->pout_len);
+	n = read(c->ep[EP_PROG_OUT].fd, c->pout + c->pout_len, room);
+
+	if (n > 0 && c->state == CS_OPEN)
+		c->pout_len += (size_t)n;
+	else if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+		ep_close(c, EP_PROG_OUT);
+		c->prog_eof = 1;
+	}
+}
+
+/* Each line of its stderr becomes a log line, never client bytes. */
+static void prog_err_read(struct conn *c)
+{
+	char line[ERR_LINE_MAX];
+	ssize_t n = read(c->ep[EP_PROG_ERR].fd, c->perr + c->perr_len,
+			 sizeof c->perr - 1 - c->perr_len);
+	char *nl;
+	size_t k;
+
+	if (n > 0)
+		c->perr_len += (size_t)n;
+	else if (n == 0 || (errno != EAGAIN && errno != EINTR))
+		ep_close(c, EP_PROG_ERR);
+	while (c->perr_len) {
+		nl = memchr(c->perr, '\n', c->perr_len);
+		if (!nl && c->perr_len < sizeof c->perr - 1 && c->ep[EP_PROG_ERR].fd >= 0)
+			break;
+		k = nl ? (size_t)(nl - c->perr) : c->perr_len;
+		sanitize(line, sizeof line, c->perr, k);
+		log_line("%s program: %s", c->peer, line);
+		k += nl ? 1 : 0;
+		memmove(c->perr, c->perr + k, c->perr_len - k);
+		c->perr_len -= k;
+	}
+}
+
+static void prog_reap(struct conn *c)
+{
+	int st;
+
+	if (c->prog_pid && !c->prog_reaped && waitpid(c->prog_pid, &st, WNOHANG) == c->prog_pid) {
+		c->prog_reaped = 1;
+		c->prog_status = st;
+	}
+}
+
+/* Once the connection is ending: close its stdin (after what is queued
+ * for it), then SIGTERM to its process group after the close timeout,
+ * then SIGKILL.  A program that exited but left its stdout open (a child
+ * of its own) has the close timeout to let go. */
+static void prog_stop(struct conn *c, int64_t now)
+{
+	int64_t step = c->opt->close_timeout * 1000;
+
+	if (!c->prog_pid)
+		return;
+	if (c->state >= CS_LINGER && c->prog_ctl >= 0 && !c->prog_go) {
+		close(c->prog_ctl); /* never started: the child exits */
+		c->prog_ctl = -1;
+	}
+	if (c->prog_reaped) {
+		if (!c->prog_eof && !c->stop_at)
+			c->stop_at = now + step;
+		if (!c->prog_eof && now >= c->stop_at) {
+			(void)kill(-c->prog_pid, SIGKILL);
+			ep_close(c, EP_PROG_OUT);
+			c->prog_eof = 1;
+			c->stop_at = 0;
+		}
+		return;
+	}
+	if (c->state < CS_LINGER || !c->prog_go)
+		return;
+	if (c->stop_step == 0) {
+		c->stop_step = 1;
+		c->stop_at = now + step;
+	}
+	if (c->stop_step == 1 && !c->pin_len)
+		ep_close(c, EP_PROG_IN);
+	if (c->stop_step < 3 && now >= c->stop_at) {
+		ep_close(c, EP_PROG_IN);
+		(void)kill(-c->prog_pid, c->stop_step == 1 ? SIGTERM : SIGKILL);
+		c->stop_step++;
+		c->stop_at = c->stop_step < 3 ? now + step : 0;
+	}
+}
+
+/* How the program's end ends the connection. */
+static enum why prog_why(int status, int *detail)
+{
+	if (WIFSIGNALED(status)) {
+		*detail = WTERMSIG(status);
+		return W_PROG_KILLED;
+	}
+	*detail = WEXITSTATUS(status);
+	return *detail ? W_PROG_EXIT : W_PROG_DONE;
+}
+
 /* ==== I/O loop ========================================================= */
 
 static void client_read(struct conn *c, int64_t now)
@@ -1833,7 +2388,8 @@ static void conn_pump(struct conn *c, int64_t now)
 	for (;;) {
 		if (c->state == CS_HANDSHAKE || c->state == CS_OPEN)
 			conn_process(c, now);
-		if (!client_write(c, now) || c->in_off == c->in_len ||
+		if (!(client_write(c, now) + prog_write(c)) ||
+		    (c->in_off == c->in_len && !c->pout_len) ||
 		    (c->state != CS_HANDSHAKE && c->state != CS_OPEN))
 			break;
 	}
@@ -1849,6 +2405,13 @@ static void conn_settle(struct conn *c, int64_t now)
 {
 	struct endpoint *in = &c->ep[EP_CLIENT_IN], *out = &c->ep[EP_CLIENT_OUT];
 
+	if (c->state == CS_OPEN && c->prog_reaped && c->prog_eof && !c->pout_len && !c->pmsg_open) {
+		/* the program is done and its last output queued */
+		int detail;
+		enum why why = prog_why(c->prog_status, &detail);
+
+		conn_end(c, why, detail);
+	}
 	if (c->state == CS_HANDSHAKE || c->state == CS_OPEN) {
 		if (in->fd < 0 && out_room(c) >= OUT_FRAME_MIN)
 			conn_end(c, left_why(c), 0);
@@ -1882,6 +2445,11 @@ static nfds_t conn_pollset(struct conn *c, struct pollfd *pfd, int *which)
 	c->ep[EP_CLIENT_IN].events = c->state == CS_LINGER || c->in_len < IN_BUF_SIZE ||
 				     c->in_off ? POLLIN : 0;
 	c->ep[EP_CLIENT_OUT].events = c->out_len ? POLLOUT : 0;
+	c->ep[EP_PROG_IN].events = c->pin_len ? POLLOUT : 0;
+	c->ep[EP_PROG_OUT].events = c->pout_len < PIPE_BUF_SIZE || c->state != CS_OPEN ? POLLIN : 0;
+	c->ep[EP_PROG_ERR].events = POLLIN;
+	if (c->state == CS_DONE) /* only the program is left to wait for */
+		c->ep[EP_CLIENT_IN].events = c->ep[EP_CLIENT_OUT].events = 0;
 	for (i = 0; i < EP_COUNT; i++) {
 		if (c->ep[i].fd < 0 || !c->ep[i].events)
 			continue;
@@ -1893,8 +2461,10 @@ static nfds_t conn_pollset(struct conn *c, struct pollfd *pfd, int *which)
 
 static void on_signal(int sig)
 {
-	(void)sig;
-	stop_signal++;
+	if (sig == SIGCHLD)
+		child_signal = 1;
+	else
+		stop_signal++;
 }
 
 /* The loop: act on signals and timers, wait for the endpoints, move
@@ -1915,17 +2485,23 @@ static void conn_run(struct conn *c, const sigset_t *run_mask)
 			 * a second signal while closing: go now */
 			conn_end(c, c->state == CS_HANDSHAKE ? W_SIGNAL_EARLY : W_SIGNAL, 0);
 		}
+		if (child_signal) {
+			child_signal = 0;
+			prog_reap(c);
+		}
 		if (conn_wants_acked(c, now))
 			client_acked(c);
 		conn_expire(c, now);
 		conn_settle(c, now);
-		if (c->state == CS_DONE)
+		prog_start(c);
+		prog_stop(c, now);
+		if (c->state == CS_DONE && (!c->prog_pid || c->prog_reaped))
 			break;
 		n = conn_pollset(c, pfd, which);
 		next = conn_deadline(c);
 		/* an endpoint or a timer always remains: the handshake, send,
 		 * close and keepalive timers cover every state */
-		assert(n > 0 || next > 0);
+		assert(n > 0 || next > 0 || (c->prog_pid && !c->prog_reaped));
 		if (next) {
 			next = next > now ? next - now : 0;
 			ts.tv_sec = next / 1000;
@@ -1944,6 +2520,12 @@ static void conn_run(struct conn *c, const sigset_t *run_mask)
 				client_read(c, now);
 			else if (pfd[k].revents && which[k] == EP_CLIENT_OUT)
 				client_write(c, now);
+			else if (pfd[k].revents && which[k] == EP_PROG_IN)
+				prog_write(c);
+			else if (pfd[k].revents && which[k] == EP_PROG_OUT)
+				prog_read(c);
+			else if (pfd[k].revents && which[k] == EP_PROG_ERR)
+				prog_err_read(c);
 		}
 		conn_pump(c, now);
 	}
@@ -1993,7 +2575,7 @@ static void conn_run(struct conn *c, const sigset_t *run_mask)
  * may still write their message to stderr when stderr is the log, and die
  * by SIGABRT rather than SIGSYS.  send(2) only on the syslog socket.
  * Returns 0 when the filter is on, -1 when this system cannot have it. */
-static int sandbox_enter(int log_fd, int stderr_is_log)
+static int sandbox_enter(int log_fd, int stderr_is_log, int child)
 {
 #ifdef SECCOMP_ARCH
 	struct sock_filter f[] = {
@@ -2013,6 +2595,10 @@ static int sandbox_enter(int log_fd, int stderr_is_log)
 		SC_ALLOW(__NR_clock_gettime),   /* timers, when the vDSO falls back */
 		/* what the client has taken of our bytes (SIOCOUTQ only) */
 		SC_ALLOW_IF(__NR_ioctl, 1, SIOCOUTQ, SC_KILL),
+		/* a PROGRAM: its process group is signalled and reaped,
+		 * nothing else (no execve, no open: it was forked before) */
+		SC_ALLOW_IF(__NR_kill, 0, child ? (uint32_t)-child : ~0u, SC_KILL),
+		SC_ALLOW_IF(__NR_wait4, 0, child ? (uint32_t)child : ~0u, SC_KILL),
 		SC_ALLOW(__NR_rt_sigreturn),    /* return from the stop-signal handler */
 		SC_ALLOW(__NR_exit_group),      /* the end */
 		SC_ALLOW(__NR_exit),
@@ -2052,6 +2638,7 @@ static int sandbox_enter(int log_fd, int stderr_is_log)
 #else
 	(void)log_fd;
 	(void)stderr_is_log;
+	(void)child;
 	errno = ENOSYS;
 	return -1;
 #endif
@@ -2064,12 +2651,15 @@ static const char usage_text[] =
 	"                [--max-message BYTES] [--handshake-timeout S] [--idle-timeout S]\n"
 	"                [--close-timeout S] [--ping-interval S] [--ping-timeout S]\n"
 	"                [--send-timeout S] [--trust-proxy] [--log=auto|stderr|syslog|none]\n"
-	"                [-q] [--sandbox=on|off|required] [--no-sandbox] [-h] [-V]\n";
+	"                [-q] [--sandbox=on|off|required] [--no-sandbox] [-h] [-V]\n"
+	"                [--binary] [--clear-env] [--] [PROGRAM [ARG...]]\n";
 
 static const char help_text[] =
 	"WebSocket (RFC 6455) server for one connection on stdin/stdout, started by a\n"
 	"launcher (systemd Accept=yes, inetd, xinetd, tcpserver, socat ... EXEC:).\n"
 	"Every message comes back followed by \" - N\" (N random); GET / serves a test page.\n"
+	"With PROGRAM, each connection runs it: messages in are lines on its stdin, lines\n"
+	"it writes are messages out, its stderr goes to the log.\n"
 	"\n"
 	"  --echo                 return every message unchanged\n"
 	"  --random-max N         N is drawn from 1..N (default 1000)\n"
@@ -2090,15 +2680,21 @@ static const char help_text[] =
 	"  --sandbox=MODE         on (default: seccomp filter if the system has it),\n"
 	"                         off, or required (refuse to run without it)\n"
 	"  --no-sandbox           same as --sandbox=off\n"
+	"  --binary               with PROGRAM: payloads to stdin as they are, its output\n"
+	"                         as binary messages as it comes (no lines)\n"
+	"  --clear-env            with PROGRAM: only the request's CGI variables in its\n"
+	"                         environment, not wsfilter's\n"
 	"  -h, --help             this help\n"
 	"  -V, --version          the version\n"
 	"\n"
 	"Exit status: 0 clean close or page served, 1 internal error, 2 usage,\n"
-	"3 client broke the protocol, 4 client left without a close, 5 timeout.\n";
+	"3 client broke the protocol, 4 client left without a close, 5 timeout,\n"
+	"6 the program exited non-zero or was killed.\n";
 
 enum {
 	OPT_ECHO = 256, OPT_ORIGIN, OPT_PROTOCOL, OPT_TRUST_PROXY, OPT_LOG,
-	OPT_NO_SANDBOX, OPT_SANDBOX, OPT_NUMBER, /* a numeric option, from the table */
+	OPT_NO_SANDBOX, OPT_SANDBOX, OPT_BINARY, OPT_CLEAR_ENV,
+	OPT_NUMBER, /* a numeric option, from the table */
 };
 
 /* The numeric options: name, range, and where the value goes. */
@@ -2127,6 +2723,8 @@ static const struct option flagopts[] = {
 	{ "quiet",       no_argument,       NULL, 'q' },
 	{ "no-sandbox",  no_argument,       NULL, OPT_NO_SANDBOX },
 	{ "sandbox",     required_argument, NULL, OPT_SANDBOX },
+	{ "binary",      no_argument,       NULL, OPT_BINARY },
+	{ "clear-env",   no_argument,       NULL, OPT_CLEAR_ENV },
 	{ "help",        no_argument,       NULL, 'h' },
 	{ "version",     no_argument,       NULL, 'V' },
 };
@@ -2217,7 +2815,8 @@ static void parse_options(int argc, char **argv, struct options *o)
 	memcpy(longopts + NUMOPTS, flagopts, sizeof flagopts);
 	memset(&longopts[NUMOPTS + FLAGOPTS], 0, sizeof longopts[0]);
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":qhV", longopts, &idx)) != -1) {
+	/* "+": options end at PROGRAM, whose own options are its own */
+	while ((ch = getopt_long(argc, argv, "+:qhV", longopts, &idx)) != -1) {
 		switch (ch) {
 		case OPT_NUMBER:
 			*(long long *)((char *)o + numopts[idx].off) = parse_num(optarg, &numopts[idx]);
@@ -2229,6 +2828,8 @@ static void parse_options(int argc, char **argv, struct options *o)
 		case OPT_LOG:         o->log = (enum log_mode)pick(optarg, logs, 4, "--log", "auto, stderr, syslog or none"); break;
 		case 'q':             o->log = LOG_NONE; break;
 		case OPT_NO_SANDBOX:  o->sandbox = SANDBOX_OFF; break;
+		case OPT_BINARY:      o->binary = 1; break;
+		case OPT_CLEAR_ENV:   o->clear_env = 1; break;
 		case OPT_SANDBOX:     o->sandbox = (enum sandbox_mode)pick(optarg, sandboxes, 3, "--sandbox", "on, off or required"); break;
 		case 'h':
 			printf("%s\n%s", usage_text, help_text);
@@ -2243,7 +2844,11 @@ static void parse_options(int argc, char **argv, struct options *o)
 		}
 	}
 	if (optind < argc)
-		usage_error("unexpected argument '%s'", argv[optind]);
+		o->program = argv + optind;
+	if (!o->program && (o->binary || o->clear_env))
+		usage_error("--binary and --clear-env need a PROGRAM");
+	if (o->program && o->echo)
+		usage_error("--echo is the built-in filter: not with a PROGRAM");
 	if (!o->ping_interval && o->ping_timeout)
 		usage_error("--ping-timeout needs keepalive pings (--ping-interval above 0)");
 	if (!o->ping_timeout)
@@ -2341,6 +2946,12 @@ static void peer_name(struct conn *c, int fd)
 		a = getenv(vars[i][0]);
 		port = getenv(vars[i][1]);
 	}
+	sl = sizeof ss;
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 &&
+	    (ss.ss_family == AF_INET || ss.ss_family == AF_INET6))
+		snprintf(c->local_port, sizeof c->local_port, "%u", ntohs(ss.ss_family == AF_INET
+			 ? ((struct sockaddr_in *)&ss)->sin_port : ((struct sockaddr_in6 *)&ss)->sin6_port));
+	sl = sizeof ss;
 	if (!a && getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
 		if (ss.ss_family == AF_INET) {
 			struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
@@ -2358,6 +2969,9 @@ static void peer_name(struct conn *c, int fd)
 	}
 	if (!a)
 		return;
+	/* for the program's REMOTE_ADDR and REMOTE_PORT */
+	snprintf(c->peer_addr, sizeof c->peer_addr, "%s", a);
+	snprintf(c->peer_port, sizeof c->peer_port, "%s", port ? port : "");
 	/* peer text from the environment: capped before use */
 	snprintf(raw, sizeof raw, port && strchr(a, ':') ? "[%.*s]:%.8s" : port ? "%.*s:%.8s" : "%.*s",
 		 PEER_MAX, a, port ? port : "");
@@ -2390,6 +3004,7 @@ static void log_summary(const struct conn *c, int64_t now)
 {
 	int64_t ms = now - c->start_ms;
 	char close_txt[64] = "", reason[REASON_MAX + 8] = "", text[REASON_MAX], unsent[48] = "";
+	char prog[64] = "";
 
 	if (c->why != W_NONE && reason_text(c->why, c->why_secs, text, sizeof text))
 		snprintf(reason, sizeof reason, " (%s)", text);
@@ -2400,12 +3015,20 @@ static void log_summary(const struct conn *c, int64_t now)
 		if (c->out_total > c->written_total)
 			snprintf(unsent, sizeof unsent, ", %llu B unsent",
 				 (unsigned long long)(c->out_total - c->written_total));
-		log_line("%s websocket%s%s %lld.%03llds, in %llu msg %llu B, out %llu msg %llu B%s%s%s, exit %d",
+		if (c->prog_reaped && c->prog_go && c->why != W_PROG_EXIT && c->why != W_PROG_KILLED) {
+			int detail;
+			enum why pw = prog_why(c->prog_status, &detail);
+
+			snprintf(prog, sizeof prog, ", %s", pw == W_PROG_DONE ? "program exited 0" : "");
+			if (pw != W_PROG_DONE)
+				reason_text(pw, detail, prog + 2, sizeof prog - 2);
+		}
+		log_line("%s websocket%s%s %lld.%03llds, in %llu msg %llu B, out %llu msg %llu B%s%s%s%s, exit %d",
 			 c->peer, c->protocol ? " " : "", c->protocol ? c->protocol : "",
 			 (long long)(ms / 1000), (long long)(ms % 1000),
 			 (unsigned long long)c->msgs_in, (unsigned long long)c->bytes_in,
 			 (unsigned long long)c->meter.msgs, (unsigned long long)c->meter.bytes,
-			 unsent, close_txt, reason, c->status);
+			 unsent, close_txt, reason, prog, c->status);
 	} else if (c->http_status) {
 		log_line("%s http %d%s \"%s\" %lld.%03llds%s, exit %d", c->peer, c->http_status,
 			 kind_names[c->kind], c->request, (long long)(ms / 1000),
@@ -2420,7 +3043,7 @@ static void log_summary(const struct conn *c, int64_t now)
  * run_mask with the mask for ppoll. */
 static void signals_setup(sigset_t *run_mask)
 {
-	static const int stops[] = { SIGTERM, SIGINT, SIGHUP };
+	static const int stops[] = { SIGTERM, SIGINT, SIGHUP, SIGCHLD };
 	struct sigaction sa;
 	sigset_t block;
 	size_t i;
@@ -2429,6 +3052,7 @@ static void signals_setup(sigset_t *run_mask)
 	sa.sa_handler = SIG_IGN;
 	sigaction(SIGPIPE, &sa, NULL);
 	sa.sa_handler = on_signal;
+	sa.sa_flags = SA_NOCLDSTOP;
 	sigemptyset(&block);
 	for (i = 0; i < sizeof stops / sizeof stops[0]; i++) {
 		sigaction(stops[i], &sa, NULL);
@@ -2467,10 +3091,14 @@ int main(int argc, char **argv)
 	if (fds[1] != fds[0])
 		fd_setup(fds[1]);
 	rng_seed(conn.rng);
+	if (opt.program && prog_prepare(&conn, &opt) < 0) {
+		log_line("cannot prepare %s: %s", opt.program[0], strerror(errno));
+		return EXIT_INTERNAL;
+	}
 	signals_setup(&run_mask);
 
 	if (opt.sandbox != SANDBOX_OFF && !SANITIZER_BUILD &&
-	    sandbox_enter(syslog_fd, log_to == LOG_STDERR) < 0) {
+	    sandbox_enter(syslog_fd, log_to == LOG_STDERR, conn.prog_pid) < 0) {
 		if (opt.sandbox == SANDBOX_REQUIRED) {
 			log_line("cannot install the seccomp filter: %s", strerror(errno));
 			return EXIT_INTERNAL;

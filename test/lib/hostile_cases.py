@@ -254,7 +254,10 @@ def header_flood(_):
         sent_at_answer = w.sent
         check(head is not None, "no answer to 1 MiB of headers")
         check(head.startswith("HTTP/1.1 431 "), "answer %r, expected 431" % head.split("\r\n")[0])
-        check(sent_at_answer < total // 4,
+        # the reader sees the answer a scheduling delay after it was sent, while
+        # the writer goes on into wsfilter's discard allowance (256 KiB): half
+        # of the flood still shows that wsfilter did not wait for all of it
+        check(sent_at_answer < total // 2,
               "the 431 came only after the client had sent %d bytes" % sent_at_answer)
         s.expect_exit(3, 2.0, r"http 431 .*exit 3")
         w.done.wait(3)
