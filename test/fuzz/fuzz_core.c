@@ -3,6 +3,8 @@
  * descriptors.  The first input byte picks options and how the rest is cut
  * into reads (down to one byte at a time); the output is then checked: after
  * a 101, it must parse as whole, unmasked, minimally encoded server frames.
+ * With the option byte's top bit a program serves the connection, and each
+ * read is also its output: then every text frame must be valid UTF-8.
  */
 #define WSFILTER_NO_MAIN
 #include "../../wsfilter.c"
@@ -11,6 +13,7 @@
 
 static unsigned char sent[OUT_KEEP];
 static size_t nsent;
+static int program_mode; /* text frames must then be valid UTF-8 each */
 
 /* What the I/O loop would write: kept for the check, then consumed the
  * way a write consumes it. */
@@ -71,6 +74,15 @@ static void check_output(void)
 		}
 		if (op >= OP_CLOSE && (len > CTRL_MAX || !(start[0] & WSBIT_FIN)))
 			abort();
+		if (program_mode && (op == OP_TEXT || op == OP_CONT) && (uint64_t)(end - p) >= len) {
+			struct utf8 u;
+			size_t bad;
+
+			/* a program's lines are cut only between characters */
+			utf8_reset(&u);
+			if (utf8_run(&u, p, (size_t)len, &bad) < 0 || u.need)
+				abort();
+		}
 		if ((uint64_t)(end - p) < len)
 			abort();
 		p += len;
@@ -102,6 +114,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		o.nprotocols = 1;
 	}
 	o.ping_interval = (sel & 8) ? 1 : 0;
+	/* bit 7: a program serves the connection; each read is also fed to
+	 * the core as the program's output (bit 0: --binary) */
+	static char *prog_argv[] = { "program", NULL };
+	program_mode = (sel & 0x80) && !(sel & 1);
+	if (sel & 0x80) {
+		o.program = prog_argv;
+		o.binary = sel & 1;
+		o.echo = 0;
+	}
 	o.ping_timeout = o.ping_interval;
 	o.send_timeout = 1;
 	log_to = LOG_NONE;
@@ -126,6 +147,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		c->in_len += n;
 		off += n;
 		now += 10;
+		if (o.program && c->state == CS_OPEN) {
+			size_t room = buf_room(c->pout, &c->pout_off, c->pout_len);
+			size_t k = n < room ? n : room;
+
+			memcpy(c->pout + c->pout_len, data + off - n, k);
+			c->pout_len += k;
+			c->prog_eof = off >= size;
+			c->pin_off = c->pin_len = 0; /* the program reads it all */
+		}
 		conn_process(c, now);
 		drain(c);
 		conn_expire(c, now);
