@@ -203,6 +203,24 @@ os.execv(sys.argv[1], sys.argv[1:])' "$WSFILTER" </dev/null
 
 # ==== 4. A silent peer: keepalive ============================================
 
+@test "row 3: the send timeout counts what the client has taken: a steady 120 KB/s reader is not dropped with --send-timeout 1" {
+	# pings off: only the send timeout could drop this reader. Up to 1.3 s pass
+	# without a write while the kernel's 160 KB drain; the bytes the client takes
+	# meanwhile (the socket's unacked count falling) are progress.
+	run ops --expect 0 --small-buffers hs head flood:16384 drain:120000 close:1000 frame eof \
+		-- --echo --ping-interval 0 --send-timeout 1
+	assert_success
+	local n
+	n=$(sed -n 's/^FLOODED \([0-9]*\) in .*/\1/p' <<<"$output")
+	[ -n "$n" ] || fail "no FLOODED line"
+	((n * 16384 > 256 * 1024)) || fail "only $n messages flooded"
+	assert_line "DRAINED $n/$n"
+	refute_line --partial "ORDER:"
+	assert_line "CLOSE 1000"
+	assert_line "EXIT 0"
+	assert_line --regexp "^LOG ${LOGP}.* websocket .*, in $n msg $((n * 16384)) B, out $n msg $((n * 16384)) B, close 1000 by client, exit 0\$"
+}
+
 @test "row 4: a silent peer gets a ping after the default 20 s and, without a pong, close 1011 (no pong within 2 s), exit 5" {
 	# The default interval is waited for once (20 s); the pong timeout is cut to
 	# 2 s, its default (the interval: 20 s) is read from --help.

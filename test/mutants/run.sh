@@ -19,8 +19,10 @@ muts, cur = [], None
 for line in open(lst).read().split("\n"):
     if line.startswith("== "):
         name, suites = line[3:].split(":", 1)
-        cur = {"name": name.strip(), "suites": suites.split(), "old": [], "new": []}
+        cur = {"name": name.strip(), "suites": suites.split(), "old": [], "new": [], "filter": ""}
         muts.append(cur)
+    elif line.startswith("? ") and cur:
+        cur["filter"] = line[2:]
     elif line.startswith("- ") and cur:
         cur["old"].append(line[2:])
     elif line.startswith("+ ") and cur:
@@ -29,6 +31,7 @@ for m in muts:
     d = os.path.join(work, m["name"])
     os.mkdir(d)
     open(os.path.join(d, "suites"), "w").write(" ".join(m["suites"]))
+    open(os.path.join(d, "filter"), "w").write(m["filter"])
     old, new = "\n".join(m["old"]) + "\n", "\n".join(m["new"]) + "\n"
     n = src.count(old)
     if n != 1:
@@ -65,7 +68,8 @@ for d in "$work"/*/; do
 	fi
 	ran=$((ran + 1))
 	start=$SECONDS
-	if WSFILTER="$d/wsfilter" timeout 900 bats "${files[@]}" >"$d/bats.log" 2>&1; then
+	filter=(); [ -s "$d/filter" ] && filter=(-f "$(cat "$d/filter")")
+	if WSFILTER="$d/wsfilter" timeout 900 bats "${filter[@]}" "${files[@]}" >"$d/bats.log" 2>&1; then
 		echo "mutant $name: SURVIVED ${files[*]}"
 		failed=$((failed + 1))
 	else
