@@ -270,7 +270,7 @@ struct conn {
 	int out_socket;              /* the client's output is a socket (else a pipe) */
 	enum conn_state state;
 	enum why why;                /* how it ended, W_NONE while it runs */
-	int why_secs;                /* the reason's detail */
+	int why_detail;              /* the reason's detail: seconds, a status, a signal */
 	int status;                  /* exit status once decided */
 	size_t discarded;            /* input dropped while lingering */
 
@@ -423,7 +423,7 @@ static_assert(sizeof web_index + HTTP_HEAD_MAX + CLOSE_RESERVE <= OUT_BUF_SIZE,
 /* ==== Prototypes ======================================================= */
 
 static void log_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void conn_end(struct conn *c, enum why why, int secs);
+static void conn_end(struct conn *c, enum why why, int detail);
 static size_t conn_process(struct conn *c, int64_t now);
 static int64_t now_ms(void);
 
@@ -816,7 +816,7 @@ static void out_consume(struct conn *c, size_t n)
 /* ==== Ending a connection ============================================== */
 
 /* The reason of an ending with its detail, e.g. "no pong within 20 s". */
-static size_t reason_text(enum why why, int secs, char *buf, size_t size)
+static size_t reason_text(enum why why, int detail, char *buf, size_t size)
 {
 	const struct ending *e = &endings[why];
 	int n;
@@ -824,12 +824,12 @@ static size_t reason_text(enum why why, int secs, char *buf, size_t size)
 	if (!e->reason)
 		n = snprintf(buf, size, "%s", "");
 	else if (e->flags & E_SECONDS)
-		n = snprintf(buf, size, "%s %d s", e->reason, secs);
+		n = snprintf(buf, size, "%s %d s", e->reason, detail);
 	else if (e->flags & E_NUMBER)
-		n = snprintf(buf, size, "%s %d", e->reason, secs);
+		n = snprintf(buf, size, "%s %d", e->reason, detail);
 	else if (e->flags & E_SIGNAME)
 		n = snprintf(buf, size, "%s SIG%s", e->reason,
-			     sigabbrev_np(secs) ? sigabbrev_np(secs) : "?");
+			     sigabbrev_np(detail) ? sigabbrev_np(detail) : "?");
 	else
 		n = snprintf(buf, size, "%s", e->reason);
 	return n < 0 ? 0 : (size_t)n >= size ? size - 1 : (size_t)n;
@@ -853,11 +853,11 @@ static void ctrl_frame(struct conn *c, int opcode, const unsigned char *p, size_
 }
 
 /* RFC 6455 5.5.1: a close frame with our code and reason. */
-static void close_frame(struct conn *c, int code, enum why why, int secs)
+static void close_frame(struct conn *c, int code, enum why why, int detail)
 {
 	unsigned char p[CTRL_MAX];
 	char text[REASON_MAX];
-	size_t n = reason_text(why, secs, text, sizeof text);
+	size_t n = reason_text(why, detail, text, sizeof text);
 
 	if (n > CTRL_MAX - 2)
 		n = CTRL_MAX - 2;
@@ -875,7 +875,7 @@ static void http_error(struct conn *c, enum why why);
  * frame that tells the client, the exit status, the reason for the log,
  * and whether to flush and linger or go at once.  An end that comes while
  * another is under way cuts the linger short; the first decision stands. */
-static void conn_end(struct conn *c, enum why why, int secs)
+static void conn_end(struct conn *c, enum why why, int detail)
 {
 	const struct ending *e = &endings[why];
 
@@ -884,19 +884,19 @@ static void conn_end(struct conn *c, enum why why, int secs)
 		 * cleanly, however it said goodbye */
 		if (why == W_STALL && (c->status == EXIT_CLEAN || c->status == EXIT_GONE)) {
 			c->why = why;
-			c->why_secs = secs;
+			c->why_detail = detail;
 			c->status = e->status;
 		}
 		c->state = CS_DONE;
 		return;
 	}
 	c->why = why;
-	c->why_secs = secs;
+	c->why_detail = detail;
 	c->status = e->status;
 	if (c->state == CS_HANDSHAKE && e->http)
 		http_error(c, why);
 	else if (c->state == CS_OPEN && e->close)
-		close_frame(c, e->close, why, secs);
+		close_frame(c, e->close, why, detail);
 	c->state = (e->flags & E_NOW) ? CS_DONE : CS_LINGER;
 	c->ping_end = 0;
 	c->ping_check = 0;
@@ -1628,6 +1628,22 @@ static enum why msg_start(struct conn *c, const struct frame_header *h)
 	return W_NONE;
 }
 
+/* chunk bytes of the current frame's payload are through; the frame, and
+ * with its last byte the message, may be done. */
+static long frame_consumed(struct conn *c, size_t chunk, int last)
+{
+	c->bytes_in += chunk;
+	c->frame.pos += chunk;
+	if (last) {
+		c->frame.active = 0;
+		if (c->frame.fin) {
+			c->msg.active = 0;
+			c->msgs_in++;
+		}
+	}
+	return (long)chunk;
+}
+
 /* The filter: forward as much of the current frame's payload as is here
  * and fits, as one output frame, unmasked and checked; a message's last
  * frame gets the " - N" suffix.  Returns the bytes consumed, or -1 when
@@ -1673,16 +1689,7 @@ static long msg_forward(struct conn *c, const unsigned char *p, size_t n)
 	memcpy(dst + hlen + chunk, suffix, slen);
 	out_commit(c, hlen + chunk + slen);
 	m->out_started = 1;
-	c->bytes_in += chunk;
-	f->pos += chunk;
-	if (last) {
-		f->active = 0;
-		if (f->fin) {
-			m->active = 0;
-			c->msgs_in++;
-		}
-	}
-	return (long)chunk;
+	return frame_consumed(c, chunk, last);
 }
 
 /* ==== A program per connection: its bytes =============================== */
@@ -1729,16 +1736,7 @@ static long prog_forward(struct conn *c, const unsigned char *p, size_t n)
 		dst[chunk] = '\n';
 	if (c->ep[EP_PROG_IN].fd >= 0)
 		c->pin_len += chunk + (last && f->fin ? (size_t)nl : 0);
-	c->bytes_in += chunk;
-	f->pos += chunk;
-	if (last) {
-		f->active = 0;
-		if (f->fin) {
-			m->active = 0;
-			c->msgs_in++;
-		}
-	}
-	return (long)chunk;
+	return frame_consumed(c, chunk, last);
 }
 
 /* Copy src to dst as valid UTF-8: a byte that cannot begin or continue a
@@ -1836,6 +1834,8 @@ static void prog_frame(struct conn *c)
 	}
 }
 
+/* ==== The protocol core ================================================ */
+
 /* Frames from the input, answers into the output.  Returns the bytes
  * consumed.  Stops when input runs out, when the output queue is too full
  * to go on (backpressure), or when the connection ends. */
@@ -1880,8 +1880,6 @@ static size_t ws_feed(struct conn *c)
 	}
 	return used;
 }
-
-/* ==== The protocol core ================================================ */
 
 /* A connection ready for its first byte: fds[0] and fds[1] are the
  * client's input and output, the same socket or two pipes.  The caller
@@ -1978,11 +1976,50 @@ static int conn_wants_acked(const struct conn *c, int64_t now)
 	       (c->ping_check && now >= c->ping_check);
 }
 
+/* A written ping may still wait in the kernel behind earlier bytes: look
+ * every half ping timeout whether it has reached the client.  The pong
+ * clock runs from the write when it had by the first look, from the look
+ * that saw it arrive when it was on its way; two looks without any
+ * progress end the client. */
+static void ping_track(struct conn *c, int64_t now)
+{
+	const struct options *o = c->opt;
+	int64_t half = o->ping_timeout * 500;
+
+	if (c->ping_end && c->written_total >= c->ping_end && !c->ping_check) {
+		/* the ping is written; it may still wait in the
+		 * kernel behind earlier bytes: look every half
+		 * ping timeout whether it got through */
+		c->ping_written = now;
+		c->ping_check = now + half;
+		c->ping_idle = 0;
+		c->acked_mark = c->acked_total;
+	}
+	if (c->ping_check && now >= c->ping_check) {
+		if (c->acked_total >= c->ping_end) {
+			/* it reached the client: the pong clock runs from
+			 * the write, or from now if it was seen on its way */
+			c->pong_deadline = (c->ping_idle < 0 ? now : c->ping_written) +
+					   o->ping_timeout * 1000;
+			c->ping_end = 0;
+			c->ping_check = 0;
+		} else if (c->acked_total > c->acked_mark) {
+			c->acked_mark = c->acked_total; /* slow, not gone */
+			c->ping_check = now + half;
+			c->ping_idle = -1;
+		} else if (c->ping_idle > 0) {
+			conn_end(c, W_STALL, (int)o->ping_timeout);
+		} else {
+			c->ping_idle = 1; /* one more look: a ping timeout in all */
+			c->ping_check = now + half;
+		}
+	}
+}
+
 /* Act on every timer that has expired by now. */
 static void conn_expire(struct conn *c, int64_t now)
 {
 	const struct options *o = c->opt;
-	int64_t half = o->ping_timeout * 500;
 
 	c->now = now;
 	if (c->send_since && now >= c->send_since + o->send_timeout * 1000) {
@@ -2004,34 +2041,7 @@ static void conn_expire(struct conn *c, int64_t now)
 		}
 		break;
 	case CS_OPEN:
-		if (c->ping_end && c->written_total >= c->ping_end && !c->ping_check) {
-			/* the ping is written; it may still wait in the
-			 * kernel behind earlier bytes: look every half
-			 * ping timeout whether it got through */
-			c->ping_written = now;
-			c->ping_check = now + half;
-			c->ping_idle = 0;
-			c->acked_mark = c->acked_total;
-		}
-		if (c->ping_check && now >= c->ping_check) {
-			if (c->acked_total >= c->ping_end) {
-				/* it reached the client: the pong clock runs from
-				 * the write, or from now if it was seen on its way */
-				c->pong_deadline = (c->ping_idle < 0 ? now : c->ping_written) +
-						   o->ping_timeout * 1000;
-				c->ping_end = 0;
-				c->ping_check = 0;
-			} else if (c->acked_total > c->acked_mark) {
-				c->acked_mark = c->acked_total; /* slow, not gone */
-				c->ping_check = now + half;
-				c->ping_idle = -1;
-			} else if (c->ping_idle > 0) {
-				conn_end(c, W_STALL, (int)o->ping_timeout);
-			} else {
-				c->ping_idle = 1; /* one more look: a ping timeout in all */
-				c->ping_check = now + half;
-			}
-		}
+		ping_track(c, now);
 		if (o->idle_timeout && now >= c->last_rx_ms + o->idle_timeout * 1000)
 			conn_end(c, W_IDLE, (int)o->idle_timeout);
 		else if (c->pong_deadline && now >= c->pong_deadline)
@@ -2459,6 +2469,23 @@ static nfds_t conn_pollset(struct conn *c, struct pollfd *pfd, int *which)
 	return n;
 }
 
+/* An endpoint poll reported: move its bytes.  POLLHUP and POLLERR are
+ * found out by the read or write itself; POLLNVAL is a bug. */
+static void ep_ready(struct conn *c, int ep, short revents, int64_t now)
+{
+	if (revents & POLLNVAL) {
+		conn_end(c, W_BAD_FD, 0);
+		return;
+	}
+	switch (ep) {
+	case EP_CLIENT_IN:  client_read(c, now); break;
+	case EP_CLIENT_OUT: client_write(c, now); break;
+	case EP_PROG_IN:    prog_write(c); break;
+	case EP_PROG_OUT:   prog_read(c); break;
+	case EP_PROG_ERR:   prog_err_read(c); break;
+	}
+}
+
 static void on_signal(int sig)
 {
 	if (sig == SIGCHLD)
@@ -2513,20 +2540,9 @@ static void conn_run(struct conn *c, const sigset_t *run_mask)
 			continue;
 		}
 		now = now_ms();
-		for (k = 0; k < n; k++) {
-			if (pfd[k].revents & POLLNVAL)
-				conn_end(c, W_BAD_FD, 0);
-			else if (pfd[k].revents && which[k] == EP_CLIENT_IN)
-				client_read(c, now);
-			else if (pfd[k].revents && which[k] == EP_CLIENT_OUT)
-				client_write(c, now);
-			else if (pfd[k].revents && which[k] == EP_PROG_IN)
-				prog_write(c);
-			else if (pfd[k].revents && which[k] == EP_PROG_OUT)
-				prog_read(c);
-			else if (pfd[k].revents && which[k] == EP_PROG_ERR)
-				prog_err_read(c);
-		}
+		for (k = 0; k < n; k++)
+			if (pfd[k].revents)
+				ep_ready(c, which[k], pfd[k].revents, now);
 		conn_pump(c, now);
 	}
 }
@@ -2578,6 +2594,7 @@ static void conn_run(struct conn *c, const sigset_t *run_mask)
 static int sandbox_enter(int log_fd, int stderr_is_log, int child)
 {
 #ifdef SECCOMP_ARCH
+	/* one table, read whole: the allow-list is the point */
 	struct sock_filter f[] = {
 		/* a call from another architecture's table: kill */
 		SC_LD(offsetof(struct seccomp_data, arch)),
@@ -3006,7 +3023,7 @@ static void log_summary(const struct conn *c, int64_t now)
 	char close_txt[64] = "", reason[REASON_MAX + 8] = "", text[REASON_MAX], unsent[48] = "";
 	char prog[64] = "";
 
-	if (c->why != W_NONE && reason_text(c->why, c->why_secs, text, sizeof text))
+	if (c->why != W_NONE && reason_text(c->why, c->why_detail, text, sizeof text))
 		snprintf(reason, sizeof reason, " (%s)", text);
 	if (c->http_status == HTTP_SWITCHING) {
 		if (c->close_code)
