@@ -14,6 +14,10 @@ import sys
 HANDLERS = {"wsfilter-systemd": "wsfilter", "wsfilter-socat": "wsfilter",
             "ceiling-systemd": "lineecho", "ceiling-socat": "lineecho",
             "websocketd": "lineecho"}
+# a program per connection (issue 14): wsfilter -- lineecho, its peer
+# websocketd running the same lineecho, and the goals asked for
+BURSTS = ("burst", "rushbig")
+GOAL_PEER, GOAL_BUILTIN = 5.0, 0.8
 PEERS = ["python-websockets", "websocketd", "node-ws"]
 
 
@@ -94,6 +98,57 @@ def ratio(a, b):
     return f"{a / b:.2f}"
 
 
+def program_section(t, servers, workloads):
+    """wsfilter -- PROGRAM against websocketd and the built-in filter."""
+    p = print
+    rows = []
+    for name, label, metric in workloads:
+        for launcher in ("systemd", "socat"):
+            kind = "bin" if name == "mibbin" else "exec"
+            prog = f"wsfilter-{kind}-{launcher}"
+            peer = "websocketd-bin" if kind == "bin" else "websocketd"
+            if (name, prog) not in t.runs:
+                continue
+            rows.append((name, label, metric, launcher, prog, peer))
+    if not rows:
+        return
+    p()
+    p("## A program per connection")
+    p()
+    p("`wsfilter -- lineecho` (`wsfilter --binary -- lineecho --echo` for binary messages) under")
+    p("the launcher named, against websocketd running the same lineecho (`websocketd --binary`")
+    p("for binary) and against the built-in filter (`wsfilter`, no program) under the same")
+    p(f"launcher. Goals: at least {GOAL_PEER:g}x websocketd wherever websocketd finishes, and")
+    p(f"at least {GOAL_BUILTIN:g}x the built-in filter on the pipelined bursts.")
+    p()
+    p("| Workload | under | wsfilter -- PROGRAM | built-in | websocketd | / built-in | / websocketd | goal |")
+    p("|---|---|---:|---:|---:|---:|---:|---|")
+    for name, label, metric, launcher, prog, peer in rows:
+        a = t.median(name, prog, metric)
+        builtin = f"wsfilter-{launcher}" if name != "mibbin" else None
+        b = t.median(name, builtin, metric) if builtin else None
+        d = t.median(name, peer, metric)
+        peer_status = t.status(name, peer)
+        if d is None:
+            dcell = peer_status.split(" (")[0] if peer_status != "not run" else "not run"
+        else:
+            dcell = num(d)
+            if not peer_status.startswith("ok"):
+                dcell += f" ({peer_status.split(' (')[0]} in some rounds)"
+        goals = []
+        if a is None:
+            goals.append(f"wsfilter: {t.status(name, prog).split(' (')[0]}")
+        else:
+            if d is not None:
+                goals.append(f"{'met' if a / d >= GOAL_PEER else 'missed'} {GOAL_PEER:g}x websocketd")
+            else:
+                goals.append("websocketd did not finish")
+            if name in BURSTS and b is not None:
+                goals.append(f"{'met' if a / b >= GOAL_BUILTIN else 'missed'} {GOAL_BUILTIN:g}x built-in")
+        p(f"| {label} | {launcher} | {num(a)} | {num(b) if builtin else 'n/a'} | {dcell} | "
+          f"{ratio(a, b) if builtin else 'n/a'} | {ratio(a, d)} | {'; '.join(goals)} |")
+
+
 def main():
     results, runs_n, conc_c, conc_n, servers = sys.argv[1:6]
     servers = servers.split()
@@ -114,6 +169,8 @@ def main():
     p("|---|---|---:|---:|---:|---:|---:|---|")
     for name, label, metric in workloads:
         for s in servers:
+            if (name, s) not in t.runs:	# not a workload this server runs
+                continue
             p(f"| {label} | {s} | {t.cell(name, s, metric)} | {t.cell(name, s, 'p50_us')} | "
               f"{t.cell(name, s, 'p99_us')} | {t.cell(name, s, 'cpu_s')} | "
               f"{t.cell(name, s, 'server_cpu_s')} | {t.status(name, s)} |")
@@ -127,12 +184,14 @@ def main():
     p("|---|---|---:|" + "---:|" * len(PEERS))
     for name, label, metric in workloads:
         for launcher in ("systemd", "socat"):
-            if f"wsfilter-{launcher}" not in servers:
+            if (name, f"wsfilter-{launcher}") not in t.runs:
                 continue
             a = t.median(name, f"wsfilter-{launcher}", metric)
             cells = [ratio(a, t.median(name, f"ceiling-{launcher}", metric))]
             cells += [ratio(a, t.median(name, x, metric)) for x in PEERS]
             p(f"| {label} | {launcher} | " + " | ".join(cells) + " |")
+
+    program_section(t, servers, workloads)
 
     if any(w[0] == "conc" for w in workloads):
         p()
@@ -147,6 +206,8 @@ def main():
         p("| Server | processes | PSS total MiB | PSS per connection KiB | RSS per connection KiB | handler peak RSS KiB |")
         p("|---|---:|---:|---:|---:|---:|")
         for s in servers:
+            if ("conc", s) not in t.runs:	# not run with 100 connections
+                continue
             rs = [r for r in t.ok("conc", s) if "pss_kib" in r]
             if not rs:
                 p(f"| {s} | - | - | - | - | - |")

@@ -2,6 +2,10 @@
 # wsfilter benchmark: wsfilter under systemd-socket-activate and socat, the
 # same launchers running a bare line filter (the ceiling), and three peers
 # (Python websockets, websocketd, Node ws), all on loopback, interleaved.
+# A program per connection (issue 14): `wsfilter -- lineecho` under the same
+# launchers against websocketd running the same lineecho and against the
+# built-in filter; `wsfilter --binary -- lineecho --echo` against
+# `websocketd --binary lineecho --echo` on 1 MiB binary messages.
 #
 #   sh test/bench/run.sh            full run (5 rounds), a few minutes
 #   QUICK=1 sh test/bench/run.sh    1 round, smaller counts, under a minute
@@ -42,7 +46,7 @@ else
 	C_CONC=100 N_CONC=1000
 	STALL=3 RUN_TIMEOUT=60
 fi
-WORKLOADS=${WORKLOADS:-"burst rushbig rtt mib conn conc haproxy"}
+WORKLOADS=${WORKLOADS:-"burst rushbig rtt mib mibbin conn conc haproxy"}
 [ -n "${ONLY:-}" ] && WORKLOADS=$ONLY
 # "haproxy" is its own scenario (test/bench/haproxy.sh), run after the others
 WORKLOADS_ASKED=$WORKLOADS
@@ -57,6 +61,7 @@ workload_args() {
 	rushbig) echo "-n $N_BURST_BIG -s 17" ;;
 	rtt)     echo "-n $N_RTT -s 17 -w 1" ;;
 	mib)     echo "-n $N_MIB -s 1048576" ;;
+	mibbin)  echo "-n $N_MIB -s 1048576 --binary" ;;
 	conn)    echo "--connections $N_CONN -s 17" ;;
 	conc)    echo "-c $C_CONC -n $N_CONC -s 17 -w 1" ;;
 	esac
@@ -67,6 +72,7 @@ workload_label() {
 	rushbig) echo "$N_BURST_BIG x 17 B pipelined (msg/s)" ;;
 	rtt)     echo "$N_RTT x 17 B, one at a time (msg/s)" ;;
 	mib)     echo "$N_MIB x 1 MiB pipelined (MB/s)" ;;
+	mibbin)  echo "$N_MIB x 1 MiB binary pipelined, --binary program (MB/s)" ;;
 	conn)    echo "$N_CONN sequential connections (conn/s)" ;;
 	conc)    echo "$C_CONC connections x $N_CONC msgs, one at a time each (msg/s)" ;;
 	esac
@@ -74,14 +80,14 @@ workload_label() {
 # the wsload field the comparison uses (higher is better for all of them)
 workload_metric() {
 	case $1 in
-	mib)  echo MB_s ;;
+	mib|mibbin) echo MB_s ;;
 	conn) echo conn_s ;;
 	*)    echo msgs_s ;;
 	esac
 }
 
 # ---- servers: name, client mode, command line (PORT substituted) ----
-SERVERS=${SERVERS:-"wsfilter-systemd ceiling-systemd wsfilter-socat ceiling-socat python-websockets websocketd node-ws"}
+SERVERS=${SERVERS:-"wsfilter-systemd ceiling-systemd wsfilter-socat ceiling-socat python-websockets websocketd node-ws wsfilter-exec-systemd wsfilter-exec-socat wsfilter-bin-systemd wsfilter-bin-socat websocketd-bin"}
 server_cmd() {
 	local port=$2
 	local socat_listen="TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork,backlog=128,nodelay"
@@ -89,6 +95,12 @@ server_cmd() {
 	case $1 in
 	wsfilter-systemd)  echo "systemd-socket-activate -l 127.0.0.1:$port --accept --inetd $WSFILTER" ;;
 	wsfilter-socat)    echo "socat $socat_listen EXEC:$WSFILTER" ;;
+	# a program per connection (the EXEC address is one word: eval'd below)
+	wsfilter-exec-systemd) echo "systemd-socket-activate -l 127.0.0.1:$port --accept --inetd $WSFILTER -- $BIN/lineecho" ;;
+	wsfilter-exec-socat)   echo "socat $socat_listen 'EXEC:$WSFILTER -- $BIN/lineecho'" ;;
+	wsfilter-bin-systemd)  echo "systemd-socket-activate -l 127.0.0.1:$port --accept --inetd $WSFILTER --binary -- $BIN/lineecho --echo" ;;
+	wsfilter-bin-socat)    echo "socat $socat_listen 'EXEC:$WSFILTER --binary -- $BIN/lineecho --echo'" ;;
+	websocketd-bin)    echo "websocketd --port=$port --address=127.0.0.1 --loglevel=fatal --binary $BIN/lineecho --echo" ;;
 	ceiling-systemd)   echo "systemd-socket-activate -l 127.0.0.1:$port --accept --inetd $BIN/lineecho" ;;
 	ceiling-socat)     echo "socat $socat_listen EXEC:$BIN/lineecho" ;;
 	python-websockets) echo "$PY $HERE/peer_websockets.py $port" ;;
@@ -100,11 +112,24 @@ server_raw() {
 	case $1 in ceiling-*) return 0 ;; esac
 	return 1
 }
+# which servers run which workload: the --binary ones only the binary
+# messages (which nothing else runs), the programs not the 100-connection
+# memory figure
+server_runs() {	# WORKLOAD SERVER
+	case $2 in
+	*-bin|*-bin-*) [ "$1" = mibbin ]; return ;;
+	esac
+	case $1 in
+	mibbin) return 1 ;;
+	conc) case $2 in wsfilter-exec-*) return 1 ;; esac ;;
+	esac
+	return 0
+}
 # the process that does the per-connection work (its peak RSS is reported)
 server_handler() {
 	case $1 in
 	wsfilter-*) echo wsfilter ;;
-	ceiling-*|websocketd) echo lineecho ;;
+	ceiling-*|websocketd*) echo lineecho ;;
 	*) echo "" ;;
 	esac
 }
@@ -158,7 +183,8 @@ start_servers() {
 	for s in $SERVERS; do
 		port=$(free_port)
 		cmd=$(server_cmd "$s" "$port")
-		setsid $cmd </dev/null >>"$LOGDIR/$s.log" 2>&1 &
+		# exec: $! must be setsid's pid, the process group stop_servers kills
+		eval "exec setsid $cmd" </dev/null >>"$LOGDIR/$s.log" 2>&1 &
 		PID[$s]=$!
 		PORT[$s]=$port
 	done
@@ -240,6 +266,7 @@ run_one() {	# WORKLOAD SERVER ROUND
 	local w=$1 s=$2 r=$3 args mode="" out rc before after ticks mem="" idle="" ready wpid
 	local hz
 	hz=$(getconf CLK_TCK)
+	server_runs "$w" "$s" || return
 	if [ -z "${PID[$s]:-}" ]; then
 		printf '%s\t%s\t%s\tstatus=nostart\n' "$w" "$s" "$r" >>"$RESULTS"
 		return
@@ -286,7 +313,11 @@ run_one() {	# WORKLOAD SERVER ROUND
 	fi
 	case $out in
 	*status=ok*) ;;
-	*status=stalled*) BROKEN[$w $s]=deadlocked ;;
+	*status=stalled*)
+		# the 10,000-message burst is retried: websocketd deadlocks on
+		# it only in some rounds, and its rate in the others is the
+		# figure a program per connection is held against
+		[ "$w" = burst ] || BROKEN[$w $s]=deadlocked ;;
 	*) BROKEN[$w $s]=failed ;;
 	esac
 	out="$out server_cpu_s=$(awk -v t="$ticks" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz }')"

@@ -17,6 +17,10 @@
  * and its answer take the place of the handshake.
  * --connections M measures connection setup instead: M connections one
  * after the other, each handshake + one message + close.
+ * --binary sends binary messages and reads the replies as one byte stream
+ * (implies --echo): the server may cut and join its binary messages
+ * anywhere, as websocketd --binary and wsfilter --binary PROGRAM do, as long
+ * as the bytes come back in order.
  *
  * Output: one line of key=value figures on stdout.  Exit status 0 when every
  * reply arrived and matched, 1 otherwise, 2 on a usage error.
@@ -114,13 +118,14 @@ struct options {
 	uint64_t size;
 	long window;
 	long sequential;		/* --connections M, 0 = off */
-	int echo, raw;
+	int echo, raw, binary;
 	double timeout, stall, hold;
 	const char *ready_file;
 };
 
 struct stats {
 	long received, mismatched, lost, close_errors, failed;
+	long reply_frames;		/* data messages the server sent */
 	double *lat;			/* microseconds, one per reply or connection */
 	long nlat;
 	char why[160];			/* first failure, for the report */
@@ -443,6 +448,29 @@ suffix_ok(const struct conn *c)
 }
 
 static void queue_close(struct conn *c);
+static void reply_end(struct conn *c, double t);
+
+/* --binary: replies are a byte stream, each S bytes one reply */
+static void
+stream_bytes(struct conn *c, const unsigned char *p, size_t len, double t)
+{
+	size_t n;
+
+	while (len > 0) {
+		if (c->next_recv >= opt.nmsgs) {
+			st.mismatched++;
+			note_failure("bytes after the last reply");
+			return;
+		}
+		n = opt.size - c->rx_off < len ? (size_t)(opt.size - c->rx_off) : len;
+		if (!c->rx_bad &&
+		    !message_matches(c->rx_text, c->rx_text_len, c->rx_off, p, n))
+			c->rx_bad = 1;
+		p += n; len -= n; c->rx_off += n;
+		if (c->rx_off == opt.size)
+			reply_end(c, t);
+	}
+}
 
 static void
 reply_end(struct conn *c, double t)
@@ -537,7 +565,7 @@ fill_out(struct conn *c, double t)
 			c->sent_at[c->next_send] = t;
 			if (!opt.raw) {
 				c->mask = (uint32_t)rng_next();
-				*o++ = 0x81;	/* FIN, text */
+				*o++ = opt.binary ? 0x82 : 0x81;	/* FIN, text or binary */
 				if (opt.size < 126) {
 					*o++ = (unsigned char)(0x80 | opt.size);
 				} else if (opt.size < 65536) {
@@ -714,6 +742,8 @@ frames_in(struct conn *c, const unsigned char *p, size_t len, double t)
 		if (c->opcode & 0x8) {
 			memcpy(c->ctl + c->ctl_len, p, n);
 			c->ctl_len += n;
+		} else if (opt.binary) {
+			stream_bytes(c, p, n, t);
 		} else {
 			reply_bytes(c, p, n);
 		}
@@ -725,7 +755,9 @@ frames_in(struct conn *c, const unsigned char *p, size_t len, double t)
 			control_frame(c);
 		} else if (c->fin) {
 			c->in_message = 0;
-			reply_end(c, t);
+			st.reply_frames++;
+			if (!opt.binary)
+				reply_end(c, t);
 		}
 	}
 }
@@ -1135,6 +1167,7 @@ usage(void)
 {
 	fprintf(stderr,
 	    "usage: wsload [-c conns] [-n msgs] [-s size] [-w window] [--echo] [--raw]\n"
+	    "              [--binary]\n"
 	    "              [--connections M] [--path PATH] [--timeout S] [--stall S]\n"
 	    "              [--ready FILE [--hold S]] [HOST] PORT\n");
 	exit(2);
@@ -1209,6 +1242,8 @@ main(int argc, char **argv)
 			opt.echo = 1;
 		} else if (strcmp(a, "--raw") == 0) {
 			opt.raw = 1;
+		} else if (strcmp(a, "--binary") == 0) {
+			opt.binary = opt.echo = 1;
 		} else if (a[0] == '-' && a[1] != '\0') {
 			usage();
 		} else if (npos < 2) {
@@ -1218,7 +1253,7 @@ main(int argc, char **argv)
 		}
 #undef NEEDV
 	}
-	if (npos == 0)
+	if (npos == 0 || (opt.binary && (opt.raw || opt.size == 0)))
 		usage();
 	if (npos == 2) {
 		opt.host = pos[0];
@@ -1302,13 +1337,16 @@ main(int argc, char **argv)
 	qsort(st.lat, (size_t)st.nlat, sizeof(double), cmp_double);
 	printf("mode=%s conns=%d msgs=%ld size=%llu window=%ld elapsed_s=%.4f",
 	    opt.sequential ? (opt.raw ? "raw-connect" : "ws-connect") :
-	    (opt.raw ? "raw" : "ws"), opt.sequential ? (int)opt.sequential : opt.nconns,
+	    (opt.raw ? "raw" : opt.binary ? "ws-binary" : "ws"),
+	    opt.sequential ? (int)opt.sequential : opt.nconns,
 	    total, (unsigned long long)opt.size, opt.window, elapsed);
 	printf(" msgs_s=%.0f MB_s=%.2f p50_us=%.0f p99_us=%.0f",
 	    st.received / elapsed, st.received * (double)opt.size / elapsed / 1e6,
 	    percentile(0.50), percentile(0.99));
 	if (opt.sequential)
 		printf(" conn_s=%.0f", (opt.sequential - st.failed) / elapsed);
+	if (opt.binary)
+		printf(" reply_frames=%ld", st.reply_frames);
 	printf(" lost=%ld mismatched=%ld close_errors=%ld cpu_s=%.3f open_s=%.4f status=%s",
 	    st.lost, st.mismatched, st.close_errors, cpu, ph.t_open - ph.t0,
 	    ph.timed_out ? "timeout" : ph.stalled ?
