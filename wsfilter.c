@@ -2277,6 +2277,10 @@ static void prog_stop(struct conn *c, int64_t now)
 		c->prog_ctl = -1;
 	}
 	if (c->prog_reaped) {
+		if (c->stop_step) {
+			c->stop_step = 0; /* it is gone: no more signals */
+			c->stop_at = 0;
+		}
 		if (!c->prog_eof && !c->stop_at)
 			c->stop_at = now + step;
 		if (!c->prog_eof && now >= c->stop_at) {
@@ -2530,9 +2534,11 @@ static void conn_run(struct conn *c, const sigset_t *run_mask)
 		 * close and keepalive timers cover every state */
 		assert(n > 0 || next > 0 || (c->prog_pid && !c->prog_reaped));
 		if (next) {
-			next = next > now ? next - now : 0;
-			ts.tv_sec = next / 1000;
-			ts.tv_nsec = (long)(next % 1000) * 1000000;
+			/* a deadline already due polls with a zero timeout */
+			int64_t wait = next > now ? next - now : 0;
+
+			ts.tv_sec = wait / 1000;
+			ts.tv_nsec = (long)(wait % 1000) * 1000000;
 		}
 		if (ppoll(pfd, n, next ? &ts : NULL, run_mask) < 0) {
 			if (errno != EINTR && errno != EAGAIN)
@@ -2884,16 +2890,21 @@ static const char *client_fds(int fds[2])
 	int one = 0;
 	socklen_t len = sizeof one;
 	char *end;
+	int mine;
 
 	fds[0] = 0, fds[1] = 1;
 	if (!pid || !nfds)
 		return NULL;
 	errno = 0;
-	if (strtol(pid, &end, 10) != (long)getpid() || errno || *end || end == pid)
-		return NULL;
+	mine = strtol(pid, &end, 10) == (long)getpid() && !errno && !*end && end != pid;
+	/* as sd_listen_fds(3) with unset_environment: whoever they were for,
+	 * they are not passed on (a PROGRAM must not take them for its own) */
+	nfds = strdupa(nfds);
 	unsetenv("LISTEN_PID");
 	unsetenv("LISTEN_FDS");
 	unsetenv("LISTEN_FDNAMES");
+	if (!mine)
+		return NULL;
 	fds[0] = fds[1] = 3;
 	if (strcmp(nfds, "1") != 0)
 		snprintf(why, sizeof why, "LISTEN_FDS=%.16s: expected exactly one connection (use Accept=yes)", nfds);
