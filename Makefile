@@ -62,7 +62,7 @@ deps:
 # and browser suites test configurations (ASAN_SUITE=test runs them all)
 ASAN_SUITE = test/cli.bats test/handshake.bats test/framing.bats test/utf8.bats \
 	test/close.bats test/limits.bats test/clients.bats test/sandbox.bats \
-	test/operations.bats test/hostile.bats
+	test/operations.bats test/hostile.bats test/exec.bats
 test-asan: wsfilter-asan wsfilter-test-forbidden wsfilter-test-abort
 	WSFILTER=$$(pwd)/wsfilter-asan $(BATS) $(ASAN_SUITE)
 

@@ -1559,6 +1559,13 @@ SCRIPT_HELP = """steps (a step that runs out of time prints "TIMEOUT <step>" and
                       exit once exit-within has seen it exit
   cpu                 "CPU <s>": wsfilter's CPU time so far (utime + stime)
   pid                 "PID <n>": wsfilter's process id
+  count:S             read frames for S seconds or until a close frame, data messages only
+                      counted: "COUNTED <n> messages <b> B", then the close frame if one came
+  mem                 "VmHWM <kB>": wsfilter's peak resident memory so far
+  textesc:STR         send a masked text message of STR with python escapes (\\n, \\xff)
+  bin:SIZE            send a masked binary message of SIZE random bytes (kept for collect)
+  collect:BYTES       read data messages until BYTES payload bytes came: "COLLECTED <n> B
+                      in <k> messages, <equal|DIFFER at <i>>" against what bin: sent
 At the end (when wsfilter was started): "EXIT <code>" (checked against --expect), then
 its stderr lines as "LOG <line>", then SYSLOG lines."""
 
@@ -1569,6 +1576,7 @@ class ScriptClient:
         self.rest, self.rest_thread, self.deferred, self.hdrs = b"", None, [], {}
         self.bad = 0
         self.rate, self.paced, self.max_show = 0, 0.0, 0
+        self.sent_bin, self.collected = [], 0
 
     def out(self, line):
         if line.startswith(("BADHEAD", "BADFRAME", "ACCEPT wrong", "MALFORMED")):
@@ -1684,6 +1692,11 @@ class ScriptClient:
 
     def describe(self, f):
         op, payload, problems = f
+        if op == 1:
+            try:
+                payload.decode("utf-8")
+            except UnicodeDecodeError:
+                problems = problems + ["text not UTF-8"]
         if problems:
             self.out("BADFRAME %s %s" % (OPNAMES.get(op, op), ",".join(problems)))
         if op == 8:
@@ -1950,6 +1963,54 @@ def cmd_script(a):
                 c.out("CPU %.2f" % (state[2] if state else w.cpu_s))
             elif name == "pid":
                 c.out("PID %d" % w.pid)
+            elif name == "count":
+                end, msgs, size = time.monotonic() + float(arg), 0, 0
+                closing = None
+                try:
+                    while True:
+                        f = c.next_frame(end)
+                        if f is None or f[0] >= 8 or f[2]:
+                            closing = f
+                            break
+                        if f[0] == 1:
+                            try:
+                                f[1].decode("utf-8")
+                            except UnicodeDecodeError:
+                                closing = f
+                                break
+                        msgs, size = msgs + 1, size + len(f[1])
+                except TimeoutError:
+                    pass
+                c.out("COUNTED %d messages %d B" % (msgs, size))
+                if closing is not None:
+                    c.describe(closing)
+                elif c.eof:
+                    c.out("EOF")
+            elif name == "mem":
+                c.out("VmHWM %d" % vm_hwm_kb(w.pid))
+            elif name == "textesc":
+                c.send(build_frame(1, unescape(arg).encode("latin-1")))
+            elif name == "bin":
+                data = os.urandom(int(arg))
+                c.sent_bin.append(data)
+                c.send(build_frame(2, data))
+            elif name == "collect":
+                want, got, msgs = int(arg), [], 0
+                while sum(map(len, got)) < want:
+                    f = c.next_frame(deadline)
+                    if f is None or f[0] not in (1, 2):
+                        c.out("EOF" if f is None else "UNEXPECTED %s" % OPNAMES.get(f[0], f[0]))
+                        failed = True
+                        break
+                    got.append(f[1])
+                    msgs += 1
+                got, sent = b"".join(got), b"".join(c.sent_bin)
+                same = got == sent[c.collected:c.collected + len(got)]
+                at = 0 if same else next((i for i in range(len(got)) if i + c.collected >= len(sent)
+                                          or got[i] != sent[c.collected + i]), len(got))
+                c.collected += len(got)
+                c.out("COLLECTED %d B in %d messages, %s" % (len(got), msgs, "equal" if same else "DIFFER at %d" % at))
+                failed |= not same
             else:
                 raise SystemExit("wstest script: unknown step " + st)
     except TimeoutError:
@@ -2029,7 +2090,7 @@ class StepAction(argparse.Action):
 
 
 def spawn_options(p):
-    p.add_argument("--expect", type=int, choices=range(0, 6), metavar="STATUS",
+    p.add_argument("--expect", type=int, choices=range(0, 7), metavar="STATUS",
                    help="the exit status wsfilter must end with (required when it is started)")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                    help="set in wsfilter's environment (python escapes work)")
