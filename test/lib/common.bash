@@ -57,20 +57,29 @@ descendants() {
 		}'
 }
 
+# wait_gone TRIES STEP PID...: wait until none of the PIDs is alive, checking
+# TRIES times STEP seconds apart; fails if some are still there.
+wait_gone() {
+	local tries=$1 step=$2 p i alive
+	shift 2
+	for i in $(seq 1 "$tries"); do
+		alive=0
+		for p in "$@"; do
+			kill -0 "$p" 2>/dev/null && alive=1
+		done
+		[ "$alive" = 0 ] && return 0
+		sleep "$step"
+	done
+	return 1
+}
+
 # stop_tree PID: TERM PID and its descendants, KILL what is left after 3 s, reap PID.
 stop_tree() {
-	local all p i alive
+	local all
 	mapfile -t all < <(descendants "$1")
 	all+=("$1")
 	kill -TERM "${all[@]}" 2>/dev/null || true
-	for i in $(seq 1 60); do
-		alive=0
-		for p in "${all[@]}"; do
-			kill -0 "$p" 2>/dev/null && alive=1
-		done
-		[ "$alive" = 0 ] && break
-		sleep 0.05
-	done
+	wait_gone 60 0.05 "${all[@]}" || true
 	kill -KILL "${all[@]}" 2>/dev/null || true
 	wait "$1" 2>/dev/null || true
 }

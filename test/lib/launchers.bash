@@ -66,21 +66,14 @@ bg_start() {
 # stop_launchers: TERM each started process and its descendants, then KILL
 # whatever is left after 3 s.
 stop_launchers() {
-	local p all=() kids alive i
+	local p all=() kids
 	for p in "${STARTED_PIDS[@]}"; do
 		mapfile -t kids < <(descendants "$p")
 		all+=("$p" "${kids[@]}")
 	done
 	if [ ${#all[@]} -gt 0 ]; then
 		kill -TERM "${all[@]}" 2>/dev/null || true
-		for i in $(seq 1 60); do
-			alive=0
-			for p in "${all[@]}"; do
-				kill -0 "$p" 2>/dev/null && alive=1
-			done
-			[ "$alive" = 0 ] && break
-			sleep 0.05
-		done
+		wait_gone 60 0.05 "${all[@]}" || true
 		kill -KILL "${all[@]}" 2>/dev/null || true
 	fi
 	for p in "${STARTED_PIDS[@]}"; do

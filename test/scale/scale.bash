@@ -372,16 +372,9 @@ log_field() {
 # clients are asked to stop first, so that a failed test does not leave
 # "client left" lines behind on the hosts.
 kill_clients() {
-	local p alive
+	local p
 	[ -n "${HOLD_STOP:-}" ] && touch "$HOLD_STOP"
-	for _ in $(seq 1 50); do
-		alive=0
-		for p in "${CLIENTS_PIDS[@]}"; do
-			kill -0 "$p" 2>/dev/null && alive=1
-		done
-		[ "$alive" = 0 ] && break
-		sleep 0.1
-	done
+	wait_gone 50 0.1 "${CLIENTS_PIDS[@]}" || true
 	for p in "${CLIENTS_PIDS[@]}"; do
 		kill -KILL "$p" 2>/dev/null || true
 		wait "$p" 2>/dev/null || true
