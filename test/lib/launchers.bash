@@ -441,3 +441,190 @@ show_logs_on_fail() {
 		assert_children_ended_well "$BATS_TEST_TMPDIR/ssa.log"
 	fi
 }
+
+# ---- wsfilter accepting by itself (acceptor mode) ---------------------------
+#
+# A launcher that passes the listening socket (systemd-socket-activate without
+# --accept, inetd `wait`) starts one wsfilter parent that accepts and forks one
+# child per connection. The parent's and the children's log lines land in
+# ACCEPTOR_LOG, one a line; acceptor_parent tells which pid is the parent.
+
+# start_acceptor [WSFILTER-ARGS...]: systemd-socket-activate -l 127.0.0.1:PORT
+# without --accept: wsfilter gets the listening socket as fd 3 with
+# LISTEN_FDS=1. systemd-socket-activate execs it in its own place on the first
+# connection, so ROOT_PID is the wsfilter parent from then on. ACCEPTOR_BIN
+# (default $WSFILTER) is the binary.
+start_acceptor() {
+	HOST=127.0.0.1 SCHEME=ws
+	ACCEPTOR_ARGS=("$@")
+	ACCEPTOR_LOG=$BATS_TEST_TMPDIR/acceptor.log
+	start_on_port "$HOST" _acceptor_at && ROOT_PID=$LAUNCH_PID
+}
+
+_acceptor_at() {
+	bg_start "$ACCEPTOR_LOG" systemd-socket-activate -l "$HOST:$PORT" \
+		"${ACCEPTOR_BIN:-$WSFILTER}" "${ACCEPTOR_ARGS[@]}"
+	LAUNCH_PID=$LAST_PID
+}
+
+# start_inetd_wait [WSFILTER-ARGS...]: openbsd-inetd -d with the shipped
+# 127.0.0.1 tcp4 line turned into `wait` (inetd passes the listening socket as
+# fds 0, 1 and 2 and watches it again only once wsfilter has exited), in a
+# private mount namespace whose /dev/log is a socat that appends every
+# datagram to SYSLOG_RAW (acceptor_syslog turns it into ACCEPTOR_LOG).
+start_inetd_wait() {
+	INETD=$(openbsd_inetd) || return 1
+	launch_bin
+	HOST=127.0.0.1 SCHEME=ws
+	ACCEPTOR_ARGS=("$@")
+	ACCEPTOR_LOG=$BATS_TEST_TMPDIR/acceptor.log
+	SYSLOG_RAW=$BATS_TEST_TMPDIR/syslog.raw
+	mkdir -p "$BATS_TEST_TMPDIR/realdev"
+	start_on_port "$HOST" _inetd_wait_at && ROOT_PID=$LAUNCH_PID
+}
+
+_inetd_wait_at() {
+	local conf=$BATS_TEST_TMPDIR/inetd.conf line
+	line=$(grep -E '^#127\.0\.0\.1:8765[[:space:]]' "$SHIPPED_INETD" | sed 's/^#//')
+	[ -n "$line" ] || { echo "no 127.0.0.1 tcp4 line in $SHIPPED_INETD" >&2; return 1; }
+	line=${line/127.0.0.1:8765/127.0.0.1:$PORT}
+	line=$(sed -E 's/[[:space:]]nowait[[:space:]]/ wait /' <<<"$line")
+	[[ $line == *" wait "* ]] || { echo "no nowait in: $line" >&2; return 1; }
+	echo "${line//\/usr\/local\/bin\/wsfilter/$LAUNCH_BIN} ${ACCEPTOR_ARGS[*]}" >"$conf"
+	cat "$conf"
+	: >"$SYSLOG_RAW"
+	# shellcheck disable=SC2016
+	bg_start "$BATS_TEST_TMPDIR/inetd.log" "$LIB/fake-devlog.sh" "$BATS_TEST_TMPDIR/realdev" \
+		/bin/bash -c '
+			socat -u UNIX-RECV:/dev/log,perm=0666 "OPEN:$1,append" &
+			for i in $(seq 1 100); do
+				[ -S /dev/log ] && exec "$2" -d "$3"
+				sleep 0.05
+			done
+			echo "no /dev/log from socat" >&2
+			exit 1' fake-syslog "$SYSLOG_RAW" "$INETD" "$conf"
+	LAUNCH_PID=$LAST_PID
+}
+
+# acceptor_syslog: ACCEPTOR_LOG from SYSLOG_RAW, one line per datagram without
+# its <PRI> (socat writes the datagrams one after the other).
+acceptor_syslog() {
+	sed -E 's/<[0-9]{1,3}>/\n/g' "$SYSLOG_RAW" | sed '/^$/d' >"$ACCEPTOR_LOG"
+}
+
+# refresh_log: re-read the log (under inetd it is built from the datagrams).
+refresh_log() {
+	if [ -n "${SYSLOG_RAW:-}" ]; then acceptor_syslog; fi
+}
+
+# acceptor_parents: the pids that logged "accepting on", in order, one a line.
+acceptor_parents() {
+	refresh_log
+	sed -nE 's/^wsfilter\[([0-9]+)\]: accepting on .*/\1/p' "$ACCEPTOR_LOG"
+}
+
+# acceptor_parent: the pid of the (last) parent; waits up to 5 s for its line.
+acceptor_parent() {
+	local i p
+	for i in $(seq 1 50); do
+		p=$(acceptor_parents | tail -n 1)
+		[ -n "$p" ] && { echo "$p"; return 0; }
+		sleep 0.1
+	done
+	echo "no 'accepting on' line in $ACCEPTOR_LOG" >&2
+	return 1
+}
+
+# parent_lines PARENT: the parent's own log lines, without the prefix.
+parent_lines() {
+	refresh_log
+	sed -n "s/^wsfilter\[$1\]: //p" "$ACCEPTOR_LOG"
+}
+
+# child_ends PARENT: the children's final log lines (peer, websocket or http,
+# ..., exit N): every line of another pid than PARENT that ends with "exit N".
+child_ends() {
+	refresh_log
+	grep -E '^wsfilter\[[0-9]+\]: .*, exit [0-9]+$' "$ACCEPTOR_LOG" | grep -v "^wsfilter\[$1\]: " || true
+}
+
+# wait_child_ends PARENT N [SECONDS]: wait up to SECONDS (10) until N children
+# have logged their final line.
+wait_child_ends() {
+	local i
+	for i in $(seq 1 $((${3:-10} * 10))); do
+		[ "$(child_ends "$1" | wc -l)" -ge "$2" ] && return 0
+		sleep 0.1
+	done
+	echo "only $(child_ends "$1" | wc -l) of $2 children logged their end" >&2
+	return 1
+}
+
+# assert_children_ended PARENT N REGEX: exactly N children logged their end,
+# every one with an exit status matching REGEX (e.g. '0' or '[34]'), and the
+# parent logged no child killed by a signal.
+assert_children_ended() {
+	wait_child_ends "$1" "$2" || { tail -n 20 "$ACCEPTOR_LOG"; return 1; }
+	local ends bad
+	ends=$(child_ends "$1")
+	assert_equal "$(wc -l <<<"$ends")" "$2"
+	bad=$(grep -vE ", exit ($3)\$" <<<"$ends" || true)
+	[ -z "$bad" ] || fail "children ended otherwise than with exit $3: $(head -n 3 <<<"$bad")"
+	refute_killed "$1"
+}
+
+# refute_killed PARENT: the parent logged no connection killed by a signal.
+refute_killed() {
+	local k
+	k=$(parent_lines "$1" | grep -E '^connection [0-9]+ killed by ' || true)
+	[ -z "$k" ] || fail "the parent saw children die by a signal: $k"
+}
+
+# hold_clients N PREFIX [URL]: N clients (load_websockets --abort-after-ready)
+# that each send one message, check its reply and then hold their connection
+# open until PREFIX.I is removed (30 s at most), then reset it. Waits up to
+# 20 s until all N hold. Their pids are in HOLD_PIDS.
+hold_clients() {
+	local n=$1 prefix=$2 u=${3:-$(url)} i k
+	HOLD_PIDS=()
+	for k in $(seq 1 "$n"); do
+		timeout 70 "$PY" "$CLIENTS/load_websockets.py" --timeout 30 --abort-after-ready "$prefix.$k" "$u" \
+			>"$prefix.$k.log" 2>&1 3>&- &
+		HOLD_PIDS+=($!)
+		STARTED_PIDS+=($!)
+	done
+	for i in $(seq 1 200); do
+		[ "$(held "$prefix" "$n")" = "$n" ] && return 0
+		sleep 0.1
+	done
+	echo "only $(held "$prefix" "$n") of $n clients hold a connection:" >&2
+	tail -n 3 "$prefix".*.log >&2
+	return 1
+}
+
+# held PREFIX N: how many of the N clients of hold_clients PREFIX hold their
+# connection now.
+held() {
+	local k c=0
+	for k in $(seq 1 "$2"); do
+		[ -e "$1.$k" ] && c=$((c + 1))
+	done
+	echo "$c"
+}
+
+# start_source_relay SRC: a socat on 127.0.0.1:RELAY_PORT that relays each
+# connection to HOST:PORT from the source address SRC (another loopback
+# address), for clients that cannot choose theirs. PORT and LAUNCH_PID keep
+# the launcher's values.
+start_source_relay() {
+	local port=$PORT launch=$LAUNCH_PID
+	RELAY_SRC=$1 RELAY_TARGET=$PORT
+	start_on_port 127.0.0.1 _relay_at || return 1
+	RELAY_PORT=$PORT PORT=$port LAUNCH_PID=$launch
+}
+
+_relay_at() {
+	bg_start "$BATS_TEST_TMPDIR/relay.log" socat "TCP4-LISTEN:$PORT,bind=127.0.0.1,reuseaddr,fork" \
+		"TCP4:$HOST:$RELAY_TARGET,bind=$RELAY_SRC"
+	LAUNCH_PID=$LAST_PID
+}

@@ -1,0 +1,311 @@
+#!/usr/bin/env bats
+# wsfilter accepting by itself: a launcher passes the listening socket
+# (systemd-socket-activate -l without --accept, as systemd does with
+# Accept=no; openbsd-inetd with `wait`) and one wsfilter parent accepts, forks
+# one child per connection, reaps them, enforces --max-connections and
+# --max-per-source and passes SIGTERM on. Every test runs the real launcher on
+# a free loopback port and stops it in teardown.
+#
+# How each wsfilter ended is checked everywhere: the parent's exit status with
+# `wait` (systemd-socket-activate execs it in its own place) or from inetd's
+# "reaped" line, each child's from its own log line ("..., exit N"), and a
+# child killed by a signal from the parent's "connection PID killed by" line.
+
+load lib/common
+load lib/launchers
+
+setup() {
+	[ -x "$WSFILTER" ] || fail "no wsfilter binary at $WSFILTER (run make)"
+	T=$BATS_TEST_TMPDIR
+}
+
+teardown() {
+	stop_launchers
+}
+
+# script_bg LOG STEP...: one scripted connection to the launcher in the
+# background (wstest.py script --connect, every step bounded by 30 s), its
+# output line by line in LOG; its pid is added to BG_PIDS.
+BG_PIDS=()
+script_bg() {
+	local log=$1
+	shift
+	PYTHONUNBUFFERED=1 timeout 90 "$PY" "$LIB/wstest.py" script --connect "$(hostport)" --timeout 30 "$@" \
+		>"$log" 2>&1 3>&- &
+	BG_PIDS+=($!)
+	STARTED_PIDS+=($!)
+}
+
+# wait_files_match N REGEX FILE...: wait up to 30 s until N of the FILEs have a
+# line matching REGEX.
+wait_files_match() {
+	local n=$1 re=$2 i c
+	shift 2
+	for i in $(seq 1 300); do
+		c=$(grep -lE -- "$re" "$@" 2>/dev/null | wc -l)
+		[ "$c" -ge "$n" ] && return 0
+		sleep 0.1
+	done
+	fail "only $c of $n clients got to '$re'"
+}
+
+# wait_parent_line PARENT REGEX [SECONDS]: wait up to SECONDS (5) until the
+# parent logged a line matching REGEX.
+wait_parent_line() {
+	local i
+	for i in $(seq 1 $((${3:-5} * 10))); do
+		parent_lines "$1" | grep -qE -- "$2" && return 0
+		sleep 0.1
+	done
+	parent_lines "$1"
+	fail "the parent did not log '$2'"
+}
+
+# release PREFIX N: let the N clients of hold_clients PREFIX reset their
+# connections, and check that each held and then aborted.
+release() {
+	local k p
+	for k in $(seq 1 "$2"); do
+		rm -f "$1.$k"
+	done
+	for p in "${HOLD_PIDS[@]}"; do
+		wait "$p" || fail "a holding client failed: $(cat "$1".*.log)"
+	done
+	for k in $(seq 1 "$2"); do
+		grep -qx aborted "$1.$k.log" || fail "client $k did not hold: $(cat "$1.$k.log")"
+	done
+}
+
+need_unshare() {
+	unshare --mount true 2>/dev/null || skip "unshare --mount is not permitted here (needs root)"
+}
+
+# ---- systemd-socket-activate without --accept: the listening socket is fd 3 --
+
+@test "systemd-socket-activate -l (no --accept): 300 clients at once each get 100 replies from one wsfilter" {
+	start_acceptor
+	check_concurrent 300 100
+	local p
+	p=$(acceptor_parent)
+	# systemd-socket-activate execed the parent in its own place
+	assert_equal "$p" "$ROOT_PID"
+	assert_equal "$(acceptor_parents | wc -l)" 1
+	run parent_lines "$p"
+	assert_line --index 0 "accepting on 127.0.0.1:$PORT, at most 4096 connections"
+	assert_children_ended "$p" 300 0
+	assert_equal "$(child_ends "$p" | grep -cE '^wsfilter\[[0-9]+\]: 127\.0\.0\.1:[0-9]+ websocket .* in 100 msg .* out 100 msg .*, close 1000 by client, exit 0$')" 300
+	# one process per connection, each with its own pid
+	assert_equal "$(child_ends "$p" | cut -d' ' -f1 | sort -u | wc -l)" 300
+	kill -0 "$ROOT_PID"
+	wait_no_wsfilter "$ROOT_PID" 5
+}
+
+@test "--max-connections 5: five connections are served, a sixth waits until one of them closes" {
+	start_acceptor --max-connections 5
+	hold_clients 5 "$T/hold"
+	local p
+	p=$(acceptor_parent)
+	assert_equal "$(count_wsfilter "$ROOT_PID")" 5
+	timeout 70 "$PY" "$CLIENTS/load_websockets.py" --timeout 30 --abort-after-ready "$T/sixth" "$(url)" \
+		>"$T/sixth.log" 2>&1 3>&- &
+	local sixth=$!
+	STARTED_PIDS+=("$sixth")
+	wait_parent_line "$p" '^at --max-connections 5: new connections wait$'
+	# the sixth is connected (the kernel's backlog) but gets no 101 meanwhile
+	sleep 2
+	[ ! -e "$T/sixth" ] || fail "a sixth connection was served at --max-connections 5"
+	kill -0 "$sixth"
+	assert_equal "$(count_wsfilter "$ROOT_PID")" 5
+	# one of the five leaves: the sixth is served
+	rm -f "$T/hold.1"
+	local i
+	for i in $(seq 1 100); do
+		[ -e "$T/sixth" ] && break
+		sleep 0.1
+	done
+	[ -e "$T/sixth" ] || fail "the sixth connection was not served after one of five closed: $(cat "$T/sixth.log")"
+	assert_equal "$(count_wsfilter "$ROOT_PID")" 5
+	rm -f "$T/sixth"
+	wait "$sixth"
+	grep -qx aborted "$T/sixth.log"
+	release "$T/hold" 5
+	# every client reset its connection: exit 4 (left without a close)
+	assert_children_ended "$p" 6 4
+	kill -0 "$ROOT_PID"
+}
+
+@test "--max-per-source 3: a 4th connection from 127.0.0.1 gets 429 and a log line; one from 127.0.0.2 is served" {
+	start_acceptor --max-per-source 3
+	hold_clients 3 "$T/hold"
+	local p
+	p=$(acceptor_parent)
+	run wst run --connect "$(hostport)" hs --random-key --host localhost
+	assert_success
+	assert_line --index 0 'HTTP/1.1 429 Too Many Requests'
+	assert_line 'Retry-After: 1'
+	assert_line 'Content-Length: 0'
+	assert_line 'Connection: close'
+	refute_line --partial MALFORMED
+	wait_parent_line "$p" '^127\.0\.0\.1:[0-9]+ http 429 refused: 3 connections from 127\.0\.0\.1 \(--max-per-source 3\)$'
+	# the refusal forked no process
+	assert_equal "$(count_wsfilter "$ROOT_PID")" 3
+	# another source address: socat relays from 127.0.0.2
+	start_source_relay 127.0.0.2
+	run timeout 60 "$PY" "$CLIENTS/load_websockets.py" -n 10 "ws://127.0.0.1:$RELAY_PORT/"
+	assert_success
+	assert_output 'received 10/10 lost 0'
+	wait_child_ends "$p" 1
+	assert_regex "$(child_ends "$p")" '^wsfilter\[[0-9]+\]: 127\.0\.0\.2:[0-9]+ websocket .* in 10 msg .*, close 1000 by client, exit 0$'
+	assert_equal "$(held "$T/hold" 3)" 3
+	release "$T/hold" 3
+	assert_children_ended "$p" 4 '0|4'
+	assert_equal "$(child_ends "$p" | grep -c '^wsfilter\[[0-9]*\]: 127\.0\.0\.1:.*, exit 4$')" 3
+	kill -0 "$ROOT_PID"
+}
+
+@test "SIGTERM with 50 open connections: each gets its replies, then close 1001; the parent exits 0 and no wsfilter is left" {
+	start_acceptor
+	local k
+	for k in $(seq 1 49); do
+		script_bg "$T/c.$k" hs head text:before frame frame close:1001 eof
+	done
+	wait_files_match 49 '^TEXT before - [0-9]+$' "$T"/c.*
+	# one client floods without reading, so that replies are queued at the signal
+	script_bg "$T/flood" hs head flood:1000 sleep:3 count:20 close:1001 eof
+	wait_files_match 1 '^FLOODED [0-9]+ ' "$T/flood"
+	local p kids
+	p=$(acceptor_parent)
+	mapfile -t kids < <(descendants "$ROOT_PID")
+	assert_equal "${#kids[@]}" 50
+	kill -TERM "$ROOT_PID"
+	wait_gone 300 0.1 "$ROOT_PID" || fail "the parent still runs 30 s after SIGTERM"
+	local rc=0
+	wait "$ROOT_PID" || rc=$?
+	assert_equal "$rc" 0
+	for k in "${BG_PIDS[@]}"; do
+		wait "$k" || fail "a client failed: $(tail -n 3 "$T"/c.* "$T/flood")"
+	done
+	for k in $(seq 1 49); do
+		# the reply, then the close, then the end of the connection
+		assert_equal "$(grep -E '^(TEXT|CLOSE|EOF)' "$T/c.$k" | sed -E 's/ - [0-9]+$//; s/^(CLOSE [0-9]+).*/\1/' | paste -sd,)" \
+			'TEXT before,CLOSE 1001,EOF'
+	done
+	run cat "$T/flood"
+	assert_line --regexp '^COUNTED [1-9][0-9]* messages '
+	assert_line --regexp '^CLOSE 1001( |$)'
+	assert_line 'EOF'
+	run parent_lines "$p"
+	assert_line 'stopping: 50 connections'
+	assert_line 'stopped'
+	assert_children_ended "$p" 50 0
+	wait_gone 50 0.1 "${kids[@]}" || fail "wsfilter processes left after the parent exited: $(ps -o pid,args -p "$(IFS=,; echo "${kids[*]}")")"
+}
+
+@test "a child killed by SIGSYS (test build): the parent logs it, another open connection goes on, and new ones are served" {
+	[ -x "$TOP/wsfilter-test-forbidden" ] || fail "no $TOP/wsfilter-test-forbidden (make wsfilter-test-forbidden)"
+	ACCEPTOR_BIN=$TOP/wsfilter-test-forbidden start_acceptor --handshake-timeout 20
+	# A: a plain HTTP request sent in two parts, 5 s apart; its process is
+	# running when the other one dies
+	script_bg "$T/a" 'send:GET /healthz HTTP/1.1\r\n' sleep:5 'send:Host: 127.0.0.1\r\nConnection: close\r\n\r\n' head body eof
+	local a=${BG_PIDS[-1]} i
+	for i in $(seq 1 100); do
+		[ "$(count_wsfilter "$ROOT_PID")" = 1 ] && break
+		sleep 0.05
+	done
+	assert_equal "$(count_wsfilter "$ROOT_PID")" 1
+	local p
+	p=$(acceptor_parent)
+	# B: a WebSocket; the test build opens a file after the handshake
+	run wst run --connect "$(hostport)" hs --random-key --host localhost
+	refute_line --regexp '^(TEXT|CLOSE)'
+	wait_parent_line "$p" '^connection [0-9]+ killed by SIGSYS$'
+	kill -0 "$a" || fail "A ended before the crash was logged (a slow machine?): $(cat "$T/a")"
+	wait "$a" || fail "A failed: $(cat "$T/a")"
+	run cat "$T/a"
+	assert_line 'STATUS HTTP/1.1 200 OK'
+	assert_line 'BODY 2 ok'
+	assert_line 'EOF'
+	# the parent lives on and accepts
+	kill -0 "$ROOT_PID"
+	check_page
+	assert_equal "$(acceptor_parents | wc -l)" 1
+	assert_equal "$(parent_lines "$p" | grep -cE '^connection [0-9]+ killed by ')" 1
+	wait_child_ends "$p" 2
+	run child_ends "$p"
+	assert_equal "${#lines[@]}" 2
+	assert_line --index 0 --regexp '^wsfilter\[[0-9]+\]: 127\.0\.0\.1:[0-9]+ http 200 health check .*, exit 0$'
+	assert_line --index 1 --regexp '^wsfilter\[[0-9]+\]: 127\.0\.0\.1:[0-9]+ http 200 page .*, exit 0$'
+}
+
+@test "the parent and each connection's process run under seccomp (Seccomp: 2), the child's filter on top of the parent's" {
+	start_acceptor
+	hold_clients 1 "$T/hold"
+	local p kids
+	p=$(acceptor_parent)
+	mapfile -t kids < <(descendants "$ROOT_PID")
+	assert_equal "${#kids[@]}" 1
+	local ps cs
+	ps=$(cat "/proc/$ROOT_PID/status")
+	cs=$(cat "/proc/${kids[0]}/status")
+	echo "parent: $(grep -E '^(Seccomp|NoNewPrivs)' <<<"$ps" | paste -sd' ')"
+	echo "child:  $(grep -E '^(Seccomp|NoNewPrivs)' <<<"$cs" | paste -sd' ')"
+	assert_equal "$(awk '/^Seccomp:/ { print $2 }' <<<"$ps")" 2
+	assert_equal "$(awk '/^Seccomp:/ { print $2 }' <<<"$cs")" 2
+	assert_equal "$(awk '/^NoNewPrivs:/ { print $2 }' <<<"$cs")" 1
+	local pf cf
+	pf=$(awk '/^Seccomp_filters:/ { print $2 }' <<<"$ps")
+	cf=$(awk '/^Seccomp_filters:/ { print $2 }' <<<"$cs")
+	[ "$cf" -gt "$pf" ] || fail "the child has $cf filters, the parent $pf"
+	release "$T/hold" 1
+	assert_children_ended "$p" 1 4
+}
+
+# ---- openbsd-inetd `wait`: the listening socket is fds 0, 1 and 2 -----------
+
+@test "openbsd-inetd wait: one wsfilter serves a burst of 10,000 pipelined messages and 20 clients at once, logging to syslog" {
+	need_unshare
+	start_inetd_wait
+	run timeout 120 "$PY" "$CLIENTS/load_websockets.py" -n 10000 "$(url)"
+	assert_success
+	assert_output 'received 10000/10000 lost 0'
+	check_concurrent 20 100
+	local p
+	p=$(acceptor_parent)
+	assert_equal "$(acceptor_parents | wc -l)" 1
+	# inetd started it, and it is still running
+	assert_equal "$(ps -o ppid= -p "$p" | tr -d ' ')" "$ROOT_PID"
+	run parent_lines "$p"
+	assert_line --index 0 --regexp "^accepting on 127\.0\.0\.1:$PORT, at most [0-9]+ connections$"
+	assert_children_ended "$p" 21 0
+	assert_equal "$(child_ends "$p" | grep -c ' in 10000 msg .* out 10000 msg .*, exit 0$')" 1
+	# nothing reached inetd's stderr from wsfilter (fd 2 is the listening socket)
+	run grep -F wsfilter "$T/inetd.log"
+	refute_output --partial 'wsfilter['
+}
+
+@test "openbsd-inetd wait with --idle-exit 1: the parent exits 0 when idle and inetd starts a new one on the next connection" {
+	need_unshare
+	start_inetd_wait --idle-exit 1
+	run timeout 60 "$PY" "$CLIENTS/load_websockets.py" -n 100 "$(url)"
+	assert_output 'received 100/100 lost 0'
+	local p1 p2
+	p1=$(acceptor_parent)
+	wait_parent_line "$p1" '^idle for 1 s: exiting$' 10
+	wait_gone 100 0.1 "$p1" || fail "the parent still runs after its idle line"
+	# inetd reaped it with status 0
+	local i
+	for i in $(seq 1 50); do
+		grep -qx "$p1 reaped, status 0" "$T/inetd.log" && break
+		sleep 0.1
+	done
+	run cat "$T/inetd.log"
+	assert_line "$p1 reaped, status 0"
+	run timeout 60 "$PY" "$CLIENTS/load_websockets.py" -n 100 "$(url)"
+	assert_output 'received 100/100 lost 0'
+	p2=$(acceptor_parent)
+	[ "$p2" != "$p1" ] || fail "no new parent after the idle exit"
+	assert_equal "$(acceptor_parents | wc -l)" 2
+	assert_children_ended "$p1" 2 0
+	refute_killed "$p2"
+	assert_equal "$(child_ends "$p1" | grep -c ' in 100 msg .*, exit 0$')" 2
+}
