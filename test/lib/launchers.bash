@@ -452,8 +452,7 @@ show_logs_on_fail() {
 # start_acceptor [WSFILTER-ARGS...]: systemd-socket-activate -l 127.0.0.1:PORT
 # without --accept: wsfilter gets the listening socket as fd 3 with
 # LISTEN_FDS=1. systemd-socket-activate execs it in its own place on the first
-# connection, so ROOT_PID is the wsfilter parent from then on. ACCEPTOR_BIN
-# (default $WSFILTER) is the binary.
+# connection, so ROOT_PID is the wsfilter parent from then on.
 start_acceptor() {
 	HOST=127.0.0.1 SCHEME=ws
 	ACCEPTOR_ARGS=("$@")
@@ -462,8 +461,7 @@ start_acceptor() {
 }
 
 _acceptor_at() {
-	bg_start "$ACCEPTOR_LOG" systemd-socket-activate -l "$HOST:$PORT" \
-		"${ACCEPTOR_BIN:-$WSFILTER}" "${ACCEPTOR_ARGS[@]}"
+	bg_start "$ACCEPTOR_LOG" systemd-socket-activate -l "$HOST:$PORT" "$WSFILTER" "${ACCEPTOR_ARGS[@]}"
 	LAUNCH_PID=$LAST_PID
 }
 
@@ -512,9 +510,14 @@ acceptor_syslog() {
 	sed -E 's/<[0-9]{1,3}>/\n/g' "$SYSLOG_RAW" | sed '/^$/d' >"$ACCEPTOR_LOG"
 }
 
-# refresh_log: re-read the log (under inetd it is built from the datagrams).
+# refresh_log: re-read the log: under inetd it is built from the datagrams;
+# where ACCEPTOR_JOURNAL names a command (systemd), that command prints it.
 refresh_log() {
-	if [ -n "${SYSLOG_RAW:-}" ]; then acceptor_syslog; fi
+	if [ -n "${SYSLOG_RAW:-}" ]; then
+		acceptor_syslog
+	elif [ -n "${ACCEPTOR_JOURNAL:-}" ]; then
+		"$ACCEPTOR_JOURNAL" >"$ACCEPTOR_LOG"
+	fi
 }
 
 # acceptor_parents: the pids that logged "accepting on", in order, one a line.
@@ -627,4 +630,80 @@ _relay_at() {
 	bg_start "$BATS_TEST_TMPDIR/relay.log" socat "TCP4-LISTEN:$PORT,bind=127.0.0.1,reuseaddr,fork" \
 		"TCP4:$HOST:$RELAY_TARGET,bind=$RELAY_SRC"
 	LAUNCH_PID=$LAST_PID
+}
+
+# stop_acceptor PARENT: SIGTERM to the parent, which must log "stopped" and
+# exit 0 within 30 s (its --stop-timeout is 10 s): seen by `wait` when it is
+# ROOT_PID (systemd-socket-activate execed it in its place), else in inetd's
+# "PID reaped, status 0" line.
+stop_acceptor() {
+	local p=$1 rc=0 i inetd_log=$BATS_TEST_TMPDIR/inetd.log
+	kill -TERM "$p"
+	wait_gone 300 0.1 "$p" || fail "the parent $p still runs 30 s after SIGTERM"
+	if [ "$p" = "$ROOT_PID" ]; then
+		wait "$p" || rc=$?
+		[ "$rc" = 0 ] || fail "the parent exited $rc after SIGTERM"
+	else
+		for i in $(seq 1 50); do
+			grep -qx "$p reaped, status 0" "$inetd_log" && break
+			sleep 0.1
+		done
+		grep -qx "$p reaped, status 0" "$inetd_log" ||
+			fail "inetd did not reap $p with status 0: $(grep "^$p reaped" "$inetd_log")"
+	fi
+	parent_lines "$p" | grep -qx stopped || fail "the parent did not log 'stopped'"
+}
+
+# script_bg LOG STEP...: one scripted connection to the launcher in the
+# background (wstest.py script --connect, every step bounded by 60 s), its
+# output line by line in LOG; its pid is added to BG_PIDS.
+BG_PIDS=()
+script_bg() {
+	local log=$1
+	shift
+	PYTHONUNBUFFERED=1 timeout 150 "$PY" "$LIB/wstest.py" script --connect "$(hostport)" --timeout 60 "$@" \
+		>"$log" 2>&1 3>&- &
+	BG_PIDS+=($!)
+	STARTED_PIDS+=($!)
+}
+
+# wait_files_match N REGEX FILE...: wait up to 60 s (the machine may be
+# shared) until N of the FILEs have a line matching REGEX. (Name the files: a
+# glob may miss the ones a background client has not created yet.)
+wait_files_match() {
+	local n=$1 re=$2 i c
+	shift 2
+	for i in $(seq 1 600); do
+		c=$(grep -lE -- "$re" "$@" 2>/dev/null | wc -l)
+		[ "$c" -ge "$n" ] && return 0
+		sleep 0.1
+	done
+	fail "only $c of $n clients got to '$re'"
+}
+
+# wait_parent_line PARENT REGEX [SECONDS]: wait up to SECONDS (5) until the
+# parent logged a line matching REGEX.
+wait_parent_line() {
+	local i
+	for i in $(seq 1 $((${3:-5} * 10))); do
+		parent_lines "$1" | grep -qE -- "$2" && return 0
+		sleep 0.1
+	done
+	parent_lines "$1"
+	fail "the parent did not log '$2'"
+}
+
+# release PREFIX N: let the N clients of hold_clients PREFIX reset their
+# connections, and check that each held and then aborted.
+release() {
+	local k p
+	for k in $(seq 1 "$2"); do
+		rm -f "$1.$k"
+	done
+	for p in "${HOLD_PIDS[@]}"; do
+		wait "$p" || fail "a holding client failed: $(cat "$1".*.log)"
+	done
+	for k in $(seq 1 "$2"); do
+		grep -qx aborted "$1.$k.log" || fail "client $k did not hold: $(cat "$1.$k.log")"
+	done
 }
