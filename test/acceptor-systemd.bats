@@ -271,6 +271,23 @@ wait_main() {
 	assert_children_ended "$P" 1 4
 }
 
+@test "container: --max-connections 5 set on ExecStart= by a drop-in: five connections are served, a sixth waits until one of them closes" {
+	need_container
+	DROPIN=limit.conf
+	in_container sh -c "mkdir -p $DROPIN_DIR && printf '%s\n' '[Service]' 'ExecStart=' \
+		'ExecStart=/usr/local/bin/wsfilter --max-connections 5' >$DROPIN_DIR/$DROPIN"
+	in_container systemctl daemon-reload
+	in_container systemctl stop "$UNIT"
+	journal_mark
+	# the first client starts the service
+	hold_clients 5 "$T/hold"
+	wait_main
+	run parent_lines "$P"
+	assert_line --index 0 "accepting on 127.0.0.1:$PORT, at most 5 connections"
+	check_sixth_waits "$P" "$HP"
+	assert_equal "$(main_pid)" "$P"
+}
+
 @test "container: a connection's process killed by SIGSYS (the test build, by a drop-in): the journal says so, another connection goes on, new ones are served" {
 	need_container
 	[ -x "$TOP/wsfilter-test-forbidden" ] || fail "no $TOP/wsfilter-test-forbidden (make wsfilter-test-forbidden)"
@@ -296,7 +313,7 @@ wait_main() {
 	run wst run --connect "$(hostport)" hs --random-key --host localhost
 	echo "B: $output"
 	refute_output --partial CLOSE
-	wait_parent_line "$P" '^connection [0-9]+ killed by SIGSYS$'
+	wait_parent_line "$P" '^127\.0\.0\.1:[0-9]+ connection [0-9]+ killed by SIGSYS$'
 	kill -0 "$a" || fail "A ended before the crash was logged (a slow machine?): $(cat "$T/a")"
 	wait "$a" || fail "A failed: $(cat "$T/a")"
 	run cat "$T/a"
@@ -305,7 +322,7 @@ wait_main() {
 	check_page
 	assert_equal "$(main_pid)" "$P"
 	assert_equal "$(in_container systemctl is-active "$UNIT")" active
-	assert_equal "$(parent_lines "$P" | grep -cE '^connection [0-9]+ killed by ')" 1
+	assert_equal "$(parent_lines "$P" | grep -cE ' connection [0-9]+ killed by ')" 1
 	wait_child_ends "$P" 2
 	run child_ends "$P"
 	assert_equal "${#lines[@]}" 2

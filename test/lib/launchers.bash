@@ -785,54 +785,40 @@ _acceptor_at() {
 }
 
 # start_inetd_wait [WSFILTER-ARGS...]: openbsd-inetd -d with the shipped
-# 127.0.0.1 tcp4 line turned into `wait` (inetd passes the listening socket as
-# fds 0, 1 and 2 and watches it again only once wsfilter has exited), in a
-# private mount namespace whose /dev/log is a socat that appends every
-# datagram to SYSLOG_RAW (acceptor_syslog turns it into ACCEPTOR_LOG).
+# `wait` line (commented out there), bound to 127.0.0.1 on a free port, its
+# argv followed by WSFILTER-ARGS (inetd passes the listening socket as
+# fds 0, 1 and 2 and watches it again only once wsfilter has exited), under
+# devlog_start: wsfilter's log lines are the syslog messages it collects.
 start_inetd_wait() {
 	INETD=$(openbsd_inetd) || return 1
 	launch_bin
 	HOST=127.0.0.1 SCHEME=ws
 	ACCEPTOR_ARGS=("$@")
 	ACCEPTOR_LOG=$BATS_TEST_TMPDIR/acceptor.log
-	SYSLOG_RAW=$BATS_TEST_TMPDIR/syslog.raw
-	mkdir -p "$BATS_TEST_TMPDIR/realdev"
+	SYSLOG_FILE=$BATS_TEST_TMPDIR/syslog
 	start_on_port "$HOST" _inetd_wait_at && ROOT_PID=$LAUNCH_PID
 }
 
 _inetd_wait_at() {
 	local conf=$BATS_TEST_TMPDIR/inetd.conf line
-	line=$(grep -E '^#127\.0\.0\.1:8765[[:space:]]' "$SHIPPED_INETD" | sed 's/^#//')
-	[ -n "$line" ] || { echo "no 127.0.0.1 tcp4 line in $SHIPPED_INETD" >&2; return 1; }
-	line=${line/127.0.0.1:8765/127.0.0.1:$PORT}
-	line=$(sed -E 's/[[:space:]]nowait[[:space:]]/ wait /' <<<"$line")
-	[[ $line == *" wait "* ]] || { echo "no nowait in: $line" >&2; return 1; }
+	line=$(grep -E '^#8766[[:space:]]+stream[[:space:]]+tcp[[:space:]]+wait[[:space:]]' "$SHIPPED_INETD" | sed 's/^#//')
+	[ -n "$line" ] || { echo "no 8766 wait line in $SHIPPED_INETD" >&2; return 1; }
+	line=${line/8766/127.0.0.1:$PORT}
 	echo "${line//\/usr\/local\/bin\/wsfilter/$LAUNCH_BIN} ${ACCEPTOR_ARGS[*]}" >"$conf"
 	cat "$conf"
-	: >"$SYSLOG_RAW"
-	# shellcheck disable=SC2016
-	bg_start "$BATS_TEST_TMPDIR/inetd.log" "$LIB/fake-devlog.sh" "$BATS_TEST_TMPDIR/realdev" \
-		/bin/bash -c '
-			socat -u UNIX-RECV:/dev/log,perm=0666 "OPEN:$1,append" &
-			for i in $(seq 1 100); do
-				[ -S /dev/log ] && exec "$2" -d "$3"
-				sleep 0.05
-			done
-			echo "no /dev/log from socat" >&2
-			exit 1' fake-syslog "$SYSLOG_RAW" "$INETD" "$conf"
+	devlog_start "$BATS_TEST_TMPDIR/inetd.log" "$INETD" -d "$conf"
 	LAUNCH_PID=$LAST_PID
 }
 
-# acceptor_syslog: ACCEPTOR_LOG from SYSLOG_RAW, one line per datagram without
-# its <PRI> (socat writes the datagrams one after the other).
+# acceptor_syslog: ACCEPTOR_LOG from the syslog messages, without their <PRI>.
 acceptor_syslog() {
-	sed -E 's/<[0-9]{1,3}>/\n/g' "$SYSLOG_RAW" | sed '/^$/d' >"$ACCEPTOR_LOG"
+	sed -E 's/^<[0-9]{1,3}>//' "$SYSLOG_FILE" >"$ACCEPTOR_LOG"
 }
 
 # refresh_log: re-read the log: under inetd it is built from the datagrams;
 # where ACCEPTOR_JOURNAL names a command (systemd), that command prints it.
 refresh_log() {
-	if [ -n "${SYSLOG_RAW:-}" ]; then
+	if [ -n "${SYSLOG_FILE:-}" ]; then
 		acceptor_syslog
 	elif [ -n "${ACCEPTOR_JOURNAL:-}" ]; then
 		"$ACCEPTOR_JOURNAL" >"$ACCEPTOR_LOG"
@@ -895,11 +881,13 @@ assert_children_ended() {
 	refute_killed "$1"
 }
 
-# refute_killed PARENT: the parent logged no connection killed by a signal.
+# refute_killed PARENT: the parent logged no connection killed by a signal
+# ("PEER connection PID killed by SIGNAME"), and killed none at its stop
+# timeout.
 refute_killed() {
 	local k
-	k=$(parent_lines "$1" | grep -E '^connection [0-9]+ killed by ' || true)
-	[ -z "$k" ] || fail "the parent saw children die by a signal: $k"
+	k=$(parent_lines "$1" | grep -E '(^| )connection [0-9]+ killed by |^stop timeout: ' || true)
+	[ -z "$k" ] || fail "children died by a signal: $k"
 }
 
 # hold_clients N PREFIX [URL]: N clients (load_websockets --abort-after-ready)
@@ -1025,4 +1013,38 @@ release() {
 	for k in $(seq 1 "$2"); do
 		grep -qx aborted "$1.$k.log" || fail "client $k did not hold: $(cat "$1.$k.log")"
 	done
+}
+
+# check_sixth_waits PARENT ROOT: with the five clients of hold_clients 5
+# PREFIX=$BATS_TEST_TMPDIR/hold connected to a parent at --max-connections 5
+# (whose children descend from ROOT), a sixth client gets no 101 for 2 s
+# while the parent says it is at the limit; once one of the five leaves, the
+# sixth is served. Then every client resets its connection: each of the six
+# children ends with exit 4 (left without a close).
+check_sixth_waits() {
+	local p=$1 root=$2 T=$BATS_TEST_TMPDIR sixth i
+	assert_equal "$(count_wsfilter "$root")" 5
+	timeout 70 "$PY" "$CLIENTS/load_websockets.py" --timeout 30 --abort-after-ready "$T/sixth" "$(url)" \
+		>"$T/sixth.log" 2>&1 3>&- &
+	sixth=$!
+	STARTED_PIDS+=("$sixth")
+	wait_parent_line "$p" '^at --max-connections 5: new connections wait$'
+	# the sixth is connected (the kernel's backlog) but gets no 101 meanwhile
+	sleep 2
+	[ ! -e "$T/sixth" ] || fail "a sixth connection was served at --max-connections 5"
+	kill -0 "$sixth"
+	assert_equal "$(count_wsfilter "$root")" 5
+	# one of the five leaves: the sixth is served
+	rm -f "$T/hold.1"
+	for i in $(seq 1 100); do
+		[ -e "$T/sixth" ] && break
+		sleep 0.1
+	done
+	[ -e "$T/sixth" ] || fail "the sixth connection was not served after one of five closed: $(cat "$T/sixth.log")"
+	assert_equal "$(count_wsfilter "$root")" 5
+	rm -f "$T/sixth"
+	wait "$sixth"
+	grep -qx aborted "$T/sixth.log" || fail "the sixth did not hold: $(cat "$T/sixth.log")"
+	release "$T/hold" 5
+	assert_children_ended "$p" 6 4
 }
