@@ -118,6 +118,32 @@ need_unshare() {
 	wait_gone 50 0.1 "${kids[@]}" || fail "wsfilter processes left after the parent exited: $(ps -o pid,args -p "$(IFS=,; echo "${kids[*]}")")"
 }
 
+@test "the parent killed by SIGKILL: each open connection gets close 1001 and its process exits 0, none is left behind" {
+	start_acceptor
+	local k logs kids
+	for k in 1 2 3; do
+		script_bg "$T/c.$k" hs head text:one frame wait:10 close:1001 eof
+	done
+	mapfile -t logs < <(seq -f "$T/c.%g" 1 3)
+	wait_files_match 3 '^TEXT one - [0-9]+$' "${logs[@]}"
+	local p
+	p=$(acceptor_parent)
+	mapfile -t kids < <(descendants "$ROOT_PID")
+	assert_equal "${#kids[@]}" 3
+	kill -KILL "$ROOT_PID"
+	for k in "${BG_PIDS[@]}"; do
+		wait "$k" || fail "a client failed: $(tail -n 3 "${logs[@]}")"
+	done
+	for k in 1 2 3; do
+		run cat "$T/c.$k"
+		assert_line --regexp '^CLOSE 1001( |$)'
+		assert_line EOF
+	done
+	assert_children_ended "$p" 3 0
+	assert_equal "$(child_ends "$p" | grep -c ', close 1001 by server (server shutting down), exit 0$')" 3
+	wait_gone 50 0.1 "${kids[@]}" || fail "children outlived their parent: ${kids[*]}"
+}
+
 @test "a child killed by SIGSYS (test build): the parent logs it, another open connection goes on, and new ones are served" {
 	[ -x "$TOP/wsfilter-test-forbidden" ] || fail "no $TOP/wsfilter-test-forbidden (make wsfilter-test-forbidden)"
 	WSFILTER=$TOP/wsfilter-test-forbidden
