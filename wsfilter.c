@@ -3334,6 +3334,12 @@ static unsigned source_of(const struct sockaddr_storage *ss, unsigned char key[1
 	return 0;
 }
 
+/* At --max-connections: accept nothing more until a child ends. */
+static int acceptor_full(const struct acceptor *a, const struct options *o)
+{
+	return a->live >= o->max_conn;
+}
+
 static long long per_source(const struct acceptor *a, const unsigned char key[16])
 {
 	long long i, n = 0;
@@ -3462,7 +3468,7 @@ static void acceptor_accept(struct conn *c, int64_t now)
 	pid_t pid;
 	int i, fd;
 
-	for (i = 0; i < ACCEPT_BATCH && a->live < o->max_conn; i++) {
+	for (i = 0; i < ACCEPT_BATCH && !acceptor_full(a, o); i++) {
 		sl = sizeof ss;
 		fd = accept4(c->ep[EP_LISTEN].fd, (struct sockaddr *)&ss, &sl,
 			     SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -3529,9 +3535,9 @@ static int acceptor_step(struct conn *c, int64_t now, int *handled)
 		log_line("idle for %lld s: exiting", a->idle_exit);
 		return 1;
 	}
-	if (a->live >= o->max_conn && !a->full)
+	if (acceptor_full(a, o) && !a->full)
 		log_line("at --max-connections %lld: new connections wait", o->max_conn);
-	a->full = a->live >= o->max_conn;
+	a->full = acceptor_full(a, o);
 	if (a->retry_at && now >= a->retry_at)
 		a->retry_at = 0;
 	c->ep[EP_LISTEN].events = a->full || a->retry_at ? 0 : POLLIN;
