@@ -95,6 +95,11 @@
 #define DEF_CLOSE_TIMEOUT 2
 #define DEF_PING_INTERVAL 20           /* keepalive, as Python websockets */
 #define DEF_SEND_TIMEOUT  20           /* when pings are off */
+#define DEF_MAX_CONN      4096         /* the acceptor's children at once */
+#define DEF_STOP_TIMEOUT  10           /* the acceptor's wait for them at a stop */
+#define DEF_IDLE_INETD    60           /* inetd wait: the socket goes back when idle */
+#define ACCEPT_BATCH      32           /* accepts per wakeup */
+#define ACCEPT_RETRY_MS   100          /* after accept(2) or fork(2) failed */
 
 /* Exit status, documented in README.md and wsfilter.1. */
 enum {
@@ -250,10 +255,18 @@ struct options {
 	char **program;              /* PROGRAM ARG..., or NULL: the built-in filter */
 	int binary;                  /* --binary: bytes as they come, no lines */
 	int clear_env;               /* --clear-env: only the request's variables */
+	long long max_conn;          /* the acceptor: children at once */
+	long long max_per_source;    /* children per source address, 0: no own limit */
+	long long stop_timeout;      /* seconds to wait for them at a stop */
+	long long idle_exit;         /* seconds without a child to exit, 0: never,
+				      * -1: the default of the launcher */
 };
 
-/* The descriptors the loop polls.  A finished direction has fd -1. */
-enum { EP_CLIENT_IN, EP_CLIENT_OUT, EP_PROG_IN, EP_PROG_OUT, EP_PROG_ERR, EP_COUNT };
+/* The descriptors the loop polls.  A finished direction has fd -1.  The
+ * acceptor's parent polls EP_LISTEN alone. */
+enum { EP_CLIENT_IN, EP_CLIENT_OUT, EP_PROG_IN, EP_PROG_OUT, EP_PROG_ERR, EP_LISTEN, EP_COUNT };
+
+struct acceptor;
 
 struct endpoint {
 	int fd;
@@ -265,6 +278,7 @@ struct endpoint {
  * untouched so that a fresh process maps only the pages it uses. */
 struct conn {
 	const struct options *opt;
+	struct acceptor *acc;        /* the acceptor's parent; NULL: a connection */
 	struct endpoint ep[EP_COUNT];
 	int shared;                  /* one socket for both directions of the client */
 	int out_socket;              /* the client's output is a socket (else a pipe) */
@@ -426,6 +440,10 @@ static void log_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)))
 static void conn_end(struct conn *c, enum why why, int detail);
 static size_t conn_process(struct conn *c, int64_t now);
 static int64_t now_ms(void);
+static int acceptor_step(struct conn *c, int64_t now, int *handled);
+static int64_t acceptor_deadline(const struct conn *c);
+static void acceptor_accept(struct conn *c, int64_t now);
+static void acceptor_stop(struct conn *c, int64_t now, int status);
 
 /* ==== Helpers: SHA-1, base64, UTF-8, random, numbers ==================== */
 
@@ -1893,6 +1911,7 @@ static void conn_init(struct conn *c, const struct options *o, const int fds[2],
 	c->ep[EP_CLIENT_IN].fd = fds[0];
 	c->ep[EP_CLIENT_OUT].fd = fds[1];
 	c->ep[EP_PROG_IN].fd = c->ep[EP_PROG_OUT].fd = c->ep[EP_PROG_ERR].fd = -1;
+	c->ep[EP_LISTEN].fd = -1;
 	c->prog_ctl = -1;
 	c->shared = fds[0] == fds[1];
 	c->state = CS_HANDSHAKE;
@@ -2089,7 +2108,12 @@ static void prog_child(const struct options *o, int in, int out, int err, int ct
 	if (got == 0)
 		_exit(EXIT_CLEAN);
 	(void)setpgid(0, 0);
+	/* the dispositions and mask a program expects, whatever wsfilter set */
 	signal(SIGPIPE, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
+	signal(SIGINT, SIG_DFL);
+	signal(SIGHUP, SIG_DFL);
+	signal(SIGCHLD, SIG_DFL);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
@@ -2478,7 +2502,10 @@ static nfds_t conn_pollset(struct conn *c, struct pollfd *pfd, int *which)
 static void ep_ready(struct conn *c, int ep, short revents, int64_t now)
 {
 	if (revents & POLLNVAL) {
-		conn_end(c, W_BAD_FD, 0);
+		if (c->acc)
+			acceptor_stop(c, now, EXIT_INTERNAL);
+		else
+			conn_end(c, W_BAD_FD, 0);
 		return;
 	}
 	switch (ep) {
@@ -2487,6 +2514,7 @@ static void ep_ready(struct conn *c, int ep, short revents, int64_t now)
 	case EP_PROG_IN:    prog_write(c); break;
 	case EP_PROG_OUT:   prog_read(c); break;
 	case EP_PROG_ERR:   prog_err_read(c); break;
+	case EP_LISTEN:     acceptor_accept(c, now); break;
 	}
 }
 
@@ -2498,8 +2526,32 @@ static void on_signal(int sig)
 		stop_signal++;
 }
 
+/* One step of a connection between waits: signals, timers, the ends of
+ * the streams, the program.  Returns 1 when the connection is done. */
+static int conn_step(struct conn *c, int64_t now, int *handled)
+{
+	if (stop_signal != *handled) {
+		*handled = stop_signal;
+		/* the replies already queued go first, then close 1001;
+		 * a second signal while closing: go now */
+		conn_end(c, c->state == CS_HANDSHAKE ? W_SIGNAL_EARLY : W_SIGNAL, 0);
+	}
+	if (child_signal) {
+		child_signal = 0;
+		prog_reap(c);
+	}
+	if (conn_wants_acked(c, now))
+		client_acked(c);
+	conn_expire(c, now);
+	conn_settle(c, now);
+	prog_start(c);
+	prog_stop(c, now);
+	return c->state == CS_DONE && (!c->prog_pid || c->prog_reaped);
+}
+
 /* The loop: act on signals and timers, wait for the endpoints, move
- * bytes.  Returns when the connection is done. */
+ * bytes.  Returns when the connection is done, or, for the acceptor's
+ * parent, when it has stopped. */
 static void conn_run(struct conn *c, const sigset_t *run_mask)
 {
 	struct pollfd pfd[EP_COUNT];
@@ -2510,29 +2562,14 @@ static void conn_run(struct conn *c, const sigset_t *run_mask)
 
 	for (;;) {
 		now = now_ms();
-		if (stop_signal != handled) {
-			handled = stop_signal;
-			/* the replies already queued go first, then close 1001;
-			 * a second signal while closing: go now */
-			conn_end(c, c->state == CS_HANDSHAKE ? W_SIGNAL_EARLY : W_SIGNAL, 0);
-		}
-		if (child_signal) {
-			child_signal = 0;
-			prog_reap(c);
-		}
-		if (conn_wants_acked(c, now))
-			client_acked(c);
-		conn_expire(c, now);
-		conn_settle(c, now);
-		prog_start(c);
-		prog_stop(c, now);
-		if (c->state == CS_DONE && (!c->prog_pid || c->prog_reaped))
+		if (c->acc ? acceptor_step(c, now, &handled) : conn_step(c, now, &handled))
 			break;
 		n = conn_pollset(c, pfd, which);
-		next = conn_deadline(c);
+		next = c->acc ? acceptor_deadline(c) : conn_deadline(c);
 		/* an endpoint or a timer always remains: the handshake, send,
-		 * close and keepalive timers cover every state */
-		assert(n > 0 || next > 0 || (c->prog_pid && !c->prog_reaped));
+		 * close and keepalive timers cover every state; else a child
+		 * is left, whose end is a signal */
+		assert(n > 0 || next > 0 || (c->prog_pid && !c->prog_reaped) || c->acc);
 		if (next) {
 			/* a deadline already due polls with a zero timeout */
 			int64_t wait = next > now ? next - now : 0;
@@ -2541,7 +2578,11 @@ static void conn_run(struct conn *c, const sigset_t *run_mask)
 			ts.tv_nsec = (long)(wait % 1000) * 1000000;
 		}
 		if (ppoll(pfd, n, next ? &ts : NULL, run_mask) < 0) {
-			if (errno != EINTR && errno != EAGAIN)
+			if (errno == EINTR || errno == EAGAIN)
+				continue;
+			if (c->acc)
+				acceptor_stop(c, now, EXIT_INTERNAL);
+			else
 				conn_end(c, W_POLL, 0);
 			continue;
 		}
@@ -2549,7 +2590,8 @@ static void conn_run(struct conn *c, const sigset_t *run_mask)
 		for (k = 0; k < n; k++)
 			if (pfd[k].revents)
 				ep_ready(c, which[k], pfd[k].revents, now);
-		conn_pump(c, now);
+		if (!c->acc)
+			conn_pump(c, now);
 	}
 }
 
@@ -2589,6 +2631,8 @@ static void conn_run(struct conn *c, const sigset_t *run_mask)
 	SC_JEQ((nr), 0, 4), SC_LD(SC_ARG(i, 0)), SC_JEQ((v), 0, 1), \
 	SC_RET(SECCOMP_RET_ALLOW), SC_RET(ret)
 #define SC_KILL          SECCOMP_RET_KILL_PROCESS
+/* nr allowed in the acceptor's parent; elsewhere this entry matches nothing */
+#define SC_ALLOW_ACC(nr) SC_ALLOW(acceptor ? (uint32_t)(nr) : ~0u)
 #endif
 
 /* The tight filter, in force whenever the loop runs: the loop's calls and
@@ -2596,8 +2640,14 @@ static void conn_run(struct conn *c, const sigset_t *run_mask)
  * or processes.  glibc's fatal paths (abort(), a _FORTIFY_SOURCE failure)
  * may still write their message to stderr when stderr is the log, and die
  * by SIGABRT rather than SIGSYS.  send(2) only on the syslog socket.
+ *
+ * The acceptor's parent has its own filter: the same calls, plus
+ * accepting, forking, reaping and signalling its children, and what a
+ * child does before it installs the tight filter over this one (look at
+ * its socket, seed its generator, set its death signal).  No open, no
+ * exec, no new socket.
  * Returns 0 when the filter is on, -1 when this system cannot have it. */
-static int sandbox_enter(int log_fd, int stderr_is_log, int child)
+static int sandbox_enter(int log_fd, int stderr_is_log, int child, int acceptor)
 {
 #ifdef SECCOMP_ARCH
 	/* one table, read whole: the allow-list is the point */
@@ -2616,6 +2666,29 @@ static int sandbox_enter(int log_fd, int stderr_is_log, int child)
 		SC_ALLOW(__NR_shutdown),        /* our side done: FIN to the client */
 		SC_ALLOW(__NR_close),           /* the same for a pipe */
 		SC_ALLOW(__NR_clock_gettime),   /* timers, when the vDSO falls back */
+		/* the acceptor's parent */
+		SC_ALLOW_ACC(__NR_accept4),
+		SC_ALLOW_ACC(__NR_clone),       /* fork(); clone3 fails, below */
+		SC_ALLOW_ACC(__NR_wait4),
+		SC_ALLOW_ACC(__NR_kill),
+		/* ... and its child before the tight filter */
+		SC_ALLOW_ACC(__NR_set_robust_list), /* glibc's fork, in the child */
+		SC_ALLOW_ACC(__NR_prctl),       /* death signal, the filter */
+		SC_ALLOW_ACC(__NR_getppid),
+		SC_ALLOW_ACC(__NR_getsockname),
+		SC_ALLOW_ACC(__NR_getpeername),
+		SC_ALLOW_ACC(__NR_setsockopt),
+		SC_ALLOW_ACC(__NR_fcntl),
+#ifdef __NR_newfstatat
+		SC_ALLOW_ACC(__NR_newfstatat),
+#endif
+#ifdef __NR_fstat
+		SC_ALLOW_ACC(__NR_fstat),
+#endif
+		SC_ALLOW_ACC(__NR_getrandom),
+#ifdef __NR_clone3
+		SC_JEQ(acceptor ? (uint32_t)__NR_clone3 : ~0u, 0, 1), SC_RET(SECCOMP_RET_ERRNO | ENOSYS),
+#endif
 		/* what the client has taken of our bytes (SIOCOUTQ only) */
 		SC_ALLOW_IF(__NR_ioctl, 1, SIOCOUTQ, SC_KILL),
 		/* a PROGRAM: its process group is signalled and reaped,
@@ -2662,6 +2735,7 @@ static int sandbox_enter(int log_fd, int stderr_is_log, int child)
 	(void)log_fd;
 	(void)stderr_is_log;
 	(void)child;
+	(void)acceptor;
 	errno = ENOSYS;
 	return -1;
 #endif
@@ -2675,7 +2749,9 @@ static const char usage_text[] =
 	"                [--close-timeout S] [--ping-interval S] [--ping-timeout S]\n"
 	"                [--send-timeout S] [--trust-proxy] [--log=auto|stderr|syslog|none]\n"
 	"                [-q] [--sandbox=on|off|required] [--no-sandbox] [-h] [-V]\n"
-	"                [--binary] [--clear-env] [--] [PROGRAM [ARG...]]\n";
+	"                [--binary] [--clear-env] [--max-connections N]\n"
+	"                [--max-per-source N] [--stop-timeout S] [--idle-exit S]\n"
+	"                [--] [PROGRAM [ARG...]]\n";
 
 static const char help_text[] =
 	"WebSocket (RFC 6455) server for one connection on stdin/stdout, started by a\n"
@@ -2707,6 +2783,13 @@ static const char help_text[] =
 	"                         as binary messages as it comes (no lines)\n"
 	"  --clear-env            with PROGRAM: only the request's CGI variables in its\n"
 	"                         environment, not wsfilter's\n"
+	"Given a listening socket (systemd Accept=no, inetd wait), wsfilter accepts\n"
+	"and forks one process per connection itself:\n"
+	"  --max-connections N    at most N at once; more wait in the backlog (4096)\n"
+	"  --max-per-source N     at most N from one address; more get 429 (0: off)\n"
+	"  --stop-timeout S       on SIGTERM, wait S seconds for them, then kill (10)\n"
+	"  --idle-exit S          exit after S seconds without one (0: never; the\n"
+	"                         default, or 60 under inetd wait)\n"
 	"  -h, --help             this help\n"
 	"  -V, --version          the version\n"
 	"\n"
@@ -2734,6 +2817,10 @@ static const struct numopt {
 	{ "ping-interval",     0, 86400,           offsetof(struct options, ping_interval) },
 	{ "ping-timeout",      1, 86400,           offsetof(struct options, ping_timeout) },
 	{ "send-timeout",      1, 86400,           offsetof(struct options, send_timeout) },
+	{ "max-connections",   1, 1000000,         offsetof(struct options, max_conn) },
+	{ "max-per-source",    0, 1000000,         offsetof(struct options, max_per_source) },
+	{ "stop-timeout",      0, 3600,            offsetof(struct options, stop_timeout) },
+	{ "idle-exit",         0, 86400 * 365,     offsetof(struct options, idle_exit) },
 };
 #define NUMOPTS (sizeof numopts / sizeof numopts[0])
 
@@ -2762,6 +2849,9 @@ static void options_init(struct options *o)
 	o->ping_interval = DEF_PING_INTERVAL;
 	o->log = LOG_AUTO;
 	o->sandbox = SANDBOX_ON;
+	o->max_conn = DEF_MAX_CONN;
+	o->stop_timeout = DEF_STOP_TIMEOUT;
+	o->idle_exit = -1;
 }
 
 /* A diagnostic before the connection's own log line: on stderr with the
@@ -2880,21 +2970,33 @@ static void parse_options(int argc, char **argv, struct options *o)
 		o->send_timeout = o->ping_interval ? o->ping_timeout : DEF_SEND_TIMEOUT;
 }
 
+static int is_listening(int fd)
+{
+	int one = 0;
+	socklen_t len = sizeof one;
+
+	return getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &one, &len) == 0 && one;
+}
+
 /* systemd's LISTEN_FDS protocol, as sd_listen_fds(3) reads it: the
  * connection is fd 3 when LISTEN_PID is ours.  Sets fds (0 and 1 when the
- * variables are not for us); returns why they cannot be used, or NULL. */
-static const char *client_fds(int fds[2])
+ * variables are not for us); returns why they cannot be used, or NULL.
+ * A listening socket instead of a connection (systemd Accept=no on fd 3,
+ * inetd wait on fd 0) goes to *listen_fd, else -1: wsfilter accepts. */
+static const char *client_fds(int fds[2], int *listen_fd)
 {
 	const char *pid = getenv("LISTEN_PID"), *nfds = getenv("LISTEN_FDS");
 	static char why[96];
-	int one = 0;
-	socklen_t len = sizeof one;
 	char *end;
 	int mine;
 
 	fds[0] = 0, fds[1] = 1;
-	if (!pid || !nfds)
+	*listen_fd = -1;
+	if (!pid || !nfds) {
+		if (is_listening(0))
+			*listen_fd = 0;
 		return NULL;
+	}
 	errno = 0;
 	mine = strtol(pid, &end, 10) == (long)getpid() && !errno && !*end && end != pid;
 	/* as sd_listen_fds(3) with unset_environment: whoever they were for,
@@ -2907,14 +3009,14 @@ static const char *client_fds(int fds[2])
 		return NULL;
 	fds[0] = fds[1] = 3;
 	if (strcmp(nfds, "1") != 0)
-		snprintf(why, sizeof why, "LISTEN_FDS=%.16s: expected exactly one connection (use Accept=yes)", nfds);
+		snprintf(why, sizeof why, "LISTEN_FDS=%.16s: expected one socket", nfds);
 	else if (fcntl(3, F_GETFD) < 0)
 		snprintf(why, sizeof why, "LISTEN_FDS=1 but descriptor 3 is not open");
-	else if (getsockopt(3, SOL_SOCKET, SO_ACCEPTCONN, &one, &len) == 0 && one)
-		snprintf(why, sizeof why, "descriptor 3 is a listening socket (use Accept=yes)");
+	else if (is_listening(3))
+		*listen_fd = 3;
 	else
 		return NULL;
-	return why;
+	return *listen_fd >= 0 ? NULL : why;
 }
 
 static int is_socket(int fd)
@@ -2957,7 +3059,7 @@ static void log_setup(enum log_mode want, const int fds[2])
 }
 
 /* Who the client is, for the log line, in the launchers' own words. */
-static void peer_name(struct conn *c, int fd)
+static void peer_name(struct conn *c, int fd, int from_env)
 {
 	static const char *const vars[][2] = {
 		{ "REMOTE_ADDR", "REMOTE_PORT" },       /* systemd Accept=yes */
@@ -2970,7 +3072,7 @@ static void peer_name(struct conn *c, int fd)
 	const char *a = NULL, *port = NULL;
 	size_t i;
 
-	for (i = 0; i < sizeof vars / sizeof vars[0] && !a; i++) {
+	for (i = 0; i < sizeof vars / sizeof vars[0] && !a && from_env; i++) {
 		a = getenv(vars[i][0]);
 		port = getenv(vars[i][1]);
 	}
@@ -3015,7 +3117,7 @@ static void fd_setup(int fd)
 
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof lowat);
-	if (isatty(fd))
+	if (!is_socket(fd) && isatty(fd))
 		return;
 	fl = fcntl(fd, F_GETFL);
 	if (fl >= 0)
@@ -3091,51 +3193,369 @@ static void signals_setup(sigset_t *run_mask)
 		sigdelset(run_mask, stops[i]);
 }
 
+/* One connection on fds, handed over by a launcher or by the acceptor
+ * (accepted: the peer comes from the socket alone, not from a launcher's
+ * variables): set it up, confine the process, run the loop.  Returns the
+ * exit status. */
+static int serve(struct conn *c, const struct options *o, const int fds[2],
+		 const sigset_t *run_mask, int accepted)
+{
+	struct timespec wall;
+
+	clock_gettime(CLOCK_REALTIME, &wall);
+	conn_init(c, o, fds, now_ms(), (int64_t)wall.tv_sec);
+	peer_name(c, fds[0], !accepted);
+	c->out_socket = is_socket(fds[1]);
+	fd_setup(fds[0]);
+	if (fds[1] != fds[0])
+		fd_setup(fds[1]);
+	rng_seed(c->rng);
+	if (o->program && prog_prepare(c, o) < 0) {
+		log_line("cannot prepare %s: %s", o->program[0], strerror(errno));
+		return EXIT_INTERNAL;
+	}
+	if (o->sandbox != SANDBOX_OFF && !SANITIZER_BUILD &&
+	    sandbox_enter(syslog_fd, log_to == LOG_STDERR, c->prog_pid, 0) < 0) {
+		if (o->sandbox == SANDBOX_REQUIRED) {
+			log_line("cannot install the seccomp filter: %s", strerror(errno));
+			return EXIT_INTERNAL;
+		}
+		log_line("warning: running without the seccomp filter: %s", strerror(errno));
+	}
+	conn_run(c, run_mask);
+	log_summary(c, now_ms());
+	return c->status;
+}
+
+/* ==== The acceptor ===================================================== */
+
+/* Given the listening socket (systemd Accept=no on fd 3, inetd wait on
+ * fd 0), wsfilter accepts the connections itself and forks a child for
+ * each, which serves it exactly as a launched wsfilter serves its one
+ * connection: serve(), with its own filter, timers and log line, and no
+ * exec.  The parent accepts, forks, reaps and signals, in the same loop as
+ * a connection, where its one endpoint is EP_LISTEN.
+ *
+ * At --max-connections the parent stops accepting: new connections wait
+ * in the kernel's backlog.  Above --max-per-source a connection gets 429
+ * from the parent and is closed.  A stop signal closes the listening
+ * socket and passes SIGTERM on to every child (each sends close 1001
+ * after what it has queued); after --stop-timeout, SIGKILL. */
+
+struct child {
+	pid_t pid;
+	unsigned char src[16];       /* source address; IPv4 as ::ffff:a.b.c.d */
+};
+
+struct acceptor {
+	struct child *kids;          /* the live children: kids[0, live) */
+	long long live;
+	long long idle_exit;         /* seconds without a child, 0: never */
+	int stopping;                /* no more accepts; waiting for the children */
+	int killed;                  /* the stop timeout sent SIGKILL */
+	int full;                    /* at --max-connections (logged once) */
+	int status;                  /* the parent's exit status */
+	int64_t stop_deadline;       /* stopping: SIGKILL what is left; 0: sent */
+	int64_t idle_since;          /* when the last child went, 0: some live */
+	int64_t retry_at;            /* accept(2) or fork(2) failed: not before */
+	const sigset_t *run_mask;    /* the children's, for their loop */
+};
+
+/* The address as a 16-byte key and as log text ("a.b.c.d:port", "[::1]:port"). */
+static void source_of(const struct sockaddr_storage *ss, unsigned char key[16],
+		      char *text, size_t size)
+{
+	char addr[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
+
+	memset(key, 0, 16);
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+
+		key[10] = key[11] = 0xff;
+		memcpy(key + 12, &s4->sin_addr, 4);
+		inet_ntop(AF_INET, &s4->sin_addr, addr, sizeof addr);
+		port = ntohs(s4->sin_port);
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+
+		memcpy(key, &s6->sin6_addr, 16);
+		inet_ntop(AF_INET6, &s6->sin6_addr, addr, sizeof addr);
+		port = ntohs(s6->sin6_port);
+	}
+	snprintf(text, size, strchr(addr, ':') ? "[%s]:%u" : "%s:%u", addr, port);
+}
+
+static long long per_source(const struct acceptor *a, const unsigned char key[16])
+{
+	long long i, n = 0;
+
+	for (i = 0; i < a->live; i++)
+		n += !memcmp(a->kids[i].src, key, 16);
+	return n;
+}
+
+/* Over --max-per-source: 429 (RFC 6585 4), then close.  The request, if
+ * it is there, is read first so that the close is a FIN, not a reset. */
+static void acceptor_refuse(int fd, const char *who, long long n, const struct options *o)
+{
+	static const char answer[] =
+		"HTTP/1.1 429 Too Many Requests\r\n"
+		"Content-Type: text/plain; charset=utf-8\r\n"
+		"Content-Length: 39\r\n"
+		"Retry-After: 1\r\n"
+		"Connection: close\r\n\r\n"
+		"too many connections from this address\n";
+	char junk[HEAD_MAX];
+	char *at;
+
+	(void)!read(fd, junk, sizeof junk);
+	(void)!write(fd, answer, sizeof answer - 1);
+	(void)shutdown(fd, SHUT_WR);
+	close(fd);
+	at = strrchr(who, ':');
+	log_line("%s http 429 refused: %lld connections from %.*s (--max-per-source %lld)", who, n,
+		 at ? (int)(at - who) : (int)strlen(who), who, o->max_per_source);
+}
+
+static void acceptor_signal(struct acceptor *a, int sig)
+{
+	long long i;
+
+	for (i = 0; i < a->live; i++)
+		(void)kill(a->kids[i].pid, sig);
+}
+
+static void acceptor_reap(struct acceptor *a, int64_t now)
+{
+	long long i;
+	pid_t pid;
+	int st;
+
+	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+		for (i = 0; i < a->live && a->kids[i].pid != pid; i++)
+			;
+		if (i == a->live)
+			continue;
+		a->kids[i] = a->kids[--a->live];
+		if (WIFSIGNALED(st) && !(a->killed && WTERMSIG(st) == SIGKILL))
+			log_line("connection %d killed by SIG%s", (int)pid,
+				 sigabbrev_np(WTERMSIG(st)) ? sigabbrev_np(WTERMSIG(st)) : "?");
+	}
+	if (!a->live && !a->idle_since)
+		a->idle_since = now;
+}
+
+/* A stop signal, or the loop cannot go on (status 1). */
+static void acceptor_stop(struct conn *c, int64_t now, int status)
+{
+	struct acceptor *a = c->acc;
+
+	if (status > a->status)
+		a->status = status;
+	if (!a->stopping) {
+		a->stopping = 1;
+		log_line("stopping: %lld connections", a->live);
+		if (c->ep[EP_LISTEN].fd >= 0)
+			close(c->ep[EP_LISTEN].fd);
+		c->ep[EP_LISTEN].fd = -1;
+		a->stop_deadline = now + c->opt->stop_timeout * 1000;
+	}
+	/* a second signal: once more, and a child that is closing goes now */
+	acceptor_signal(a, SIGTERM);
+}
+
+/* The child: the connection alone, as if a launcher had started it. */
+static void acceptor_child(struct conn *c, int fd, pid_t parent) __attribute__((noreturn));
+
+static void acceptor_child(struct conn *c, int fd, pid_t parent)
+{
+	const sigset_t *run_mask = c->acc->run_mask;
+	const struct options *o = c->opt;
+	int fds[2] = { fd, fd };
+
+	close(c->ep[EP_LISTEN].fd);
+	self_pid = getpid();
+	stop_signal = 0;
+	child_signal = 0;
+	/* the parent gone: end as on a stop */
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
+		_exit(EXIT_INTERNAL);
+	exit(serve(c, o, fds, run_mask, 1));
+}
+
+static void acceptor_accept(struct conn *c, int64_t now)
+{
+	const struct options *o = c->opt;
+	struct acceptor *a = c->acc;
+	struct sockaddr_storage ss;
+	unsigned char key[16];
+	char who[INET6_ADDRSTRLEN + 16];
+	socklen_t sl;
+	long long n;
+	pid_t pid;
+	int i, fd;
+
+	for (i = 0; i < ACCEPT_BATCH && a->live < o->max_conn; i++) {
+		sl = sizeof ss;
+		fd = accept4(c->ep[EP_LISTEN].fd, (struct sockaddr *)&ss, &sl,
+			     SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		if (fd < 0 && (errno == EINTR || errno == ECONNABORTED || errno == EPROTO))
+			continue;
+		if (fd < 0) {
+			/* out of descriptors or memory: the backlog holds them */
+			log_line("cannot accept: %s", strerror(errno));
+			a->retry_at = now + ACCEPT_RETRY_MS;
+			return;
+		}
+		source_of(&ss, key, who, sizeof who);
+		if (o->max_per_source && (n = per_source(a, key)) >= o->max_per_source) {
+			acceptor_refuse(fd, who, n, o);
+			continue;
+		}
+		pid = fork();
+		if (pid == 0)
+			acceptor_child(c, fd, self_pid);
+		close(fd);
+		if (pid < 0) {
+			log_line("%s closed: cannot fork: %s", who, strerror(errno));
+			a->retry_at = now + ACCEPT_RETRY_MS;
+			return;
+		}
+		a->kids[a->live].pid = pid;
+		memcpy(a->kids[a->live].src, key, 16);
+		a->live++;
+		a->idle_since = 0;
+	}
+}
+
+/* The parent's step between waits.  Returns 1 when it is done. */
+static int acceptor_step(struct conn *c, int64_t now, int *handled)
+{
+	const struct options *o = c->opt;
+	struct acceptor *a = c->acc;
+
+	if (child_signal) {
+		child_signal = 0;
+		acceptor_reap(a, now);
+	}
+	if (stop_signal != *handled) {
+		*handled = stop_signal;
+		acceptor_stop(c, now, EXIT_CLEAN);
+	}
+	if (a->stopping) {
+		if (a->stop_deadline && now >= a->stop_deadline && a->live) {
+			log_line("stop timeout: killing %lld connections", a->live);
+			a->killed = 1;
+			acceptor_signal(a, SIGKILL);
+			a->stop_deadline = 0;
+		}
+		if (a->live)
+			return 0;
+		log_line("stopped");
+		return 1;
+	}
+	if (a->idle_exit && a->idle_since && now >= a->idle_since + a->idle_exit * 1000) {
+		log_line("idle for %lld s: exiting", a->idle_exit);
+		return 1;
+	}
+	if (a->live >= o->max_conn && !a->full)
+		log_line("at --max-connections %lld: new connections wait", o->max_conn);
+	a->full = a->live >= o->max_conn;
+	if (a->retry_at && now >= a->retry_at)
+		a->retry_at = 0;
+	c->ep[EP_LISTEN].events = a->full || a->retry_at ? 0 : POLLIN;
+	return 0;
+}
+
+static int64_t acceptor_deadline(const struct conn *c)
+{
+	const struct acceptor *a = c->acc;
+
+	if (a->stopping)
+		return a->stop_deadline;
+	return earliest(a->retry_at, a->idle_exit && a->idle_since
+			? a->idle_since + a->idle_exit * 1000 : 0);
+}
+
+/* The parent: set up, confine, loop until stopped.  Returns its exit
+ * status. */
+static int acceptor_run(struct conn *c, struct options *o, int lfd, const sigset_t *run_mask)
+{
+	static struct acceptor acc;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof ss;
+	unsigned char key[16];
+	char where[INET6_ADDRSTRLEN + 16] = "?";
+	int fds[2] = { -1, -1 }, nul;
+
+	if (lfd == 0) {
+		/* inetd wait: the socket is fds 0, 1 and 2; the children get
+		 * /dev/null there, and the socket only in the parent */
+		lfd = fcntl(0, F_DUPFD_CLOEXEC, 3);
+		nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+		if (lfd < 0 || nul < 0 || dup2(nul, 0) < 0 || dup2(nul, 1) < 0 || dup2(nul, 2) < 0) {
+			log_line("cannot set up the inetd socket: %s", strerror(errno));
+			return EXIT_INTERNAL;
+		}
+		close(nul);
+		if (o->idle_exit < 0)
+			o->idle_exit = DEF_IDLE_INETD;
+	}
+	if (o->idle_exit < 0)
+		o->idle_exit = 0;
+	acc.kids = calloc((size_t)o->max_conn, sizeof *acc.kids);
+	if (!acc.kids) {
+		log_line("cannot allocate the table of %lld connections", o->max_conn);
+		return EXIT_INTERNAL;
+	}
+	fd_nonblock(lfd);
+	acc.idle_exit = o->idle_exit;
+	acc.run_mask = run_mask;
+	conn_init(c, o, fds, now_ms(), 0);
+	c->ep[EP_LISTEN].fd = lfd;
+	c->acc = &acc;
+	acc.idle_since = c->start_ms;
+	if (getsockname(lfd, (struct sockaddr *)&ss, &sl) == 0)
+		source_of(&ss, key, where, sizeof where);
+	log_line("accepting on %s, at most %lld connections", where, o->max_conn);
+	/* a PROGRAM must start outside any filter of wsfilter's, and the
+	 * children fork it: then only they are confined */
+	if (o->sandbox != SANDBOX_OFF && !SANITIZER_BUILD && !o->program &&
+	    sandbox_enter(syslog_fd, log_to == LOG_STDERR, 0, 1) < 0) {
+		if (o->sandbox == SANDBOX_REQUIRED) {
+			log_line("cannot install the seccomp filter: %s", strerror(errno));
+			return EXIT_INTERNAL;
+		}
+		log_line("warning: running without the seccomp filter: %s", strerror(errno));
+	}
+	conn_run(c, run_mask);
+	return acc.status;
+}
+
 #ifndef WSFILTER_NO_MAIN
 int main(int argc, char **argv)
 {
 	static struct conn conn;  /* static: its buffers' pages stay untouched until used */
 	static struct options opt;
-	struct timespec wall;
 	sigset_t run_mask;
 	const char *fd_error;
-	int fds[2];
+	int fds[2], lfd;
 
 	self_pid = getpid();
 	/* decide where diagnostics go before the first one is written */
-	fd_error = client_fds(fds);
+	fd_error = client_fds(fds, &lfd);
 	log_setup(LOG_AUTO, fds);
 	options_init(&opt);
 	parse_options(argc, argv, &opt);
 	if (fd_error)
 		usage_error("%s", fd_error);
 	log_setup(opt.log, fds);
-
-	clock_gettime(CLOCK_REALTIME, &wall);
-	conn_init(&conn, &opt, fds, now_ms(), (int64_t)wall.tv_sec);
-	peer_name(&conn, fds[0]);
-	conn.out_socket = is_socket(fds[1]);
-	fd_setup(fds[0]);
-	if (fds[1] != fds[0])
-		fd_setup(fds[1]);
-	rng_seed(conn.rng);
-	if (opt.program && prog_prepare(&conn, &opt) < 0) {
-		log_line("cannot prepare %s: %s", opt.program[0], strerror(errno));
-		return EXIT_INTERNAL;
-	}
 	signals_setup(&run_mask);
-
-	if (opt.sandbox != SANDBOX_OFF && !SANITIZER_BUILD &&
-	    sandbox_enter(syslog_fd, log_to == LOG_STDERR, conn.prog_pid) < 0) {
-		if (opt.sandbox == SANDBOX_REQUIRED) {
-			log_line("cannot install the seccomp filter: %s", strerror(errno));
-			return EXIT_INTERNAL;
-		}
-		log_line("warning: running without the seccomp filter: %s", strerror(errno));
-	}
-
-	conn_run(&conn, &run_mask);
-	log_summary(&conn, now_ms());
-	return conn.status;
+	if (lfd >= 0)
+		return acceptor_run(&conn, &opt, lfd, &run_mask);
+	return serve(&conn, &opt, fds, &run_mask, 0);
 }
 #endif
