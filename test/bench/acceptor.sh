@@ -45,7 +45,7 @@ QUICK=${QUICK:-}
 [ "$QUICK" = 0 ] && QUICK=
 if [ -n "$QUICK" ]; then
 	RUNS=${RUNS:-1} CONC_RUNS=${CONC_RUNS:-1}
-	N_SEQ=50 CONC_SIZES=${CONC_SIZES:-1000} HOLD=${HOLD:-2}
+	N_SEQ=50 CONC_SIZES=${CONC_SIZES:-"1000 10000"} HOLD=${HOLD:-2}
 else
 	RUNS=${RUNS:-5} CONC_RUNS=${CONC_RUNS:-3}
 	N_SEQ=300 CONC_SIZES=${CONC_SIZES:-"1000 10000"} HOLD=${HOLD:-10}
@@ -167,6 +167,15 @@ start_server() {	# NAME: in its own session; PID and PORT set
 		stop_server "$s"
 		return 1
 	fi
+	# one connection first: systemd-socket-activate without --accept
+	# executes wsfilter only when the first connection comes, and the
+	# figures are of a server that has served one
+	if ! timeout -k 2 20 "$BIN/wsload" --connections 1 -s 17 --timeout 15 127.0.0.1 "$port" \
+		>>"$D/warmup.out" 2>>"$D/wsload.log"; then
+		log "bench: $s: the first connection failed"
+		stop_server "$s"
+		return 1
+	fi
 }
 # TERM to the session and to the tree's every process (Accept=no's children
 # included, wherever they moved), up to 15 s for all of them, then KILL
@@ -257,7 +266,7 @@ stop_all
 # ---- 2. and 3. C connections at once, held: a fresh server for each run
 run_conc() {	# SERVER C ROUND
 	local s=$1 c=$2 r=$3 handler idle ns0 ns1 ready=$D/ready.$$ out rc peak="" smp
-	local pk t_ready tmo bl stall held="" p
+	local pk t_ready tmo bl stall held="" p maps=""
 	handler=$(server_handler "$s")
 	# the time it may take: connections that overflow the listen queue
 	# retry their SYN after 1, 3, 7, 15, 31 s
@@ -269,6 +278,10 @@ run_conc() {	# SERVER C ROUND
 	fi
 	bl=$(backlog "${PORT[$s]}")
 	sleep 1
+	for _ in $(seq 1 50); do	# the first connection's process gone (5 s)
+		[ -z "$(pgrep -P "${PID[$s]}" 2>/dev/null)" ] && break
+		sleep 0.1
+	done
 	idle=$(treemem "${PID[$s]}" "$handler")
 	ns0=$(nstat_counts)
 	rm -f "$ready"
@@ -293,6 +306,8 @@ run_conc() {	# SERVER C ROUND
 			sleep 0.5
 		done
 		held=$(awk -v a="$t_ready" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+		# one connection's process, by mapping (the per-process servers)
+		[ -n "$handler" ] && maps=$(treemem --maps "${PID[$s]}" "$handler")
 		kill -USR1 "$(cat "$ready")" 2>/dev/null	# wsload's own pid
 	fi
 	wait "$WPID"
@@ -307,7 +322,7 @@ run_conc() {	# SERVER C ROUND
 	fi
 	out="conns=$c $out backlog=${bl:-?} nofile=$NOFILE $(delta "$ns0" "$ns1")"
 	[ -n "$idle" ] && out="$out $(echo "$idle" | sed 's/\([a-z_]*\)=/idle_\1=/g')"
-	[ -n "$peak" ] && out="$out held_s=$held $(echo "$peak" | sed 's/\([a-z_]*\)=/peak_\1=/g')"
+	[ -n "$peak" ] && out="$out held_s=$held $(echo "$peak" | sed 's/\([a-z_]*\)=/peak_\1=/g') $maps"
 	printf 'conc\t%s\t%s\t%s\n' "$s" "$r" "$out" >>"$TSV"
 	log "  acceptor conc $c $s #$r: $out"
 	stop_server "$s"
@@ -318,10 +333,23 @@ for c in $CONC_SIZES; do
 		CONC_SIZES=$(echo " $CONC_SIZES " | sed "s/ $c / /")
 	fi
 done
-log "bench: acceptor: $CONC_SIZES connections at once, $CONC_RUNS round(s), held $HOLD s: $CONC_SERVERS"
+# QUICK: above 1,000 connections only Accept=no (dynamic), the figure the
+# goals are about
+conc_servers() {	# SIZE
+	if [ -n "$QUICK" ] && [ "$1" -gt 1000 ]; then
+		case " $CONC_SERVERS " in *" acc-dyn "*) echo acc-dyn ;; esac
+	else
+		echo "$CONC_SERVERS"
+	fi
+}
+for c in $CONC_SIZES; do
+	log "bench: acceptor: $c connections at once, $CONC_RUNS round(s), held $HOLD s: $(conc_servers "$c")"
+done
 for r in $(seq 1 "$CONC_RUNS"); do
 	for c in $CONC_SIZES; do
-		for s in $(rotate "$r" $CONC_SERVERS); do
+		set -- $(conc_servers "$c")
+		[ $# -gt 0 ] || continue
+		for s in $(rotate "$r" "$@"); do
 			run_conc "$s" "$c" "$r"
 		done
 	done

@@ -237,8 +237,8 @@ def main():
         p("TCP mem). The system-wide ones include the client's sockets (wsload, one process)")
         p("and whatever else ran on the machine meanwhile.")
         p()
-        p("| C | Server | PSS | of it anon | of it file | VmPTE | KernelStack Δ | PageTables Δ | SUnreclaim Δ | TCP mem Δ | TCP mem held, MiB |")
-        p("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        p("| C | Server | PSS | of it anon | of it file | VmPTE | KernelStack Δ | PageTables Δ | SUnreclaim Δ | VmallocUsed Δ | TCP mem Δ | TCP mem held, MiB |")
+        p("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for c in sizes:
             for s in ORDER:
                 rs = [kv for kv in conc.get((c, s), []) if "peak_pss" in kv]
@@ -250,8 +250,30 @@ def main():
                 held = cell(stat(values(rs, lambda kv: float(kv["peak_tcp_mem"]) / 1024, False)))
                 p(f"| {c:,} | {NAMES[s]} | {per('pss')} | {per('pss_anon')} | {per('pss_file')} | "
                   f"{per('pte')} | {per('kstack')} | {per('pagetables')} | {per('sunreclaim')} | "
-                  f"{per('tcp_mem')} | {held} |")
+                  f"{per('vmalloc')} | {per('tcp_mem')} | {held} |")
         p()
+        kinds = ("exe", "bss", "heap", "stack", "libc", "ld", "anon", "other")
+        maprows = []
+        for c in sizes:
+            for s in ORDER:
+                rs = [kv for kv in conc.get((c, s), []) if "map_pte" in kv]
+                if rs:
+                    maprows.append((c, s, rs))
+        if maprows:
+            p("One connection's process (the first one below the server's, while held), its Pss")
+            p("by mapping, KiB, medians over the rounds: the binary's file pages (exe), the")
+            p("unnamed mapping after them (bss: static buffers and variables), heap, stack, libc's")
+            p("and the dynamic loader's mappings, other unnamed mappings (mmap), and its VmPTE.")
+            p()
+            p("| C | Server | " + " | ".join(kinds) + " | Pss | VmPTE |")
+            p("|---:|---|" + "---:|" * (len(kinds) + 2))
+            for c, s, rs in maprows:
+                cells = [cell(stat(values(rs, lambda kv, k=k: float(kv["map_" + k]), False)), fint)
+                         for k in kinds]
+                tot = cell(stat(values(rs, lambda kv: sum(float(kv["map_" + k]) for k in kinds), False)), fint)
+                pte = cell(stat(values(rs, lambda kv: float(kv["map_pte"]), False)), fint)
+                p(f"| {c:,} | {NAMES[s]} | " + " | ".join(cells) + f" | {tot} | {pte} |")
+            p()
 
         # ---- static against dynamic
         lines = []

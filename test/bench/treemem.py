@@ -2,6 +2,12 @@
 
 Usage: treemem.py ROOTPID [COMM]
        treemem.py --pids ROOTPID     the tree's pids, one a line
+       treemem.py --maps ROOTPID COMM
+           one COMM process below ROOTPID (a connection's), its Pss by
+           mapping: map_exe (the binary's file pages), map_bss (the
+           unnamed mapping that follows them), map_heap, map_stack,
+           map_libc, map_ld (the dynamic loader), map_anon (other unnamed
+           mappings), map_other; and its VmPTE as map_pte
 
 Prints one line of key=value figures, every size in KiB:
   procs     processes in the tree (ROOTPID and everything below it)
@@ -13,7 +19,8 @@ Prints one line of key=value figures, every size in KiB:
   handler_peak  largest VmHWM of one COMM process
 and, system-wide from /proc/meminfo and /proc/net/sockstat (every process's,
 the client's too): kstack, pagetables, sunreclaim (unreclaimable slab),
-tcp_mem (TCP socket buffers, pages * 4 KiB), tcp_inuse, tcp_alloc.
+vmalloc (VmallocUsed), tcp_mem (TCP socket buffers, pages * 4 KiB),
+tcp_inuse, tcp_alloc.
 A process that ends during the pass is skipped.
 """
 import os
@@ -49,7 +56,52 @@ def fields(path, keys):
     return got
 
 
+def maps(root, comm):
+    """Pss of one COMM process below root, by kind of mapping."""
+    for p in tree(root)[1:]:
+        try:
+            with open(f"/proc/{p}/comm") as f:
+                if f.read().strip() != comm:
+                    continue
+            exe = os.readlink(f"/proc/{p}/exe")
+            kinds = dict(exe=0, bss=0, heap=0, stack=0, libc=0, ld=0, anon=0, other=0)
+            last = ""
+            kind = "other"
+            with open(f"/proc/{p}/smaps") as f:
+                for line in f:
+                    w = line.split()
+                    if "-" in w[0] and len(w) >= 5 and not w[0].endswith(":"):
+                        name = w[5] if len(w) > 5 else ""
+                        if name == exe:
+                            kind = "exe"
+                        elif name == "" and last == exe:
+                            kind = "bss"
+                        elif name == "[heap]":
+                            kind = "heap"
+                        elif name == "[stack]":
+                            kind = "stack"
+                        elif "/libc.so" in name or "/libc-" in name:
+                            kind = "libc"
+                        elif "/ld-linux" in name or "/ld-" in name:
+                            kind = "ld"
+                        elif name == "":
+                            kind = "anon"
+                        else:
+                            kind = "other"
+                        last = name
+                    elif w[0] == "Pss:":
+                        kinds[kind] += int(w[1])
+            pte = fields(f"/proc/{p}/status", ("VmPTE",)).get("VmPTE", 0)
+        except (OSError, ValueError, IndexError):
+            continue
+        print(" ".join(f"map_{k}={v}" for k, v in kinds.items()) + f" map_pte={pte}")
+        return
+
+
 def main():
+    if sys.argv[1] == "--maps":
+        maps(int(sys.argv[2]), sys.argv[3])
+        return
     if sys.argv[1] == "--pids":
         for p in tree(int(sys.argv[2])):
             if os.path.exists(f"/proc/{p}"):
@@ -78,7 +130,8 @@ def main():
         if handler and comm == handler:
             tot["handlers"] += 1
             tot["handler_peak"] = max(tot["handler_peak"], stt.get("VmHWM", 0))
-    mi = fields("/proc/meminfo", ("KernelStack", "PageTables", "SUnreclaim"))
+    mi = fields("/proc/meminfo", ("KernelStack", "PageTables", "SUnreclaim", "VmallocUsed"))
+    tot["vmalloc"] = mi.get("VmallocUsed", 0)
     tot["kstack"] = mi.get("KernelStack", 0)
     tot["pagetables"] = mi.get("PageTables", 0)
     tot["sunreclaim"] = mi.get("SUnreclaim", 0)
