@@ -219,7 +219,8 @@ rotate() {	# ROUND WORDS...: the words, starting ROUND-1 further on
 	echo "$@"
 }
 nstat_counts() {	# the kernel's counters (absolute, history untouched)
-	nstat -asz TcpExtListenOverflows TcpExtListenDrops TcpRetransSegs TcpExtTCPSynRetrans 2>/dev/null |
+	nstat -asz TcpExtListenOverflows TcpExtListenDrops TcpRetransSegs TcpExtTCPSynRetrans \
+		TcpOutRsts TcpExtTCPTimeouts 2>/dev/null |
 		awk '!/^#/ { printf "%s=%s ", $1, $2 }'
 }
 delta() {	# BEFORE AFTER: "key=after-before" for each counter
@@ -228,6 +229,19 @@ import sys
 b = dict(x.split("=") for x in sys.argv[1].split())
 a = dict(x.split("=") for x in sys.argv[2].split())
 print(" ".join(f"d_{k}={int(a[k]) - int(b.get(k, 0))}" for k in a))' "$1" "$2"
+}
+
+# wsfilter's connection lines a run added to its log: log_lines (every
+# connection's line), log_ok (exit 0), log_noreq (no request within the
+# handshake timeout), log_killed (a connection process killed by a signal,
+# from the acceptor's own line)
+log_outcomes() {	# SERVER LINES-BEFORE
+	case $1 in acc-*|inetd-*) ;; *) return ;; esac
+	tail -n +"$(($2 + 1))" "$D/$1.log" | awk '
+		/^wsfilter\[[0-9]+\]: .* exit [0-9]+$/ { n++; if (/ exit 0$/) ok++ }
+		/no request within/ { nr++ }
+		/^wsfilter\[[0-9]+\]: connection [0-9]+ killed by/ { k++ }
+		END { printf "log_lines=%d log_ok=%d log_noreq=%d log_killed=%d", n, ok, nr, k }'
 }
 
 HZ=$(getconf CLK_TCK)
@@ -284,6 +298,7 @@ run_conc() {	# SERVER C ROUND
 	done
 	idle=$(treemem "${PID[$s]}" "$handler")
 	ns0=$(nstat_counts)
+	lines0=$(wc -l <"$D/$s.log")
 	rm -f "$ready"
 	timeout -k 2 $((tmo + HOLD + 60)) "$BIN/wsload" -c "$c" -n "$N_MSG" -s 17 -w 1 --stall "$stall" \
 		--timeout "$tmo" --ready "$ready" --hold $((HOLD + 60)) 127.0.0.1 "${PORT[$s]}" \
@@ -320,7 +335,7 @@ run_conc() {	# SERVER C ROUND
 	elif [ -z "$out" ]; then
 		out="status=failed why=\"wsload exit $rc\""
 	fi
-	out="conns=$c $out backlog=${bl:-?} nofile=$NOFILE $(delta "$ns0" "$ns1")"
+	out="conns=$c $out backlog=${bl:-?} nofile=$NOFILE $(delta "$ns0" "$ns1") $(log_outcomes "$s" "$lines0")"
 	[ -n "$idle" ] && out="$out $(echo "$idle" | sed 's/\([a-z_]*\)=/idle_\1=/g')"
 	[ -n "$peak" ] && out="$out held_s=$held $(echo "$peak" | sed 's/\([a-z_]*\)=/peak_\1=/g') $maps"
 	printf 'conc\t%s\t%s\t%s\n' "$s" "$r" "$out" >>"$TSV"

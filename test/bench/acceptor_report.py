@@ -84,6 +84,11 @@ def values(runs, f, ok_only=True):
     return out
 
 
+def held(kv, c):
+    """The connections held open: C less those that failed (before the hold)."""
+    return c - int(kv.get("failed", 0) or 0)
+
+
 def status(runs):
     if not runs:
         return "not run"
@@ -168,17 +173,21 @@ def main():
         p(f"once every one is open, each connection one at a time, every reply checked; then all")
         p(f"held open {hold} s (wsload still reading) and closed with 1000. A fresh server for")
         p(f"each run; medians over {conc_runs} interleaved round(s) that completed, (min–max) when")
-        p("more than one. *Until the last round trip*: from the first connect to the last reply")
+        p("more than one. *wsfilter log*: the connection lines the run added to wsfilter's log,")
+        p("and of them those that ended with no request within the handshake timeout (10 s).")
+        p("*Until the last round trip*: from the first connect to the last reply")
         p("(wsload's open_s + elapsed_s). *Peak PSS*: the largest sum of Pss over the server's")
         p("process tree (/proc/PID/smaps_rollup), sampled every ~0.5 s while held (one pass over")
-        p("10,000 processes takes seconds). *Per connection*: (peak - idle) / C. *Overflows*:")
+        p("10,000 processes takes seconds). *Per connection*: (peak - idle) / the connections")
+        p("held (C less the failed ones). *Overflows*:")
         p("the delta of `nstat` TcpExtListenOverflows over the run (SYNs or ACKs dropped at a")
         p("full accept queue; those connections retry). *Backlog*: the listening socket's, from")
         p("`ss -ltn`.")
         p()
-        p("| C | Server | completed | replies lost | connections failed | until the last round trip s | "
-          "peak PSS MiB | PSS per connection KiB | processes | overflows | backlog | Status |")
-        p("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        p("| C | Server | completed | replies lost | connections failed | wsfilter log: lines, no request | "
+          "until the last round trip s | peak PSS MiB | PSS per connection KiB | processes | overflows | "
+          "backlog | Status |")
+        p("|---:|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|")
         for c in sizes:
             for s in ORDER:
                 rs = conc.get((c, s))
@@ -192,11 +201,16 @@ def main():
                 until = cell(stat(values(rs, lambda kv: float(kv["open_s"]) + float(kv["elapsed_s"]))))
                 have_peak = [kv for kv in rs if "peak_pss" in kv]
                 peak = cell(stat(values(have_peak, lambda kv: float(kv["peak_pss"]) / 1024, False)))
-                per = cell(stat(values(have_peak, lambda kv: (float(kv["peak_pss"]) - float(kv["idle_pss"])) / c, False)))
+                per = cell(stat(values(have_peak, lambda kv: (float(kv["peak_pss"]) - float(kv["idle_pss"])) / held(kv, c), False)))
                 procs = cell(stat(values(have_peak, lambda kv: float(kv["peak_procs"]), False)), fint)
                 ovf = cell(stat(values(rs, lambda kv: float(kv["d_TcpExtListenOverflows"]), False)), fint)
                 bl = "/".join(sorted({kv.get("backlog", "?") for kv in rs}))
-                p(f"| {c:,} | {NAMES[s]} | {comp} | {lost} | {failed} | {until} | {peak} | {per} | "
+                with_log = [kv for kv in rs if "log_lines" in kv]
+                logc = "-"
+                if with_log:
+                    logc = (cell(stat(values(with_log, lambda kv: float(kv["log_lines"]), False)), fint) + ", " +
+                            cell(stat(values(with_log, lambda kv: float(kv["log_noreq"]), False)), fint))
+                p(f"| {c:,} | {NAMES[s]} | {comp} | {lost} | {failed} | {logc} | {until} | {peak} | {per} | "
                   f"{procs} | {ovf} | {bl} | {status(rs)} |")
         p()
         # goals at the largest size
@@ -234,11 +248,13 @@ def main():
         p("system-wide figures, the held sample minus the idle one, divided by C: kernel stacks")
         p("and page tables (/proc/meminfo KernelStack, PageTables), unreclaimable slab")
         p("(SUnreclaim: sockets, task structures, ...) and TCP socket buffers (/proc/net/sockstat")
-        p("TCP mem). The system-wide ones include the client's sockets (wsload, one process)")
-        p("and whatever else ran on the machine meanwhile.")
+        p("TCP mem), and VmallocUsed with, from /proc/vmallocinfo, its kernel stacks (vmalloc'd:")
+        p("the same memory as KernelStack, not more) and BPF programs (seccomp filters). The")
+        p("system-wide ones include the client's sockets (wsload, one process) and whatever else")
+        p("ran on the machine meanwhile. Divided by the connections held.")
         p()
-        p("| C | Server | PSS | of it anon | of it file | VmPTE | KernelStack Δ | PageTables Δ | SUnreclaim Δ | VmallocUsed Δ | TCP mem Δ | TCP mem held, MiB |")
-        p("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        p("| C | Server | PSS | of it anon | of it file | VmPTE | KernelStack Δ | PageTables Δ | SUnreclaim Δ | VmallocUsed Δ | of it stacks | of it BPF | TCP mem Δ | TCP mem held, MiB |")
+        p("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for c in sizes:
             for s in ORDER:
                 rs = [kv for kv in conc.get((c, s), []) if "peak_pss" in kv]
@@ -246,11 +262,12 @@ def main():
                     continue
 
                 def per(key):
-                    return cell(stat(values(rs, lambda kv: (float(kv["peak_" + key]) - float(kv["idle_" + key])) / c, False)))
-                held = cell(stat(values(rs, lambda kv: float(kv["peak_tcp_mem"]) / 1024, False)))
+                    return cell(stat(values(rs, lambda kv: (float(kv["peak_" + key]) - float(kv["idle_" + key])) / held(kv, c), False)))
+                tcp_held = cell(stat(values(rs, lambda kv: float(kv["peak_tcp_mem"]) / 1024, False)))
                 p(f"| {c:,} | {NAMES[s]} | {per('pss')} | {per('pss_anon')} | {per('pss_file')} | "
                   f"{per('pte')} | {per('kstack')} | {per('pagetables')} | {per('sunreclaim')} | "
-                  f"{per('vmalloc')} | {per('tcp_mem')} | {held} |")
+                  f"{per('vmalloc')} | {per('vm_stack') if 'peak_vm_stack' in rs[0] else '-'} | "
+                  f"{per('vm_bpf') if 'peak_vm_bpf' in rs[0] else '-'} | {per('tcp_mem')} | {tcp_held} |")
         p()
         kinds = ("exe", "bss", "heap", "stack", "libc", "ld", "anon", "other")
         maprows = []
@@ -284,10 +301,10 @@ def main():
                 b = [kv for kv in conc.get((c, sta), []) if "peak_pss" in kv]
                 if not a or not b:
                     continue
-                fa = stat(values(a, lambda kv: (float(kv["peak_pss"]) - float(kv["idle_pss"])) / c, False))
-                fb = stat(values(b, lambda kv: (float(kv["peak_pss"]) - float(kv["idle_pss"])) / c, False))
-                ta = stat(values(a, lambda kv: (float(kv["peak_pte"]) - float(kv["idle_pte"])) / c, False))
-                tb = stat(values(b, lambda kv: (float(kv["peak_pte"]) - float(kv["idle_pte"])) / c, False))
+                fa = stat(values(a, lambda kv: (float(kv["peak_pss"]) - float(kv["idle_pss"])) / held(kv, c), False))
+                fb = stat(values(b, lambda kv: (float(kv["peak_pss"]) - float(kv["idle_pss"])) / held(kv, c), False))
+                ta = stat(values(a, lambda kv: (float(kv["peak_pte"]) - float(kv["idle_pte"])) / held(kv, c), False))
+                tb = stat(values(b, lambda kv: (float(kv["peak_pte"]) - float(kv["idle_pte"])) / held(kv, c), False))
                 if not (fa and fb and ta and tb) or fa[0] == 0:
                     continue
                 lines.append(f"- {c:,} connections, {mode}: PSS per connection {fa[0]:.1f} KiB dynamic, "

@@ -19,8 +19,10 @@ Prints one line of key=value figures, every size in KiB:
   handler_peak  largest VmHWM of one COMM process
 and, system-wide from /proc/meminfo and /proc/net/sockstat (every process's,
 the client's too): kstack, pagetables, sunreclaim (unreclaimable slab),
-vmalloc (VmallocUsed), tcp_mem (TCP socket buffers, pages * 4 KiB),
-tcp_inuse, tcp_alloc.
+vmalloc (VmallocUsed), of it from /proc/vmallocinfo (root only) the
+pages of kernel stacks (vm_stack: kernel_clone's, with CONFIG_VMAP_STACK)
+and of BPF programs (vm_bpf: seccomp filters), tcp_mem (TCP socket
+buffers, pages * 4 KiB), tcp_inuse, tcp_alloc.
 A process that ends during the pass is skipped.
 """
 import os
@@ -135,6 +137,22 @@ def main():
     tot["kstack"] = mi.get("KernelStack", 0)
     tot["pagetables"] = mi.get("PageTables", 0)
     tot["sunreclaim"] = mi.get("SUnreclaim", 0)
+    try:
+        vs = vb = 0
+        with open("/proc/vmallocinfo") as f:
+            for line in f:
+                w = line.split()
+                pages = [int(x[6:]) for x in w if x.startswith("pages=")]
+                if len(w) < 3 or not pages:
+                    continue
+                if w[2].startswith("kernel_clone"):
+                    vs += pages[0]
+                elif w[2].startswith("bpf_prog_alloc"):
+                    vb += pages[0]
+        kib = os.sysconf("SC_PAGE_SIZE") // 1024
+        tot["vm_stack"], tot["vm_bpf"] = vs * kib, vb * kib
+    except OSError:
+        pass
     with open("/proc/net/sockstat") as f:
         for line in f:
             if line.startswith("TCP:"):
