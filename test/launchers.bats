@@ -3,7 +3,8 @@
 # passing the connection), openbsd-inetd, xinetd, socat, tcpserver, and TLS
 # in front (socat OPENSSL-LISTEN, stunnel4). Every test starts its launcher in
 # the foreground on a free loopback port with the shipped configuration, runs
-# one check through it, and stops it in teardown.
+# one check through it, and stops it in teardown. The last part runs
+# wsfilter -- PROGRAM (issue 14) under each launcher but TLS.
 
 load lib/common
 load lib/launchers
@@ -231,4 +232,118 @@ teardown() {
 @test "stunnel4 in front of socat: 100 wss:// clients at once each get 1,000 replies" {
 	start_stunnel_socat
 	check_concurrent 100 1000
+}
+
+# ---- wsfilter -- PROGRAM under each launcher (issue 14) ----------------------
+# The program is examples/suffix.sh (the demo's filter as a shell loop), or it
+# behind a shell that writes a line to stderr before and after (PROG_NOISY): two
+# program processes per connection. Under the inetds stderr is the client's
+# socket and wsfilter logs to syslog, collected from a private /dev/log.
+
+@test "systemd-socket-activate --inetd, wsfilter -- examples/suffix.sh: 10,000 pipelined messages all come back in order with the suffix" {
+	launch_program
+	start_ssa_program inetd "$PROG_SUFFIX"
+	check_program_pipelined 10000
+}
+
+@test "systemd-socket-activate --inetd, wsfilter -- PROGRAM: the program's stderr lines reach the launcher's stderr, never the client" {
+	launch_program
+	start_ssa_program inetd "$PROG_NOISY"
+	check_program_stderr
+}
+
+@test "systemd-socket-activate --inetd, wsfilter -- PROGRAM: a client that vanishes leaves neither wsfilter nor the program running" {
+	launch_program
+	start_ssa_program inetd "$PROG_NOISY"
+	check_program_abrupt_disconnect 2
+}
+
+@test "systemd-socket-activate fd 3, wsfilter -- examples/suffix.sh: 10,000 pipelined messages all come back in order with the suffix" {
+	launch_program
+	start_ssa_program fd3 "$PROG_SUFFIX"
+	check_program_pipelined 10000
+}
+
+@test "systemd-socket-activate fd 3, wsfilter -- PROGRAM: the program's stderr lines reach the launcher's stderr, never the client" {
+	launch_program
+	start_ssa_program fd3 "$PROG_NOISY"
+	check_program_stderr
+}
+
+@test "systemd-socket-activate fd 3, wsfilter -- PROGRAM: a client that vanishes leaves neither wsfilter nor the program running" {
+	launch_program
+	start_ssa_program fd3 "$PROG_NOISY"
+	check_program_abrupt_disconnect 2
+}
+
+@test "openbsd-inetd, wsfilter -- examples/suffix.sh: 10,000 pipelined messages all come back in order with the suffix" {
+	launch_program
+	start_openbsd_inetd_program "$PROG_SUFFIX"
+	check_program_pipelined 10000
+}
+
+@test "openbsd-inetd, wsfilter -- PROGRAM: the program's stderr lines reach syslog, never the client" {
+	launch_program
+	start_openbsd_inetd_program "$PROG_NOISY"
+	check_program_stderr
+}
+
+@test "openbsd-inetd, wsfilter -- PROGRAM: a client that vanishes leaves neither wsfilter nor the program running" {
+	launch_program
+	start_openbsd_inetd_program "$PROG_NOISY"
+	check_program_abrupt_disconnect 2
+}
+
+@test "xinetd, wsfilter -- examples/suffix.sh: 10,000 pipelined messages all come back in order with the suffix" {
+	launch_program
+	start_xinetd_program "$PROG_SUFFIX"
+	check_program_pipelined 10000
+}
+
+@test "xinetd, wsfilter -- PROGRAM: the program's stderr lines reach syslog, never the client" {
+	launch_program
+	start_xinetd_program "$PROG_NOISY"
+	check_program_stderr
+}
+
+@test "xinetd, wsfilter -- PROGRAM: a client that vanishes leaves neither wsfilter nor the program running" {
+	launch_program
+	start_xinetd_program "$PROG_NOISY"
+	check_program_abrupt_disconnect 2
+}
+
+@test "tcpserver -vHRl0, wsfilter -- examples/suffix.sh: 10,000 pipelined messages all come back in order with the suffix" {
+	launch_program
+	start_tcpserver_program "$PROG_SUFFIX"
+	check_program_pipelined 10000
+}
+
+@test "tcpserver -vHRl0, wsfilter -- PROGRAM: the program's stderr lines reach the launcher's stderr, never the client" {
+	launch_program
+	start_tcpserver_program "$PROG_NOISY"
+	check_program_stderr
+}
+
+@test "tcpserver -vHRl0, wsfilter -- PROGRAM: a client that vanishes leaves neither wsfilter nor the program running" {
+	launch_program
+	start_tcpserver_program "$PROG_NOISY"
+	check_program_abrupt_disconnect 2
+}
+
+@test "socat recommended form, wsfilter -- examples/suffix.sh: 10,000 pipelined messages all come back in order with the suffix" {
+	launch_program
+	start_socat_program "$PROG_SUFFIX"
+	check_program_pipelined 10000
+}
+
+@test "socat recommended form, wsfilter -- PROGRAM: the program's stderr lines reach the launcher's stderr, never the client" {
+	launch_program
+	start_socat_program "$PROG_NOISY"
+	check_program_stderr
+}
+
+@test "socat recommended form, wsfilter -- PROGRAM: a client that vanishes leaves neither wsfilter nor the program running" {
+	launch_program
+	start_socat_program "$PROG_NOISY"
+	check_program_abrupt_disconnect 2
 }

@@ -2,7 +2,8 @@
 # The shipped systemd units: static checks with systemd-analyze, then a real
 # systemd as PID 1 in a Debian bookworm container (systemd-nspawn) running
 # wsfilter.socket from a `make install` tree. The container shares the host's
-# loopback; the clients connect from the host.
+# loopback; the clients connect from the host. The last part runs
+# wsfilter -- PROGRAM (issue 14) with the drop-in shipped in examples/.
 
 load lib/common
 load lib/launchers
@@ -63,6 +64,7 @@ setup() {
 
 teardown() {
 	stop_launchers
+	[ -z "${PROGRAM_SET:-}" ] || program_reset
 }
 
 need_container() {
@@ -221,4 +223,128 @@ verify_install() {
 	assert_line --regexp '^wsfilter(\[[0-9]+\])?: 127\.0\.0\.1:[0-9]+ .*[^0-9]7 msgs? '
 	# wsfilter's seccomp filter went in under the unit's own filter.
 	refute_output --partial 'seccomp'
+}
+
+# ---- wsfilter -- PROGRAM under the real systemd (issue 14) ------------------
+
+PROGRAM_DROPIN=$TOP/examples/wsfilter@.service.d/program.conf
+
+# use_program [LINES]: set the unit up as examples/wsfilter@.service.d/program.conf
+# says: examples/suffix.sh installed as /usr/local/libexec/wsfilter-suffix.sh (in
+# the staged tree, which the container sees read-only on /usr/local) and the
+# shipped drop-in copied to /etc/systemd/system/wsfilter@.service.d/. LINES, if
+# given, go into a runtime drop-in (/run/..., zz-test.conf, read after
+# program.conf) for what one test changes. systemd logs at level debug, so that
+# every instance's exit status is in the journal; JOURNAL_CURSOR marks where this
+# test's part of it starts. program_reset (teardown) undoes all of it.
+use_program() {
+	need_container
+	wait_no_wsfilter "$ROOT_PID" 5
+	PROGRAM_SET=1
+	install -D -m 755 "$TOP/examples/suffix.sh" "$STAGE/usr/local/libexec/wsfilter-suffix.sh"
+	in_container mkdir -p /etc/systemd/system/wsfilter@.service.d
+	in_container sh -c 'cat >/etc/systemd/system/wsfilter@.service.d/program.conf' <"$PROGRAM_DROPIN"
+	if [ $# -gt 0 ]; then
+		in_container mkdir -p /run/systemd/system/wsfilter@.service.d
+		printf '%s\n' "$@" | in_container sh -c 'cat >/run/systemd/system/wsfilter@.service.d/zz-test.conf'
+	fi
+	in_container systemctl daemon-reload
+	SAVED_LOG_LEVEL=$(in_container systemctl log-level)
+	in_container systemctl log-level debug
+	JOURNAL_CURSOR=$(in_container journalctl -q -n 0 --show-cursor | sed -n 's/^-- cursor: //p')
+	[ -n "$JOURNAL_CURSOR" ] || fail "no journal cursor"
+	PROGRAM_LOG=(in_container journalctl --no-pager -o cat -u 'wsfilter@*' --after-cursor "$JOURNAL_CURSOR")
+	PROGRAM_EXITS=journal
+	PROGRAM_COMMS=(wsfilter-suffix.sh)
+	run in_container systemctl cat wsfilter@x.service
+	assert_line 'ExecStart=/usr/local/bin/wsfilter -- /usr/local/libexec/wsfilter-suffix.sh'
+	run in_container systemctl show -p TasksMax wsfilter@x.service
+	assert_output 'TasksMax=4'
+}
+
+program_reset() {
+	wait_no_wsfilter "$ROOT_PID" 5 || true
+	in_container rm -rf /etc/systemd/system/wsfilter@.service.d /run/systemd/system/wsfilter@.service.d
+	in_container systemctl daemon-reload
+	in_container systemctl log-level "${SAVED_LOG_LEVEL:-info}"
+	rm -f "$STAGE/usr/local/libexec/wsfilter-suffix.sh"
+	PROGRAM_SET=
+}
+
+@test "container, the shipped program drop-in: 10,000 pipelined messages through examples/suffix.sh all come back in order with the suffix" {
+	use_program
+	check_program_pipelined 10000
+	run in_container systemctl list-units --no-legend --all --state=failed 'wsfilter@*'
+	assert_output ''
+}
+
+@test "container, wsfilter -- PROGRAM: the program's stderr lines reach the journal, never the client" {
+	# the lines of launchers.bash's PROG_NOISY ($$ is systemd's escape for $)
+	use_program '[Service]' 'ExecStart=' \
+		"ExecStart=/usr/local/bin/wsfilter -- /bin/sh -c 'echo \"noisy-suffix.sh: pid \$\$\$\$ started\" >&2; /usr/local/libexec/wsfilter-suffix.sh; echo \"noisy-suffix.sh: pid \$\$\$\$ saw EOF\" >&2'"
+	check_program_stderr
+}
+
+@test "container, the shipped program drop-in: a client that vanishes leaves neither wsfilter nor the program running, and no unit" {
+	use_program
+	check_program_abrupt_disconnect 1
+	local i
+	for i in $(seq 1 50); do
+		[ -z "$(in_container systemctl list-units --no-legend --state=activating,active,deactivating 'wsfilter@*')" ] && break
+		sleep 0.1
+	done
+	run in_container systemctl list-units --no-legend --all 'wsfilter@*'
+	assert_output ''
+}
+
+@test "container, the shipped program drop-in: wsfilter adds its own seccomp filter to the unit's (Seccomp: 2 both), the program has the unit's only" {
+	use_program
+	local ready=$BATS_TEST_TMPDIR/ready i p pid= prog=
+	timeout 30 "$PY" "$CLIENTS/load_websockets.py" --abort-after-ready "$ready" "$(url)" \
+		>"$BATS_TEST_TMPDIR/client.log" 2>&1 3>&- &
+	STARTED_PIDS+=($!)
+	for i in $(seq 1 200); do
+		[ -e "$ready" ] && break
+		sleep 0.05
+	done
+	[ -e "$ready" ]
+	for p in $(descendants "$ROOT_PID"); do
+		[ "$(cat "/proc/$p/comm" 2>/dev/null)" = wsfilter ] && pid=$p
+	done
+	prog=$(program_pids "$ROOT_PID")
+	[ -n "$pid" ] && [ -n "$prog" ]
+	local ws ps
+	ws=$(cat "/proc/$pid/status")
+	ps=$(cat "/proc/$prog/status")
+	rm -f "$ready"
+	grep -E '^(Name|PPid|Uid|NoNewPrivs|Seccomp)' <<<"$ws"
+	grep -E '^(Name|PPid|Uid|NoNewPrivs|Seccomp)' <<<"$ps"
+	# the program is wsfilter's child, the same dynamic user, no new privileges
+	assert_equal "$(awk '/^PPid:/ { print $2 }' <<<"$ps")" "$pid"
+	assert_equal "$(awk '/^Uid:/ { print $2 }' <<<"$ps")" "$(awk '/^Uid:/ { print $2 }' <<<"$ws")"
+	assert_equal "$(awk '/^NoNewPrivs:/ { print $2 }' <<<"$ps")" 1
+	# mode 2 (filter) for both: the unit's filters (SystemCallFilter= and the others)
+	# hold the program too; wsfilter's own, installed after the program was forked,
+	# is one filter more on wsfilter alone
+	assert_equal "$(awk '/^Seccomp:/ { print $2 }' <<<"$ws")" 2
+	assert_equal "$(awk '/^Seccomp:/ { print $2 }' <<<"$ps")" 2
+	assert_equal "$(awk '/^Seccomp_filters:/ { print $2 }' <<<"$ws")" \
+		"$(($(awk '/^Seccomp_filters:/ { print $2 }' <<<"$ps") + 1))"
+}
+
+@test "container, wsfilter -- PROGRAM: the program's exit 3 closes with 1011 \"program exited 3\"; the instance exits 6, which the unit counts as failed" {
+	use_program '[Service]' 'ExecStart=' \
+		"ExecStart=/usr/local/bin/wsfilter -- /bin/sh -c 'read l; echo \"got \$\$l\"; exit 3'"
+	run wst script --timeout 10 --connect "$(hostport)" hs head text:x frame frame eof
+	echo "$output"
+	assert_success
+	assert_equal "$(sed -n '/^ACCEPT /,$p' <<<"$output")" \
+		$'ACCEPT ok\nTEXT got x\nCLOSE 1011 program exited 3\nEOF'
+	wait_program_log 1 "${LOGP}127\.0\.0\.1:[0-9]+ websocket .*, close 1011 by server \(program exited 3\), exit 6$"
+	assert_program_exits 6 1
+	# SuccessExitStatus=3 4 5: 6 is a failure of the instance (CollectMode= then
+	# forgets it, so it does not stay listed as failed)
+	run in_container systemctl show -p SuccessExitStatus wsfilter@x.service
+	assert_output --regexp '^SuccessExitStatus=3 4 5( |$)'
+	wait_program_log 1 "^wsfilter@[^ ]*: Failed with result 'exit-code'\.$"
 }

@@ -441,3 +441,322 @@ show_logs_on_fail() {
 		assert_children_ended_well "$BATS_TEST_TMPDIR/ssa.log"
 	fi
 }
+
+# ---- a PROGRAM per connection: wsfilter -- PROGRAM (issue 14) -----------------
+#
+# The launchers above with `-- PROGRAM` added to the shipped command line, as an
+# administrator would write it. Each start_*_program function also sets
+#   PROGRAM_LOG    the command that prints wsfilter's log lines (its stderr, or
+#                  the syslog of devlog_start under the inetds)
+#   PROGRAM_EXITS  how the launcher reports each wsfilter's exit status: ssa,
+#                  inetd, xinetd, tcpserver, socat, or journal (systemd.bats sets
+#                  it and PROGRAM_LOG for the container)
+
+# launch_program: install the programs next to the copy of wsfilter (launch_bin),
+# where the inetds' user nobody can run them:
+#   PROG_SUFFIX  examples/suffix.sh, the demo's filter as a shell loop
+#   PROG_NOISY   a shell that writes "noisy-suffix.sh: pid N started" to stderr,
+#                runs suffix.sh, then writes "noisy-suffix.sh: pid N saw EOF"
+# PROGRAM_COMMS: the process names (comm) these programs run under.
+launch_program() {
+	launch_bin
+	PROG_SUFFIX=$LAUNCH_DIR/suffix.sh
+	PROG_NOISY=$LAUNCH_DIR/noisy-suffix.sh
+	PROGRAM_COMMS=(suffix.sh noisy-suffix.sh)
+	install -m 755 "$TOP/examples/suffix.sh" "$PROG_SUFFIX"
+	cat >"$PROG_NOISY" <<-EOS
+		#!/bin/sh
+		echo "noisy-suffix.sh: pid \$\$ started" >&2
+		"$PROG_SUFFIX"
+		echo "noisy-suffix.sh: pid \$\$ saw EOF" >&2
+	EOS
+	chmod 755 "$PROG_NOISY"
+}
+
+# program_pids PID: the live (not zombie) descendants of PID whose name is one of
+# PROGRAM_COMMS, one pid a line.
+program_pids() {
+	local p comm state name
+	for p in $(descendants "$1"); do
+		comm=$(cat "/proc/$p/comm" 2>/dev/null) || continue
+		state=$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null) || continue
+		[ "$state" != Z ] || continue
+		for name in "${PROGRAM_COMMS[@]}"; do
+			[ "$comm" = "${name:0:15}" ] && echo "$p"
+		done
+	done
+	return 0
+}
+
+# A syslog collector for devlog_start: bind the datagram socket argv[1], writable
+# by every user, append each message to argv[2] as one line; stop when the
+# parent is gone, or after 15 minutes.
+DEVLOG_SINK='
+import os, socket, sys, time
+path, out = sys.argv[1], sys.argv[2]
+parent = os.getppid()
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(path)
+os.chmod(path, 0o666)
+s.settimeout(0.5)
+end = time.monotonic() + 900
+with open(out, "ab", buffering=0) as f:
+    while time.monotonic() < end and os.getppid() == parent:
+        try:
+            f.write(s.recv(65536).rstrip(b"\n") + b"\n")
+        except socket.timeout:
+            pass
+'
+
+# devlog_start LOG CMD...: bg_start CMD in a private mount namespace whose /dev/log
+# is this test's (test/lib/fake-devlog.sh): every message sent there becomes a line
+# of $BATS_TEST_TMPDIR/syslog. The collector is bound before CMD starts and runs
+# as CMD's child.
+devlog_start() {
+	local log=$1
+	shift
+	mkdir -p "$BATS_TEST_TMPDIR/realdev"
+	: >"$BATS_TEST_TMPDIR/syslog"
+	# shellcheck disable=SC2016 # the script's own $1..., not ours
+	bg_start "$log" "$LIB/fake-devlog.sh" "$BATS_TEST_TMPDIR/realdev" /bin/bash -c '
+		"$1" -c "$2" /dev/log "$3" &
+		for i in $(seq 1 100); do
+			[ -S /dev/log ] && break
+			sleep 0.05
+		done
+		[ -S /dev/log ] || { echo "no syslog collector on /dev/log" >&2; exit 1; }
+		shift 3
+		exec "$@"' devlog "$PY" "$DEVLOG_SINK" "$BATS_TEST_TMPDIR/syslog" "$@"
+	PROGRAM_LOG=(cat "$BATS_TEST_TMPDIR/syslog")
+}
+
+# start_ssa_program inetd|fd3 PROGRAM [ARG...]: systemd-socket-activate --accept
+# (with --inetd, or the connection as fd 3) running the shipped unit's ExecStart=
+# command followed by -- PROGRAM ARG...
+start_ssa_program() {
+	local how=$1
+	shift
+	HOST=127.0.0.1 SCHEME=ws
+	mapfile -t UNIT_ARGS < <(unit_exec_args)
+	[ ${#UNIT_ARGS[@]} -gt 0 ] || return 1
+	UNIT_ARGS+=(-- "$@")
+	PROGRAM_LOG=(cat "$BATS_TEST_TMPDIR/ssa.log") PROGRAM_EXITS=ssa
+	if [ "$how" = inetd ]; then
+		start_on_port "$HOST" _ssa_at --inetd && ROOT_PID=$LAUNCH_PID
+	else
+		start_on_port "$HOST" _ssa_at && ROOT_PID=$LAUNCH_PID
+	fi
+}
+
+# start_openbsd_inetd_program PROGRAM [ARG...]: inetd -d with the shipped IPv4
+# line, its argv followed by -- PROGRAM ARG..., under devlog_start.
+start_openbsd_inetd_program() {
+	INETD=$(openbsd_inetd) || return 1
+	launch_bin
+	PROGRAM_ARGS=("$@") PROGRAM_EXITS=inetd
+	SCHEME=ws HOST=127.0.0.1
+	start_on_port "$HOST" _inetd_program_at && ROOT_PID=$LAUNCH_PID
+}
+
+_inetd_program_at() {
+	local conf=$BATS_TEST_TMPDIR/inetd.conf line
+	line=$(grep -E '^8765[[:space:]]' "$SHIPPED_INETD")
+	[ -n "$line" ] || { echo "no such line in $SHIPPED_INETD" >&2; return 1; }
+	line=${line/8765/127.0.0.1:$PORT}
+	echo "${line//\/usr\/local\/bin\/wsfilter/$LAUNCH_BIN} -- ${PROGRAM_ARGS[*]}" >"$conf"
+	cat "$conf"
+	devlog_start "$BATS_TEST_TMPDIR/inetd.log" "$INETD" -d "$conf"
+	LAUNCH_PID=$LAST_PID
+}
+
+# start_xinetd_program PROGRAM [ARG...]: xinetd -dontfork with the shipped service
+# and server_args = -- PROGRAM ARG..., under devlog_start; the defaults log each
+# server's exit (log_on_success = PID EXIT) to xinetd-service.log.
+start_xinetd_program() {
+	launch_bin
+	HOST=127.0.0.1 SCHEME=ws PROGRAM_EXITS=xinetd
+	XINETD_SED=(-e "s|^\([[:space:]]*\)# *server_args\([[:space:]]*=\).*|\1server_args\2 -- $*|")
+	if grep -qa __asan_init "$WSFILTER"; then
+		XINETD_SED+=(-e '/^[[:space:]]*rlimit_as/d')
+	fi
+	start_on_port "$HOST" _xinetd_program_at && ROOT_PID=$LAUNCH_PID
+}
+
+_xinetd_program_at() {
+	local conf=$BATS_TEST_TMPDIR/xinetd.conf
+	{
+		printf 'defaults\n{\n\tlog_type = FILE %s\n\tlog_on_success = PID EXIT\n}\n' \
+			"$BATS_TEST_TMPDIR/xinetd-service.log"
+		sed -e "s|^\([[:space:]]*port[[:space:]]*=\).*|\1 $PORT|" \
+			-e "s|/usr/local/bin/wsfilter|$LAUNCH_BIN|" \
+			-e "s|^\([[:space:]]*\)# *bind\([[:space:]]*=\).*|\1bind\2 127.0.0.1|" \
+			-e '/^[[:space:]]*flags/s/IPv6 *//' \
+			"${XINETD_SED[@]}" "$SHIPPED_XINETD"
+	} >"$conf"
+	grep -q '^[[:space:]]*server_args' "$conf" || { echo "no server_args line in $conf" >&2; return 1; }
+	devlog_start "$BATS_TEST_TMPDIR/xinetd.log" \
+		xinetd -dontfork -f "$conf" -pidfile "$BATS_TEST_TMPDIR/xinetd.pid"
+	LAUNCH_PID=$LAST_PID
+}
+
+# start_tcpserver_program PROGRAM [ARG...]: tcpserver -vHRl0 127.0.0.1 PORT
+# wsfilter -- PROGRAM ARG... (-v: a status line for each child's end, with its
+# wait status).
+start_tcpserver_program() {
+	HOST=127.0.0.1 SCHEME=ws
+	PROGRAM_ARGS=("$@") PROGRAM_EXITS=tcpserver
+	PROGRAM_LOG=(cat "$BATS_TEST_TMPDIR/tcpserver.log")
+	start_on_port "$HOST" _tcpserver_program_at && ROOT_PID=$LAUNCH_PID
+}
+
+_tcpserver_program_at() {
+	bg_start "$BATS_TEST_TMPDIR/tcpserver.log" tcpserver -vHRl0 "$HOST" "$PORT" \
+		"$WSFILTER" -- "${PROGRAM_ARGS[@]}"
+	LAUNCH_PID=$LAST_PID
+}
+
+# start_socat_program PROGRAM [ARG...]: the recommended socat form with
+# EXEC:'wsfilter -- PROGRAM ARG...' (through exit_status_wrapper, which appends
+# each exit status to $BATS_TEST_TMPDIR/status).
+start_socat_program() {
+	HOST=127.0.0.1 SCHEME=ws
+	PROGRAM_ARGS=("$@") PROGRAM_EXITS=socat
+	PROGRAM_LOG=(cat "$BATS_TEST_TMPDIR/socat.log")
+	SOCAT_WRAPPER=$(exit_status_wrapper "$BATS_TEST_TMPDIR/status")
+	start_on_port "$HOST" _socat_program_at && ROOT_PID=$LAUNCH_PID
+}
+
+_socat_program_at() {
+	bg_start "$BATS_TEST_TMPDIR/socat.log" socat \
+		"TCP4-LISTEN:$PORT,bind=$HOST,reuseaddr,backlog=128,nodelay,fork" \
+		"EXEC:$SOCAT_WRAPPER -- ${PROGRAM_ARGS[*]}"
+	LAUNCH_PID=$LAST_PID
+}
+
+# ---- checks with a PROGRAM --------------------------------------------------
+
+# wait_program_log N REGEX: wait up to 5 s until N lines of wsfilter's log
+# (PROGRAM_LOG) match the extended REGEX; fail if fewer or more do.
+wait_program_log() {
+	local i n=0
+	for i in $(seq 1 50); do
+		n=$("${PROGRAM_LOG[@]}" 2>/dev/null | grep -cE -- "$2" || true)
+		[ "$n" -ge "$1" ] && break
+		sleep 0.1
+	done
+	if [ "$n" != "$1" ]; then
+		"${PROGRAM_LOG[@]}" 2>/dev/null | tail -n 20
+		fail "$n log lines match /$2/, not $1"
+	fi
+}
+
+# assert_program_exits STATUS N: wait up to 5 s until the launcher has seen N
+# wsfilter processes end, then fail unless exactly N did, all with exit status
+# STATUS (a death by a signal never matches).
+assert_program_exits() {
+	local i n=0 src all one
+	case $PROGRAM_EXITS in
+	ssa)
+		assert_children_ended_well "$BATS_TEST_TMPDIR/ssa.log"
+		assert_equal "$(grep -c '^Child [0-9]* died with code ' "$BATS_TEST_TMPDIR/ssa.log")" "$2"
+		assert_equal "$(grep -c "^Child [0-9]* died with code $1\$" "$BATS_TEST_TMPDIR/ssa.log")" "$2"
+		return 0
+		;;
+	socat)
+		wait_status_count "$BATS_TEST_TMPDIR/status" "$1" "$2"
+		assert_equal "$(grep -c . "$BATS_TEST_TMPDIR/status")" "$2"
+		return 0
+		;;
+	inetd)
+		# inetd -d: "PID reaped, status W", the wait status in hex without 0x (exit S is S * 256)
+		src=(cat "$BATS_TEST_TMPDIR/inetd.log") all='^[0-9]+ reaped, status '
+		one="^[0-9]+ reaped, status $(printf '%x' $(($1 * 256)))\$"
+		;;
+	xinetd)
+		src=(cat "$BATS_TEST_TMPDIR/xinetd-service.log") all=' EXIT: wsfilter '
+		one=" EXIT: wsfilter status=$1 pid=[0-9]+( |\$)"
+		;;
+	tcpserver)
+		# -v: "end PID status W", the wait status in decimal
+		src=(cat "$BATS_TEST_TMPDIR/tcpserver.log") all='^tcpserver: end [0-9]+ status '
+		one="^tcpserver: end [0-9]+ status $(($1 * 256))\$"
+		;;
+	journal)
+		# the container's systemd (lib/nspawn) at log level debug, which names every
+		# exit, a successful one too; only what came after JOURNAL_CURSOR
+		src=(in_container journalctl --no-pager -o cat -u 'wsfilter@*' --after-cursor "$JOURNAL_CURSOR")
+		all='^wsfilter@[^ ]*: Main process exited, '
+		one="^wsfilter@[^ ]*: Main process exited, code=exited, status=$1/"
+		;;
+	*) fail "PROGRAM_EXITS=$PROGRAM_EXITS" ;;
+	esac
+	for i in $(seq 1 50); do
+		n=$("${src[@]}" 2>/dev/null | grep -cE -- "$all" || true)
+		[ "$n" -ge "$2" ] && break
+		sleep 0.1
+	done
+	"${src[@]}" 2>/dev/null | grep -E -- "$all" || true
+	assert_equal "$n" "$2"
+	assert_equal "$("${src[@]}" 2>/dev/null | grep -cE -- "$one" || true)" "$2"
+}
+
+# check_program_pipelined N: one client (Python websockets) pipelines N messages
+# through a PROGRAM that answers like the built-in filter: every reply comes back
+# in order with its " - N"; wsfilter logs N messages each way and exits 0.
+check_program_pipelined() {
+	local n=$1
+	run timeout 120 "$PY" "$CLIENTS/load_websockets.py" -n "$n" --timeout 30 "$(url)"
+	show_logs_on_fail
+	assert_success
+	assert_output "received $n/$n lost 0"
+	wait_program_log 1 "${LOGP}127\.0\.0\.1:[0-9]+ websocket [0-9.]+s, in $n msg [0-9]+ B, out $n msg [0-9]+ B, close 1000 by client, program exited 0, exit 0$"
+	assert_program_exits 0 1
+}
+
+# check_program_stderr: through PROG_NOISY, one message and a close: the client
+# gets exactly the 101, the reply, the close frame and EOF (the strict parser
+# fails on any stray byte); both of the program's stderr lines are in wsfilter's
+# log, prefixed by the peer, and the connection ended with exit 0.
+check_program_stderr() {
+	run wst script --timeout 10 --connect "$(hostport)" hs head text:hello frame close:1000 frame eof
+	show_logs_on_fail
+	assert_success
+	assert_line --index 0 'STATUS HTTP/1.1 101 Switching Protocols'
+	assert_equal "$(sed -n '/^ACCEPT /,$p' <<<"$output" | sed 's/ - [0-9]*$/ - N/')" \
+		$'ACCEPT ok\nTEXT hello - N\nCLOSE 1000\nEOF'
+	assert_line --regexp '^TEXT hello - ([1-9][0-9]{0,2}|1000)$'
+	refute_output --partial 'noisy-suffix'
+	wait_program_log 1 "${LOGP}127\.0\.0\.1:[0-9]+ program: noisy-suffix\.sh: pid [0-9]+ started$"
+	wait_program_log 1 "${LOGP}127\.0\.0\.1:[0-9]+ program: noisy-suffix\.sh: pid [0-9]+ saw EOF$"
+	wait_program_log 1 "${LOGP}127\.0\.0\.1:[0-9]+ websocket .*, in 1 msg 5 B, out 1 msg [0-9]+ B, close 1000 by client, program exited 0, exit 0$"
+	assert_program_exits 0 1
+}
+
+# check_program_abrupt_disconnect NPROG: while a client is connected, one wsfilter
+# and NPROG processes of the program (PROGRAM_COMMS) run below the launcher; after
+# the client resets the connection without a close frame, none of them is left
+# (within 5 s) and wsfilter exits 4.
+check_program_abrupt_disconnect() {
+	local ready=$BATS_TEST_TMPDIR/ready i client pids
+	timeout 30 "$PY" "$CLIENTS/load_websockets.py" --abort-after-ready "$ready" "$(url)" \
+		>"$BATS_TEST_TMPDIR/abort-client.log" 2>&1 3>&- &
+	client=$!
+	STARTED_PIDS+=("$client")
+	for i in $(seq 1 200); do
+		[ -e "$ready" ] && break
+		sleep 0.05
+	done
+	[ -e "$ready" ] || { cat "$BATS_TEST_TMPDIR/abort-client.log"; show_logs; return 1; }
+	assert_equal "$(count_wsfilter "$ROOT_PID")" 1
+	mapfile -t pids < <(program_pids "$ROOT_PID")
+	[ ${#pids[@]} = 0 ] || ps -o pid,ppid,pgid,args -p "$(IFS=,; echo "${pids[*]}")" || true
+	assert_equal "${#pids[@]}" "$1"
+	rm -f "$ready"
+	wait "$client"
+	grep -qx aborted "$BATS_TEST_TMPDIR/abort-client.log"
+	wait_no_wsfilter "$ROOT_PID" 5
+	wait_gone 50 0.1 "${pids[@]}" || fail "program processes still running: $(program_pids "$ROOT_PID" | tr '\n' ' ')"
+	assert_equal "$(program_pids "$ROOT_PID")" ''
+	wait_program_log 1 "${LOGP}127\.0\.0\.1:[0-9]+ websocket .*\(client left without a close\), program exited 0, exit 4$"
+	assert_program_exits 4 1
+}
