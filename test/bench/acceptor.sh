@@ -328,6 +328,12 @@ run_conc() {	# SERVER C ROUND
 	wait "$WPID"
 	rc=$?
 	WPID=
+	# each connection's process writes its log line once the client has
+	# gone, after wsload counts it done: up to 30 s for all of them to end
+	for _ in $(seq 1 300); do
+		[ -z "$(pgrep -P "${PID[$s]}" 2>/dev/null)" ] && break
+		sleep 0.1
+	done
 	ns1=$(nstat_counts)
 	out=$(cat "$D/conc.out")
 	if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
