@@ -72,7 +72,7 @@ deps:
 # and browser suites test configurations (ASAN_SUITE=test runs them all)
 ASAN_SUITE = test/cli.bats test/handshake.bats test/framing.bats test/utf8.bats \
 	test/close.bats test/limits.bats test/clients.bats test/sandbox.bats \
-	test/operations.bats test/hostile.bats test/exec.bats
+	test/operations.bats test/hostile.bats test/exec.bats test/acceptor.bats
 test-asan: wsfilter-asan wsfilter-test-forbidden wsfilter-test-abort
 	WSFILTER=$$(pwd)/wsfilter-asan $(BATS) $(ASAN_SUITE)
 
@@ -103,6 +103,9 @@ install: wsfilter$(STATIC:1=-static)
 	sed 's|@BINDIR@|$(BINDIR)|g' systemd/wsfilter@.service.in \
 		> $(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter@.service
 	cp -f systemd/wsfilter.socket $(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter.socket
+	sed 's|@BINDIR@|$(BINDIR)|g' systemd/wsfilter-acceptor.service.in \
+		> $(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter-acceptor.service
+	cp -f systemd/wsfilter-acceptor.socket $(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter-acceptor.socket
 	sed 's|/usr/local/bin/wsfilter|$(BINDIR)/wsfilter|g' inetd/inetd.conf \
 		> $(DESTDIR)$(DOCDIR)/inetd.conf
 	sed 's|/usr/local/bin/wsfilter|$(BINDIR)/wsfilter|g' inetd/xinetd.d/wsfilter \
@@ -110,7 +113,9 @@ install: wsfilter$(STATIC:1=-static)
 	cp -f haproxy/wsfilter.cfg $(DESTDIR)$(DOCDIR)/haproxy/wsfilter.cfg
 	cp -f README.md $(DESTDIR)$(DOCDIR)/README.md
 	chmod 644 $(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter@.service \
-		$(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter.socket $(DESTDIR)$(DOCDIR)/inetd.conf \
+		$(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter.socket \
+		$(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter-acceptor.service \
+		$(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter-acceptor.socket $(DESTDIR)$(DOCDIR)/inetd.conf \
 		$(DESTDIR)$(DOCDIR)/xinetd.d/wsfilter $(DESTDIR)$(DOCDIR)/haproxy/wsfilter.cfg \
 		$(DESTDIR)$(DOCDIR)/README.md
 
@@ -118,6 +123,8 @@ uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/wsfilter $(DESTDIR)$(MANPREFIX)/man1/wsfilter.1 \
 		$(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter@.service \
 		$(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter.socket \
+		$(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter-acceptor.service \
+		$(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter-acceptor.socket \
 		$(DESTDIR)$(DOCDIR)/inetd.conf $(DESTDIR)$(DOCDIR)/xinetd.d/wsfilter \
 		$(DESTDIR)$(DOCDIR)/haproxy/wsfilter.cfg $(DESTDIR)$(DOCDIR)/README.md
 	-rmdir $(DESTDIR)$(DOCDIR)/xinetd.d $(DESTDIR)$(DOCDIR)/haproxy $(DESTDIR)$(DOCDIR)

@@ -336,6 +336,11 @@ struct conn {
 	int prog_status;             /* wait(2) status */
 	int prog_eof;                /* its stdout has ended */
 	int pmsg_open;               /* a text message from it is open (fragmented) */
+	int peer_closed;             /* the client's close came: the program's answers
+				      * go out first, until drain_deadline */
+	int64_t drain_deadline;
+	unsigned char close_echo[2]; /* the code our close will echo */
+	size_t close_echo_len;
 	int stop_step;               /* 0; 1 stdin closed; 2 SIGTERM; 3 SIGKILL */
 	int64_t stop_at;             /* when the next stop step is due */
 	size_t pin_off, pin_len;     /* queued for its stdin */
@@ -1579,6 +1584,13 @@ static int close_code_valid(unsigned code)
 }
 
 /* A whole control frame with its unmasked payload. */
+/* Our close in answer to the client's. */
+static void close_answer(struct conn *c)
+{
+	ctrl_frame(c, OP_CLOSE, c->close_echo, c->close_echo_len);
+	conn_end(c, W_CLIENT_CLOSE, 0);
+}
+
 static void ctrl_handle(struct conn *c, int opcode, const unsigned char *p, size_t n)
 {
 	struct utf8 u;
@@ -1608,10 +1620,20 @@ static void ctrl_handle(struct conn *c, int opcode, const unsigned char *p, size
 		if (c->state != CS_OPEN)
 			break;
 		/* RFC 6455 5.5.1: answer with a close echoing the code */
-		ctrl_frame(c, OP_CLOSE, p, n ? 2 : 0);
 		c->close_code = n ? (int)code : CLOSE_NO_STATUS;
 		c->close_by = BY_CLIENT;
-		conn_end(c, W_CLIENT_CLOSE, 0);
+		memcpy(c->close_echo, p, n ? 2 : 0);
+		c->close_echo_len = n ? 2 : 0;
+		if (c->opt->program) {
+			/* the program's answers to the messages before the close
+			 * go first (5.5.1 lets the close wait for data being
+			 * sent): its stdin ends, and the close goes once its
+			 * output has, or after the close timeout */
+			c->peer_closed = 1;
+			c->drain_deadline = c->now + c->opt->close_timeout * 1000;
+			break;
+		}
+		close_answer(c);
 		break;
 	}
 }
@@ -1867,7 +1889,9 @@ static size_t ws_feed(struct conn *c)
 	long moved;
 	int got;
 
-	while (c->state == CS_OPEN) {
+	if (c->peer_closed)
+		return avail; /* nothing counts after the client's close */
+	while (c->state == CS_OPEN && !c->peer_closed) {
 		if (c->frame.active) {
 			moved = c->opt->program ? prog_forward(c, in + used, avail - used)
 						: msg_forward(c, in + used, avail - used);
@@ -1971,6 +1995,10 @@ static int64_t conn_deadline(const struct conn *c)
 		t = earliest(t, c->start_ms + o->hs_timeout * 1000);
 		break;
 	case CS_OPEN:
+		if (c->peer_closed) {
+			t = earliest(t, c->drain_deadline);
+			break;
+		}
 		if (o->idle_timeout)
 			t = earliest(t, c->last_rx_ms + o->idle_timeout * 1000);
 		if (ping_possible(c))
@@ -2060,6 +2088,11 @@ static void conn_expire(struct conn *c, int64_t now)
 		}
 		break;
 	case CS_OPEN:
+		if (c->peer_closed) {
+			if (now >= c->drain_deadline)
+				close_answer(c);
+			break;
+		}
 		ping_track(c, now);
 		if (o->idle_timeout && now >= c->last_rx_ms + o->idle_timeout * 1000)
 			conn_end(c, W_IDLE, (int)o->idle_timeout);
@@ -2315,7 +2348,7 @@ static void prog_stop(struct conn *c, int64_t now)
 		}
 		return;
 	}
-	if (c->state < CS_LINGER || !c->prog_go)
+	if ((c->state < CS_LINGER && !c->peer_closed) || !c->prog_go)
 		return;
 	if (c->stop_step == 0) {
 		c->stop_step = 1;
@@ -2444,14 +2477,19 @@ static void conn_settle(struct conn *c, int64_t now)
 	struct endpoint *in = &c->ep[EP_CLIENT_IN], *out = &c->ep[EP_CLIENT_OUT];
 
 	if (c->state == CS_OPEN && c->prog_reaped && c->prog_eof && !c->pout_len && !c->pmsg_open) {
-		/* the program is done and its last output queued */
+		/* the program is done and its last output queued: the
+		 * close it earned, or the answer to the client's */
 		int detail;
 		enum why why = prog_why(c->prog_status, &detail);
 
-		conn_end(c, why, detail);
+		if (c->peer_closed)
+			close_answer(c);
+		else
+			conn_end(c, why, detail);
 	}
 	if (c->state == CS_HANDSHAKE || c->state == CS_OPEN) {
-		if (in->fd < 0 && out_room(c) >= OUT_FRAME_MIN)
+		/* after its close, the client may shut its side down */
+		if (in->fd < 0 && out_room(c) >= OUT_FRAME_MIN && !c->peer_closed)
 			conn_end(c, left_why(c), 0);
 		else if (out->fd < 0)
 			conn_end(c, W_RESET, 0);
@@ -3296,6 +3334,12 @@ static unsigned source_of(const struct sockaddr_storage *ss, unsigned char key[1
 	return 0;
 }
 
+/* At --max-connections: accept nothing more until a child ends. */
+static int acceptor_full(const struct acceptor *a, const struct options *o)
+{
+	return a->live >= o->max_conn;
+}
+
 static long long per_source(const struct acceptor *a, const unsigned char key[16])
 {
 	long long i, n = 0;
@@ -3424,7 +3468,7 @@ static void acceptor_accept(struct conn *c, int64_t now)
 	pid_t pid;
 	int i, fd;
 
-	for (i = 0; i < ACCEPT_BATCH && a->live < o->max_conn; i++) {
+	for (i = 0; i < ACCEPT_BATCH && !acceptor_full(a, o); i++) {
 		sl = sizeof ss;
 		fd = accept4(c->ep[EP_LISTEN].fd, (struct sockaddr *)&ss, &sl,
 			     SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -3491,9 +3535,9 @@ static int acceptor_step(struct conn *c, int64_t now, int *handled)
 		log_line("idle for %lld s: exiting", a->idle_exit);
 		return 1;
 	}
-	if (a->live >= o->max_conn && !a->full)
+	if (acceptor_full(a, o) && !a->full)
 		log_line("at --max-connections %lld: new connections wait", o->max_conn);
-	a->full = a->live >= o->max_conn;
+	a->full = acceptor_full(a, o);
 	if (a->retry_at && now >= a->retry_at)
 		a->retry_at = 0;
 	c->ep[EP_LISTEN].events = a->full || a->retry_at ? 0 : POLLIN;

@@ -267,6 +267,30 @@ for line in sys.stdin:
 	assert_gone "$(pid_of "$T/cat.pid")"
 }
 
+@test "the client sends three messages and its close at once: the program's answers to all three come first, then close 1000" {
+	# a program slower than the client: its answers are still to come when
+	# the close arrives (RFC 6455 5.5.1 lets the close wait for them)
+	ws 0 hs head text:a text:b text:c close:1000 frame frame frame frame eof -- \
+		sh -c 'while read l; do sleep 0.2; echo "$l!"; done'
+	assert_success
+	assert_line --index 6 "TEXT a!"
+	assert_line --index 7 "TEXT b!"
+	assert_line --index 8 "TEXT c!"
+	assert_line --index 9 "CLOSE 1000"
+	assert_line "EXIT 0"
+	assert_line --regexp "^LOG ${LOGP}.* in 3 msg 3 B, out 3 msg 6 B, close 1000 by client, program exited 0, exit 0$"
+}
+
+@test "the client closes and the program neither answers nor ends: close 1000 after the close timeout, the program stopped" {
+	ws 0 hs head text:a close:1000 mark frame elapsed eof -- --close-timeout 1 \
+		sh -c 'echo $$ >"$0"; trap "" TERM; read l; sleep 30' "$T/slow.pid"
+	assert_success
+	assert_line --index 6 "CLOSE 1000"
+	assert_line --regexp '^ELAPSED (0\.9|1\.[0-9])'
+	assert_line "EXIT 0"
+	assert_gone "$(pid_of "$T/slow.pid")"
+}
+
 @test "the client leaves without a close: EOF to the program, exit 4" {
 	ws 4 hs head text:x frame shut eof -- sh -c 'echo $$ >"$0"; cat; echo "EOF seen" >&2' "$T/cat.pid"
 	assert_success

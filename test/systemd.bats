@@ -259,7 +259,7 @@ use_program() {
 	run in_container systemctl cat wsfilter@x.service
 	assert_line 'ExecStart=/usr/local/bin/wsfilter -- /usr/local/libexec/wsfilter-suffix.sh'
 	run in_container systemctl show -p TasksMax wsfilter@x.service
-	assert_output 'TasksMax=4'
+	assert_output 'TasksMax=16'
 }
 
 program_reset() {

@@ -760,3 +760,291 @@ check_program_abrupt_disconnect() {
 	wait_program_log 1 "${LOGP}127\.0\.0\.1:[0-9]+ websocket .*\(client left without a close\), program exited 0, exit 4$"
 	assert_program_exits 4 1
 }
+
+# ---- wsfilter accepting by itself (acceptor mode) ---------------------------
+#
+# A launcher that passes the listening socket (systemd-socket-activate without
+# --accept, inetd `wait`) starts one wsfilter parent that accepts and forks one
+# child per connection. The parent's and the children's log lines land in
+# ACCEPTOR_LOG, one a line; acceptor_parent tells which pid is the parent.
+
+# start_acceptor [WSFILTER-ARGS...]: systemd-socket-activate -l 127.0.0.1:PORT
+# without --accept: wsfilter gets the listening socket as fd 3 with
+# LISTEN_FDS=1. systemd-socket-activate execs it in its own place on the first
+# connection, so ROOT_PID is the wsfilter parent from then on.
+start_acceptor() {
+	HOST=127.0.0.1 SCHEME=ws
+	ACCEPTOR_ARGS=("$@")
+	ACCEPTOR_LOG=$BATS_TEST_TMPDIR/acceptor.log
+	start_on_port "$HOST" _acceptor_at && ROOT_PID=$LAUNCH_PID
+}
+
+_acceptor_at() {
+	bg_start "$ACCEPTOR_LOG" systemd-socket-activate -l "$HOST:$PORT" "$WSFILTER" "${ACCEPTOR_ARGS[@]}"
+	LAUNCH_PID=$LAST_PID
+}
+
+# start_inetd_wait [WSFILTER-ARGS...]: openbsd-inetd -d with the shipped
+# `wait` line (commented out there), bound to 127.0.0.1 on a free port, its
+# argv followed by WSFILTER-ARGS (inetd passes the listening socket as
+# fds 0, 1 and 2 and watches it again only once wsfilter has exited), under
+# devlog_start: wsfilter's log lines are the syslog messages it collects.
+start_inetd_wait() {
+	INETD=$(openbsd_inetd) || return 1
+	launch_bin
+	HOST=127.0.0.1 SCHEME=ws
+	ACCEPTOR_ARGS=("$@")
+	ACCEPTOR_LOG=$BATS_TEST_TMPDIR/acceptor.log
+	SYSLOG_FILE=$BATS_TEST_TMPDIR/syslog
+	start_on_port "$HOST" _inetd_wait_at && ROOT_PID=$LAUNCH_PID
+}
+
+_inetd_wait_at() {
+	local conf=$BATS_TEST_TMPDIR/inetd.conf line
+	line=$(grep -E '^#8766[[:space:]]+stream[[:space:]]+tcp[[:space:]]+wait[[:space:]]' "$SHIPPED_INETD" | sed 's/^#//')
+	[ -n "$line" ] || { echo "no 8766 wait line in $SHIPPED_INETD" >&2; return 1; }
+	line=${line/8766/127.0.0.1:$PORT}
+	echo "${line//\/usr\/local\/bin\/wsfilter/$LAUNCH_BIN} ${ACCEPTOR_ARGS[*]}" >"$conf"
+	cat "$conf"
+	devlog_start "$BATS_TEST_TMPDIR/inetd.log" "$INETD" -d "$conf"
+	LAUNCH_PID=$LAST_PID
+}
+
+# acceptor_syslog: ACCEPTOR_LOG from the syslog messages, without their <PRI>.
+acceptor_syslog() {
+	sed -E 's/^<[0-9]{1,3}>//' "$SYSLOG_FILE" >"$ACCEPTOR_LOG"
+}
+
+# refresh_log: re-read the log: under inetd it is built from the datagrams;
+# where ACCEPTOR_JOURNAL names a command (systemd), that command prints it.
+refresh_log() {
+	if [ -n "${SYSLOG_FILE:-}" ]; then
+		acceptor_syslog
+	elif [ -n "${ACCEPTOR_JOURNAL:-}" ]; then
+		"$ACCEPTOR_JOURNAL" >"$ACCEPTOR_LOG"
+	fi
+}
+
+# acceptor_parents: the pids that logged "accepting on", in order, one a line.
+acceptor_parents() {
+	refresh_log
+	sed -nE 's/^wsfilter\[([0-9]+)\]: accepting on .*/\1/p' "$ACCEPTOR_LOG"
+}
+
+# acceptor_parent: the pid of the (last) parent; waits up to 5 s for its line.
+acceptor_parent() {
+	local i p
+	for i in $(seq 1 50); do
+		p=$(acceptor_parents | tail -n 1)
+		[ -n "$p" ] && { echo "$p"; return 0; }
+		sleep 0.1
+	done
+	echo "no 'accepting on' line in $ACCEPTOR_LOG" >&2
+	return 1
+}
+
+# parent_lines PARENT: the parent's own log lines, without the prefix.
+parent_lines() {
+	refresh_log
+	sed -n "s/^wsfilter\[$1\]: //p" "$ACCEPTOR_LOG"
+}
+
+# child_ends PARENT: the children's final log lines (peer, websocket or http,
+# ..., exit N): every line of another pid than PARENT that ends with "exit N".
+child_ends() {
+	refresh_log
+	grep -E '^wsfilter\[[0-9]+\]: .*, exit [0-9]+$' "$ACCEPTOR_LOG" | grep -v "^wsfilter\[$1\]: " || true
+}
+
+# wait_child_ends PARENT N [SECONDS]: wait up to SECONDS (10) until N children
+# have logged their final line.
+wait_child_ends() {
+	local i
+	for i in $(seq 1 $((${3:-10} * 10))); do
+		[ "$(child_ends "$1" | wc -l)" -ge "$2" ] && return 0
+		sleep 0.1
+	done
+	echo "only $(child_ends "$1" | wc -l) of $2 children logged their end" >&2
+	return 1
+}
+
+# assert_children_ended PARENT N REGEX: exactly N children logged their end,
+# every one with an exit status matching REGEX (e.g. '0' or '[34]'), and the
+# parent logged no child killed by a signal.
+assert_children_ended() {
+	wait_child_ends "$1" "$2" || { tail -n 20 "$ACCEPTOR_LOG"; return 1; }
+	local ends bad
+	ends=$(child_ends "$1")
+	assert_equal "$(wc -l <<<"$ends")" "$2"
+	bad=$(grep -vE ", exit ($3)\$" <<<"$ends" || true)
+	[ -z "$bad" ] || fail "children ended otherwise than with exit $3: $(head -n 3 <<<"$bad")"
+	refute_killed "$1"
+}
+
+# refute_killed PARENT: the parent logged no connection killed by a signal
+# ("PEER connection PID killed by SIGNAME"), and killed none at its stop
+# timeout.
+refute_killed() {
+	local k
+	k=$(parent_lines "$1" | grep -E '(^| )connection [0-9]+ killed by |^stop timeout: ' || true)
+	[ -z "$k" ] || fail "children died by a signal: $k"
+}
+
+# hold_clients N PREFIX [URL]: N clients (load_websockets --abort-after-ready)
+# that each send one message, check its reply and then hold their connection
+# open until PREFIX.I is removed (30 s at most), then reset it. Waits up to
+# 20 s until all N hold. Their pids are in HOLD_PIDS.
+hold_clients() {
+	local n=$1 prefix=$2 u=${3:-$(url)} i k
+	HOLD_PIDS=()
+	for k in $(seq 1 "$n"); do
+		timeout 70 "$PY" "$CLIENTS/load_websockets.py" --timeout 30 --abort-after-ready "$prefix.$k" "$u" \
+			>"$prefix.$k.log" 2>&1 3>&- &
+		HOLD_PIDS+=($!)
+		STARTED_PIDS+=($!)
+	done
+	for i in $(seq 1 200); do
+		[ "$(held "$prefix" "$n")" = "$n" ] && return 0
+		sleep 0.1
+	done
+	echo "only $(held "$prefix" "$n") of $n clients hold a connection:" >&2
+	tail -n 3 "$prefix".*.log >&2
+	return 1
+}
+
+# held PREFIX N: how many of the N clients of hold_clients PREFIX hold their
+# connection now.
+held() {
+	local k c=0
+	for k in $(seq 1 "$2"); do
+		[ -e "$1.$k" ] && c=$((c + 1))
+	done
+	echo "$c"
+}
+
+# start_source_relay SRC: a socat on 127.0.0.1:RELAY_PORT that relays each
+# connection to HOST:PORT from the source address SRC (another loopback
+# address), for clients that cannot choose theirs. PORT and LAUNCH_PID keep
+# the launcher's values.
+start_source_relay() {
+	local port=$PORT launch=$LAUNCH_PID
+	RELAY_SRC=$1 RELAY_TARGET=$PORT
+	start_on_port 127.0.0.1 _relay_at || return 1
+	RELAY_PORT=$PORT PORT=$port LAUNCH_PID=$launch
+}
+
+_relay_at() {
+	bg_start "$BATS_TEST_TMPDIR/relay.log" socat "TCP4-LISTEN:$PORT,bind=127.0.0.1,reuseaddr,fork" \
+		"TCP4:$HOST:$RELAY_TARGET,bind=$RELAY_SRC"
+	LAUNCH_PID=$LAST_PID
+}
+
+# stop_acceptor PARENT: SIGTERM to the parent, which must log "stopped" and
+# exit 0 within 30 s (its --stop-timeout is 10 s): seen by `wait` when it is
+# ROOT_PID (systemd-socket-activate execed it in its place), else in inetd's
+# "PID reaped, status 0" line.
+stop_acceptor() {
+	local p=$1 rc=0 i inetd_log=$BATS_TEST_TMPDIR/inetd.log
+	kill -TERM "$p"
+	wait_gone 300 0.1 "$p" || fail "the parent $p still runs 30 s after SIGTERM"
+	if [ "$p" = "$ROOT_PID" ]; then
+		wait "$p" || rc=$?
+		[ "$rc" = 0 ] || fail "the parent exited $rc after SIGTERM"
+	else
+		for i in $(seq 1 50); do
+			grep -qx "$p reaped, status 0" "$inetd_log" && break
+			sleep 0.1
+		done
+		grep -qx "$p reaped, status 0" "$inetd_log" ||
+			fail "inetd did not reap $p with status 0: $(grep "^$p reaped" "$inetd_log")"
+	fi
+	parent_lines "$p" | grep -qx stopped || fail "the parent did not log 'stopped'"
+}
+
+# script_bg LOG STEP...: one scripted connection to the launcher in the
+# background (wstest.py script --connect, every step bounded by 60 s), its
+# output line by line in LOG; its pid is added to BG_PIDS.
+BG_PIDS=()
+script_bg() {
+	local log=$1
+	shift
+	PYTHONUNBUFFERED=1 timeout 150 "$PY" "$LIB/wstest.py" script --connect "$(hostport)" --timeout 60 "$@" \
+		>"$log" 2>&1 3>&- &
+	BG_PIDS+=($!)
+	STARTED_PIDS+=($!)
+}
+
+# wait_files_match N REGEX FILE...: wait up to 60 s (the machine may be
+# shared) until N of the FILEs have a line matching REGEX. (Name the files: a
+# glob may miss the ones a background client has not created yet.)
+wait_files_match() {
+	local n=$1 re=$2 i c
+	shift 2
+	for i in $(seq 1 600); do
+		c=$(grep -lE -- "$re" "$@" 2>/dev/null | wc -l)
+		[ "$c" -ge "$n" ] && return 0
+		sleep 0.1
+	done
+	fail "only $c of $n clients got to '$re'"
+}
+
+# wait_parent_line PARENT REGEX [SECONDS]: wait up to SECONDS (5) until the
+# parent logged a line matching REGEX.
+wait_parent_line() {
+	local i
+	for i in $(seq 1 $((${3:-5} * 10))); do
+		parent_lines "$1" | grep -qE -- "$2" && return 0
+		sleep 0.1
+	done
+	parent_lines "$1"
+	fail "the parent did not log '$2'"
+}
+
+# release PREFIX N: let the N clients of hold_clients PREFIX reset their
+# connections, and check that each held and then aborted.
+release() {
+	local k p
+	for k in $(seq 1 "$2"); do
+		rm -f "$1.$k"
+	done
+	for p in "${HOLD_PIDS[@]}"; do
+		wait "$p" || fail "a holding client failed: $(cat "$1".*.log)"
+	done
+	for k in $(seq 1 "$2"); do
+		grep -qx aborted "$1.$k.log" || fail "client $k did not hold: $(cat "$1.$k.log")"
+	done
+}
+
+# check_sixth_waits PARENT ROOT: with the five clients of hold_clients 5
+# PREFIX=$BATS_TEST_TMPDIR/hold connected to a parent at --max-connections 5
+# (whose children descend from ROOT), a sixth client gets no 101 for 2 s
+# while the parent says it is at the limit; once one of the five leaves, the
+# sixth is served. Then every client resets its connection: each of the six
+# children ends with exit 4 (left without a close).
+check_sixth_waits() {
+	local p=$1 root=$2 T=$BATS_TEST_TMPDIR sixth i
+	assert_equal "$(count_wsfilter "$root")" 5
+	timeout 70 "$PY" "$CLIENTS/load_websockets.py" --timeout 30 --abort-after-ready "$T/sixth" "$(url)" \
+		>"$T/sixth.log" 2>&1 3>&- &
+	sixth=$!
+	STARTED_PIDS+=("$sixth")
+	wait_parent_line "$p" '^at --max-connections 5: new connections wait$'
+	# the sixth is connected (the kernel's backlog) but gets no 101 meanwhile
+	sleep 2
+	[ ! -e "$T/sixth" ] || fail "a sixth connection was served at --max-connections 5"
+	kill -0 "$sixth"
+	assert_equal "$(count_wsfilter "$root")" 5
+	# one of the five leaves: the sixth is served
+	rm -f "$T/hold.1"
+	for i in $(seq 1 100); do
+		[ -e "$T/sixth" ] && break
+		sleep 0.1
+	done
+	[ -e "$T/sixth" ] || fail "the sixth connection was not served after one of five closed: $(cat "$T/sixth.log")"
+	assert_equal "$(count_wsfilter "$root")" 5
+	rm -f "$T/sixth"
+	wait "$sixth"
+	grep -qx aborted "$T/sixth.log" || fail "the sixth did not hold: $(cat "$T/sixth.log")"
+	release "$T/hold" 5
+	assert_children_ended "$p" 6 4
+}

@@ -1,0 +1,370 @@
+#!/usr/bin/env bats
+# The shipped acceptor pair, wsfilter-acceptor.socket (Accept=no) and
+# wsfilter-acceptor.service: static checks with systemd-analyze, then a real
+# systemd as PID 1 in a Debian bookworm container (systemd-nspawn, as in
+# test/systemd.bats) running them from a `make install` tree. The container
+# shares the host's loopback; the clients connect from the host. Every
+# wsfilter's end is read from the journal (each child's "..., exit N" line,
+# the parent's "killed by" lines) and from systemd (the main process's exit
+# status).
+
+load lib/common
+load lib/launchers
+load lib/nspawn
+
+# The container's boot and shutdown are costly: its tests share one boot
+# and must run one after the other.
+BATS_NO_PARALLELIZE_WITHIN_FILE=true
+
+UNIT=wsfilter-acceptor.service
+SOCKET=wsfilter-acceptor.socket
+# where the forbidden-call test build sits in the container
+FORBIDDEN=/usr/local/lib/wsfilter-test/wsfilter-test-forbidden
+DROPIN_DIR=/run/systemd/system/$UNIT.d
+
+# acceptor_install DIR: `make install` into DIR (PREFIX=DIR/prefix or, with a
+# second argument, DESTDIR=DIR and PREFIX=/usr/local) without rebuilding. Where
+# the Makefile does not install the acceptor pair (yet), they are put there
+# as it installs wsfilter@.service, and UNITS_BY_HAND says so.
+acceptor_install() {
+	local bindir unitdir
+	if [ -n "${2:-}" ]; then
+		make -s -C "$TOP" -o wsfilter -o web_index.h install DESTDIR="$1" PREFIX=/usr/local >/dev/null
+		bindir=/usr/local/bin unitdir=$1/usr/local/lib/systemd/system
+	else
+		make -s -C "$TOP" -o wsfilter -o web_index.h install PREFIX="$1/prefix" >/dev/null
+		bindir=$1/prefix/bin unitdir=$1/prefix/lib/systemd/system
+	fi
+	UNITDIR=$unitdir UNITS_BY_HAND=
+	if [ ! -f "$unitdir/$UNIT" ] || [ ! -f "$unitdir/$SOCKET" ]; then
+		UNITS_BY_HAND=1
+		sed "s|@BINDIR@|$bindir|g" "$TOP/systemd/$UNIT.in" >"$unitdir/$UNIT"
+		cp "$TOP/systemd/$SOCKET" "$unitdir/$SOCKET"
+		chmod 644 "$unitdir/$UNIT" "$unitdir/$SOCKET"
+	fi
+}
+
+setup_file() {
+	[ -x "$TOP/wsfilter" ] || return 0 # each test reports the missing binary
+	local t0 t1 reason
+	export NSPAWN_SKIP=
+	if reason=$(nspawn_unavailable); then
+		export NSPAWN_SKIP=$reason
+		return 0
+	fi
+	t0=$(date +%s)
+	nspawn_image
+	t1=$(date +%s)
+	export STAGE
+	STAGE=$(mktemp -d /tmp/wsfilter-stage.XXXXXX)
+	acceptor_install "$STAGE" destdir
+	[ -z "$UNITS_BY_HAND" ] || echo "# make install does not install the acceptor pair: staged by hand" >&3
+	if [ -x "$TOP/wsfilter-test-forbidden" ]; then
+		mkdir -p "$STAGE$(dirname "$FORBIDDEN")"
+		cp "$TOP/wsfilter-test-forbidden" "$STAGE$FORBIDDEN"
+	fi
+	nspawn_boot "$STAGE" "$BATS_FILE_TMPDIR/nspawn.log"
+	export NSPAWN_PID CONTAINER_PID
+	echo "# image ready in $((t1 - t0)) s, container booted in $(($(date +%s) - t1)) s" >&3
+
+	# Only the address and port differ from the shipped socket, set as an
+	# administrator would: a drop-in (one ListenStream=, loopback only).
+	export PORT HOST=127.0.0.1 SCHEME=ws
+	local try i
+	for try in 1 2 3 4 5; do
+		PORT=$(pick_port)
+		in_container sh -c "mkdir -p /etc/systemd/system/$SOCKET.d && printf '%s\n' \
+			'[Socket]' 'ListenStream=' 'ListenStream=127.0.0.1:$PORT' \
+			>/etc/systemd/system/$SOCKET.d/port.conf"
+		in_container systemctl daemon-reload
+		in_container systemctl enable "$SOCKET" >/dev/null 2>&1 || true
+		in_container systemctl restart "$SOCKET" || true
+		# the container's systemd, not another program, must hold the port
+		for i in $(seq 1 50); do
+			owns_listener "$NSPAWN_PID" "$PORT" && return 0
+			sleep 0.1
+		done
+		echo "# try $try: port $PORT not held by the container's systemd" >&3
+	done
+	return 1
+}
+
+teardown_file() {
+	nspawn_shutdown
+	[ -z "${STAGE:-}" ] || rm -rf "$STAGE"
+}
+
+setup() {
+	[ -x "$TOP/wsfilter" ] || fail "no wsfilter binary at $TOP/wsfilter (run make)"
+	T=$BATS_TEST_TMPDIR
+	ACCEPTOR_LOG=$T/journal.log
+	ACCEPTOR_JOURNAL=journal_since
+	JCURSOR=
+	DROPIN=
+}
+
+teardown() {
+	stop_launchers
+	if [ -n "$DROPIN" ]; then
+		in_container rm -f "$DROPIN_DIR/$DROPIN"
+		in_container systemctl daemon-reload
+		in_container systemctl stop "$UNIT"
+	fi
+}
+
+need_container() {
+	[ -z "$NSPAWN_SKIP" ] || skip "$NSPAWN_SKIP"
+	if [ -z "${CONTAINER_PID:-}" ] || ! kill -0 "$CONTAINER_PID" 2>/dev/null; then
+		fail "the container is not running (see $BATS_FILE_TMPDIR/nspawn.log)"
+	fi
+}
+
+# journal_mark: from now on journal_since prints only newer lines.
+journal_mark() {
+	JCURSOR=$(in_container journalctl -q -n 1 -o export -u "$UNIT" | sed -n 's/^__CURSOR=//p')
+}
+
+# journal_since: the service's journal since journal_mark, messages only (each
+# wsfilter line carries its own "wsfilter[PID]: ", PID as the container sees it).
+journal_since() {
+	if [ -n "$JCURSOR" ]; then
+		in_container journalctl -q --no-pager -o cat -u "$UNIT" --after-cursor="$JCURSOR"
+	else
+		in_container journalctl -q --no-pager -o cat -u "$UNIT"
+	fi
+}
+
+# main_pid: the service's main process (the wsfilter parent) as the container
+# sees it; 0 when it does not run.
+main_pid() {
+	in_container systemctl show -p MainPID --value "$UNIT"
+}
+
+# host_pid PID: the host's pid of the container's process PID.
+host_pid() {
+	local p
+	for p in $(descendants "$CONTAINER_PID"); do
+		if grep -qE "^NSpid:.*[[:space:]]$1\$" "/proc/$p/status" 2>/dev/null; then
+			echo "$p"
+			return 0
+		fi
+	done
+	echo "no process $1 in the container" >&2
+	return 1
+}
+
+# service_up: a first connection if the service does not run (the socket
+# starts it), then wait_main.
+service_up() {
+	if [ "$(in_container systemctl is-active "$UNIT")" != active ]; then
+		run wst run --connect "$(hostport)" http GET /healthz --host localhost
+		assert_success
+		assert_line --index 0 'HTTP/1.1 200 OK'
+	fi
+	wait_main
+}
+
+# wait_main: wait up to 5 s until the service runs; sets P (its main process
+# in the container) and HP (the same on the host).
+wait_main() {
+	local i
+	for i in $(seq 1 50); do
+		P=$(main_pid)
+		[ -n "$P" ] && [ "$P" != 0 ] && break
+		sleep 0.1
+	done
+	[ -n "$P" ] && [ "$P" != 0 ] || fail "$UNIT did not start"
+	HP=$(host_pid "$P")
+}
+
+# ---- static checks ----------------------------------------------------------
+
+@test "make install puts the acceptor pair in place, with @BINDIR@ replaced in wsfilter-acceptor.service" {
+	acceptor_install "$T"
+	[ -z "$UNITS_BY_HAND" ] || fail "make install did not install $SOCKET and $UNIT"
+	run grep -c '@BINDIR@' "$UNITDIR/$UNIT"
+	assert_output 0
+	run grep -x "ExecStart=$T/prefix/bin/wsfilter" "$UNITDIR/$UNIT"
+	assert_success
+	cmp "$TOP/systemd/$SOCKET" "$UNITDIR/$SOCKET"
+}
+
+@test "systemd-analyze verify prints nothing for the acceptor pair" {
+	acceptor_install "$T"
+	# MANPATH lets it find the installed man page named by Documentation=.
+	run env MANPATH="$T/prefix/share/man" systemd-analyze verify "$UNITDIR/$SOCKET" "$UNITDIR/$UNIT"
+	assert_success
+	assert_output ''
+}
+
+@test "systemd-analyze security rates wsfilter-acceptor.service's exposure at most 1.0" {
+	acceptor_install "$T"
+	run systemd-analyze security --offline=true "$UNITDIR/$UNIT"
+	assert_success
+	local score
+	score=$(sed -n 's/.*Overall exposure level for wsfilter-acceptor\.service: \([0-9.]*\) .*/\1/p' <<<"$output")
+	echo "exposure $score"
+	[ -n "$score" ]
+	awk -v s="$score" 'BEGIN { exit !(s <= 1.0) }'
+}
+
+# ---- systemd as PID 1 in a container ----------------------------------------
+
+@test "container: systemctl list-units shows the pair, once a client came, with their descriptions: the service running and its socket handed over to it" {
+	need_container
+	assert_equal "$(in_container systemctl is-enabled "$SOCKET")" enabled
+	service_up
+	check_page
+	local want_s want_u
+	want_s=$(sed -n 's/^Description=//p' "$TOP/systemd/$SOCKET")
+	want_u=$(sed -n 's/^Description=//p' "$TOP/systemd/$UNIT.in")
+	run in_container systemctl list-units --no-legend --plain 'wsfilter-acceptor.*'
+	echo "$output"
+	assert_success
+	assert_equal "${#lines[@]}" 2
+	# with Accept=no the socket's sub-state is "running" while the service holds it
+	assert_equal "$(tr -s ' ' <<<"$output" | grep '^wsfilter-acceptor\.socket ')" \
+		"wsfilter-acceptor.socket loaded active running $want_s"
+	assert_equal "$(tr -s ' ' <<<"$output" | grep '^wsfilter-acceptor\.service ')" \
+		"wsfilter-acceptor.service loaded active running $want_u"
+	# the service got the socket as fd 3, which systemd handed over
+	run in_container systemctl show -p Triggers --value "$SOCKET"
+	assert_output "$UNIT"
+}
+
+@test "container: 300 clients at once each get 100 replies from the one wsfilter the service runs" {
+	need_container
+	service_up
+	journal_mark
+	check_concurrent 300 100
+	assert_equal "$(main_pid)" "$P"
+	assert_children_ended "$P" 300 0
+	assert_equal "$(child_ends "$P" | grep -cE '^wsfilter\[[0-9]+\]: 127\.0\.0\.1:[0-9]+ websocket .* in 100 msg .*, close 1000 by client, exit 0$')" 300
+	wait_no_wsfilter "$HP" 5
+}
+
+@test "container: the parent and a connection's process run as a dynamic user without capabilities, under seccomp (the child's filter on top), in their own network namespace" {
+	need_container
+	service_up
+	journal_mark
+	hold_clients 1 "$T/hold"
+	local kids
+	mapfile -t kids < <(descendants "$HP")
+	assert_equal "${#kids[@]}" 1
+	local who s pf cf
+	for who in "$HP" "${kids[0]}"; do
+		s=$(cat "/proc/$who/status")
+		echo "$who: $(grep -E '^(Uid|CapEff|NoNewPrivs|Seccomp)' <<<"$s" | tr -s '\t\n' '  ')"
+		# Not root (DynamicUser=yes), no capability (CapabilityBoundingSet=
+		# empty), no new privileges, seccomp mode 2 (filter)
+		assert_equal "$(awk '/^Uid:/ { print ($2 != 0) }' <<<"$s")" 1
+		assert_equal "$(grep -cE '^(CapEff|CapPrm|CapBnd|CapAmb):[[:space:]]+0+$' <<<"$s")" 4
+		assert_equal "$(awk '/^NoNewPrivs:/ { print $2 }' <<<"$s")" 1
+		assert_equal "$(awk '/^Seccomp:/ { print $2 }' <<<"$s")" 2
+		# PrivateNetwork=yes: another network namespace than the host's
+		[ "$(readlink "/proc/$who/ns/net")" != "$(readlink /proc/self/ns/net)" ]
+	done
+	pf=$(awk '/^Seccomp_filters:/ { print $2 }' "/proc/$HP/status")
+	cf=$(awk '/^Seccomp_filters:/ { print $2 }' "/proc/${kids[0]}/status")
+	[ "$cf" -gt "$pf" ] || fail "the child has $cf seccomp filters, the parent $pf"
+	release "$T/hold" 1
+	assert_children_ended "$P" 1 4
+}
+
+@test "container: --max-connections 5 set on ExecStart= by a drop-in: five connections are served, a sixth waits until one of them closes" {
+	need_container
+	DROPIN=limit.conf
+	in_container sh -c "mkdir -p $DROPIN_DIR && printf '%s\n' '[Service]' 'ExecStart=' \
+		'ExecStart=/usr/local/bin/wsfilter --max-connections 5' >$DROPIN_DIR/$DROPIN"
+	in_container systemctl daemon-reload
+	in_container systemctl stop "$UNIT"
+	journal_mark
+	# the first client starts the service
+	hold_clients 5 "$T/hold"
+	wait_main
+	run parent_lines "$P"
+	assert_line --index 0 "accepting on 127.0.0.1:$PORT, at most 5 connections"
+	check_sixth_waits "$P" "$HP"
+	assert_equal "$(main_pid)" "$P"
+}
+
+@test "container: a connection's process killed by SIGSYS (the test build, by a drop-in): the journal says so, another connection goes on, new ones are served" {
+	need_container
+	[ -x "$TOP/wsfilter-test-forbidden" ] || fail "no $TOP/wsfilter-test-forbidden (make wsfilter-test-forbidden)"
+	WSFILTER=$TOP/wsfilter-test-forbidden
+	DROPIN=forbidden.conf
+	in_container sh -c "mkdir -p $DROPIN_DIR && printf '%s\n' '[Service]' 'ExecStart=' \
+		'ExecStart=$FORBIDDEN --handshake-timeout 20' >$DROPIN_DIR/$DROPIN"
+	in_container systemctl daemon-reload
+	in_container systemctl stop "$UNIT"
+	journal_mark
+	# A: a plain HTTP request in two parts, 5 s apart (its connection starts
+	# the service)
+	script_bg "$T/a" 'send:GET /healthz HTTP/1.1\r\n' sleep:5 'send:Host: 127.0.0.1\r\nConnection: close\r\n\r\n' head body eof
+	local a=${BG_PIDS[-1]} i
+	wait_main
+	assert_equal "$(cat "/proc/$HP/comm")" wsfilter-test-f
+	for i in $(seq 1 100); do
+		[ "$(count_wsfilter "$HP")" = 1 ] && break
+		sleep 0.05
+	done
+	assert_equal "$(count_wsfilter "$HP")" 1
+	# B: a WebSocket; the test build opens a file after the handshake
+	run wst run --connect "$(hostport)" hs --random-key --host localhost
+	echo "B: $output"
+	refute_output --partial CLOSE
+	wait_parent_line "$P" '^127\.0\.0\.1:[0-9]+ connection [0-9]+ killed by SIGSYS$'
+	kill -0 "$a" || fail "A ended before the crash was logged (a slow machine?): $(cat "$T/a")"
+	wait "$a" || fail "A failed: $(cat "$T/a")"
+	run cat "$T/a"
+	assert_line 'STATUS HTTP/1.1 200 OK'
+	assert_line 'BODY 2 ok'
+	check_page
+	assert_equal "$(main_pid)" "$P"
+	assert_equal "$(in_container systemctl is-active "$UNIT")" active
+	assert_equal "$(parent_lines "$P" | grep -cE ' connection [0-9]+ killed by ')" 1
+	wait_child_ends "$P" 2
+	run child_ends "$P"
+	assert_equal "${#lines[@]}" 2
+	assert_line --index 0 --regexp '^wsfilter\[[0-9]+\]: 127\.0\.0\.1:[0-9]+ http 200 health check .*, exit 0$'
+	assert_line --index 1 --regexp '^wsfilter\[[0-9]+\]: 127\.0\.0\.1:[0-9]+ http 200 page .*, exit 0$'
+}
+
+@test "container: systemctl stop with 50 open connections: each gets its replies, then close 1001; the service ends cleanly, no wsfilter is left, and the socket starts it again" {
+	need_container
+	service_up
+	journal_mark
+	local k logs
+	for k in $(seq 1 50); do
+		script_bg "$T/c.$k" hs head text:one text:two text:three frame sleep:2 wait:30 close:1001 eof
+	done
+	mapfile -t logs < <(seq -f "$T/c.%g" 1 50)
+	wait_files_match 50 '^TEXT one - [0-9]+$' "${logs[@]}"
+	assert_equal "$(count_wsfilter "$HP")" 50
+	run in_container systemctl stop "$UNIT"
+	assert_success
+	# the main process exited 0 (ExecMainCode 1 is CLD_EXITED), nothing was killed
+	run in_container systemctl show -p Result -p ExecMainCode -p ExecMainStatus "$UNIT"
+	assert_line Result=success
+	assert_line ExecMainCode=1
+	assert_line ExecMainStatus=0
+	for k in "${BG_PIDS[@]}"; do
+		wait "$k" || fail "a client failed: $(tail -n 3 "${logs[@]}")"
+	done
+	local got
+	for k in $(seq 1 50); do
+		got=$(grep -E '^(TEXT|CLOSE|EOF|EXTRA)' "$T/c.$k" | sed -E 's/ - [0-9]+$//; s/^(CLOSE [0-9]+).*/\1/' | paste -sd,)
+		[[ $got =~ ^TEXT\ one,(TEXT\ two,(TEXT\ three,)?)?CLOSE\ 1001,EOF$ ]] || fail "client $k got: $got"
+	done
+	run parent_lines "$P"
+	assert_line 'stopping: 50 connections'
+	assert_line 'stopped'
+	assert_children_ended "$P" 50 0
+	wait_no_wsfilter "$NSPAWN_PID" 5
+	# the socket is still listening: the next client starts the service again
+	assert_equal "$(in_container systemctl is-active "$SOCKET")" active
+	check_page
+	local old=$P
+	service_up
+	[ "$P" != "$old" ] || fail "the same main process after a stop"
+}

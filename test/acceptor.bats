@@ -1,0 +1,260 @@
+#!/usr/bin/env bats
+# wsfilter accepting by itself: a launcher passes the listening socket
+# (systemd-socket-activate -l without --accept, as systemd does with
+# Accept=no; openbsd-inetd with `wait`) and one wsfilter parent accepts, forks
+# one child per connection, reaps them, enforces --max-connections and
+# --max-per-source and passes SIGTERM on. Every test runs the real launcher on
+# a free loopback port and stops it in teardown.
+#
+# How each wsfilter ended is checked everywhere: the parent's exit status with
+# `wait` (systemd-socket-activate execs it in its own place) or from inetd's
+# "reaped" line, each child's from its own log line ("..., exit N"), and a
+# child killed by a signal from the parent's "PEER connection PID killed by" line.
+
+load lib/common
+load lib/launchers
+
+setup() {
+	[ -x "$WSFILTER" ] || fail "no wsfilter binary at $WSFILTER (run make)"
+	T=$BATS_TEST_TMPDIR
+}
+
+teardown() {
+	stop_launchers
+}
+
+need_unshare() {
+	unshare --mount true 2>/dev/null || skip "unshare --mount is not permitted here (needs root)"
+}
+
+# ---- systemd-socket-activate without --accept: the listening socket is fd 3 --
+
+@test "systemd-socket-activate -l (no --accept): 300 clients at once each get 100 replies from one wsfilter" {
+	start_acceptor
+	check_concurrent 300 100
+	local p
+	p=$(acceptor_parent)
+	# systemd-socket-activate execed the parent in its own place
+	assert_equal "$p" "$ROOT_PID"
+	assert_equal "$(acceptor_parents | wc -l)" 1
+	run parent_lines "$p"
+	assert_line --index 0 "accepting on 127.0.0.1:$PORT, at most 4096 connections"
+	assert_children_ended "$p" 300 0
+	assert_equal "$(child_ends "$p" | grep -cE '^wsfilter\[[0-9]+\]: 127\.0\.0\.1:[0-9]+ websocket .* in 100 msg .* out 100 msg .*, close 1000 by client, exit 0$')" 300
+	# one process per connection, each with its own pid
+	assert_equal "$(child_ends "$p" | cut -d' ' -f1 | sort -u | wc -l)" 300
+	wait_no_wsfilter "$ROOT_PID" 5
+	stop_acceptor "$p"
+}
+
+@test "--max-connections 5: five connections are served, a sixth waits until one of them closes" {
+	start_acceptor --max-connections 5
+	hold_clients 5 "$T/hold"
+	local p
+	p=$(acceptor_parent)
+	check_sixth_waits "$p" "$ROOT_PID"
+	stop_acceptor "$p"
+}
+
+@test "--max-per-source 3: a 4th connection from 127.0.0.1 gets 429 and a log line; one from 127.0.0.2 is served" {
+	start_acceptor --max-per-source 3
+	hold_clients 3 "$T/hold"
+	local p
+	p=$(acceptor_parent)
+	run wst run --connect "$(hostport)" hs --random-key --host localhost
+	assert_success
+	assert_line --index 0 'HTTP/1.1 429 Too Many Requests'
+	assert_line 'Retry-After: 1'
+	assert_line --regexp '^Content-Length: [0-9]+$'
+	assert_line 'Connection: close'
+	refute_line --partial MALFORMED
+	wait_parent_line "$p" '^127\.0\.0\.1:[0-9]+ http 429 refused: 3 connections from 127\.0\.0\.1 \(--max-per-source 3\)$'
+	# the refusal forked no process
+	assert_equal "$(count_wsfilter "$ROOT_PID")" 3
+	# another source address: socat relays from 127.0.0.2
+	start_source_relay 127.0.0.2
+	run timeout 60 "$PY" "$CLIENTS/load_websockets.py" -n 10 "ws://127.0.0.1:$RELAY_PORT/"
+	assert_success
+	assert_output 'received 10/10 lost 0'
+	wait_child_ends "$p" 1
+	assert_regex "$(child_ends "$p")" '^wsfilter\[[0-9]+\]: 127\.0\.0\.2:[0-9]+ websocket .* in 10 msg .*, close 1000 by client, exit 0$'
+	assert_equal "$(held "$T/hold" 3)" 3
+	release "$T/hold" 3
+	assert_children_ended "$p" 4 '0|4'
+	assert_equal "$(child_ends "$p" | grep -c '^wsfilter\[[0-9]*\]: 127\.0\.0\.1:.*, exit 4$')" 3
+	stop_acceptor "$p"
+}
+
+@test "SIGTERM with 50 open connections: each gets its replies, then close 1001; the parent exits 0 and no wsfilter is left" {
+	start_acceptor
+	local k logs
+	# each client sends three messages, reads one reply and then reads nothing
+	# for 2 s: the other replies wait for it when the signal comes
+	for k in $(seq 1 50); do
+		script_bg "$T/c.$k" hs head text:one text:two text:three frame sleep:2 wait:30 close:1001 eof
+	done
+	mapfile -t logs < <(seq -f "$T/c.%g" 1 50)
+	wait_files_match 50 '^TEXT one - [0-9]+$' "${logs[@]}"
+	local p kids
+	p=$(acceptor_parent)
+	mapfile -t kids < <(descendants "$ROOT_PID")
+	assert_equal "${#kids[@]}" 50
+	stop_acceptor "$p"
+	for k in "${BG_PIDS[@]}"; do
+		wait "$k" || fail "a client failed: $(tail -n 3 "${logs[@]}")"
+	done
+	local got all=0
+	for k in $(seq 1 50); do
+		# the replies in order (the last ones may have been read after the
+		# signal, or not at all), then the close, then the end
+		got=$(grep -E '^(TEXT|CLOSE|EOF|EXTRA)' "$T/c.$k" | sed -E 's/ - [0-9]+$//; s/^(CLOSE [0-9]+).*/\1/' | paste -sd,)
+		[[ $got =~ ^TEXT\ one,(TEXT\ two,(TEXT\ three,)?)?CLOSE\ 1001,EOF$ ]] || fail "client $k got: $got"
+		[[ $got == *three* ]] && all=$((all + 1))
+	done
+	echo "# $all of 50 clients had all three replies before the close" >&3
+	run parent_lines "$p"
+	assert_line 'stopping: 50 connections'
+	assert_children_ended "$p" 50 0
+	wait_gone 50 0.1 "${kids[@]}" || fail "wsfilter processes left after the parent exited: $(ps -o pid,args -p "$(IFS=,; echo "${kids[*]}")")"
+}
+
+@test "the parent killed by SIGKILL: each open connection gets close 1001 and its process exits 0, none is left behind" {
+	start_acceptor
+	local k logs kids
+	for k in 1 2 3; do
+		script_bg "$T/c.$k" hs head text:one frame wait:10 close:1001 eof
+	done
+	mapfile -t logs < <(seq -f "$T/c.%g" 1 3)
+	wait_files_match 3 '^TEXT one - [0-9]+$' "${logs[@]}"
+	local p
+	p=$(acceptor_parent)
+	mapfile -t kids < <(descendants "$ROOT_PID")
+	assert_equal "${#kids[@]}" 3
+	kill -KILL "$ROOT_PID"
+	for k in "${BG_PIDS[@]}"; do
+		wait "$k" || fail "a client failed: $(tail -n 3 "${logs[@]}")"
+	done
+	for k in 1 2 3; do
+		run cat "$T/c.$k"
+		assert_line --regexp '^CLOSE 1001( |$)'
+		assert_line EOF
+	done
+	assert_children_ended "$p" 3 0
+	assert_equal "$(child_ends "$p" | grep -c ', close 1001 by server (server shutting down), exit 0$')" 3
+	wait_gone 50 0.1 "${kids[@]}" || fail "children outlived their parent: ${kids[*]}"
+}
+
+@test "a child killed by SIGSYS (test build): the parent logs it, another open connection goes on, and new ones are served" {
+	[ -x "$TOP/wsfilter-test-forbidden" ] || fail "no $TOP/wsfilter-test-forbidden (make wsfilter-test-forbidden)"
+	WSFILTER=$TOP/wsfilter-test-forbidden
+	start_acceptor --handshake-timeout 20
+	# A: a plain HTTP request sent in two parts, 5 s apart; its process is
+	# running when the other one dies
+	script_bg "$T/a" 'send:GET /healthz HTTP/1.1\r\n' sleep:5 'send:Host: 127.0.0.1\r\nConnection: close\r\n\r\n' head body eof
+	local a=${BG_PIDS[-1]} i
+	for i in $(seq 1 100); do
+		[ "$(count_wsfilter "$ROOT_PID")" = 1 ] && break
+		sleep 0.05
+	done
+	assert_equal "$(count_wsfilter "$ROOT_PID")" 1
+	local p
+	p=$(acceptor_parent)
+	# B: a WebSocket; the test build opens a file after the handshake
+	run wst run --connect "$(hostport)" hs --random-key --host localhost
+	echo "B: $output"
+	refute_output --partial CLOSE
+	wait_parent_line "$p" '^127\.0\.0\.1:[0-9]+ connection [0-9]+ killed by SIGSYS$'
+	kill -0 "$a" || fail "A ended before the crash was logged (a slow machine?): $(cat "$T/a")"
+	wait "$a" || fail "A failed: $(cat "$T/a")"
+	run cat "$T/a"
+	assert_line 'STATUS HTTP/1.1 200 OK'
+	assert_line 'BODY 2 ok'
+	assert_line 'EOF'
+	# the parent lives on and accepts
+	kill -0 "$ROOT_PID"
+	check_page
+	assert_equal "$(acceptor_parents | wc -l)" 1
+	assert_equal "$(parent_lines "$p" | grep -cE ' connection [0-9]+ killed by ')" 1
+	wait_child_ends "$p" 2
+	run child_ends "$p"
+	assert_equal "${#lines[@]}" 2
+	assert_line --index 0 --regexp '^wsfilter\[[0-9]+\]: 127\.0\.0\.1:[0-9]+ http 200 health check .*, exit 0$'
+	assert_line --index 1 --regexp '^wsfilter\[[0-9]+\]: 127\.0\.0\.1:[0-9]+ http 200 page .*, exit 0$'
+	stop_acceptor "$p"
+}
+
+@test "the parent and each connection's process run under seccomp (Seccomp: 2), the child's filter on top of the parent's" {
+	if grep -qa __asan_init "$WSFILTER"; then
+		skip "the sanitizer build runs without the seccomp filter"
+	fi
+	start_acceptor
+	hold_clients 1 "$T/hold"
+	local p kids
+	p=$(acceptor_parent)
+	mapfile -t kids < <(descendants "$ROOT_PID")
+	assert_equal "${#kids[@]}" 1
+	local ps cs
+	ps=$(cat "/proc/$ROOT_PID/status")
+	cs=$(cat "/proc/${kids[0]}/status")
+	echo "parent: $(grep -E '^(Seccomp|NoNewPrivs)' <<<"$ps" | paste -sd' ')"
+	echo "child:  $(grep -E '^(Seccomp|NoNewPrivs)' <<<"$cs" | paste -sd' ')"
+	assert_equal "$(awk '/^Seccomp:/ { print $2 }' <<<"$ps")" 2
+	assert_equal "$(awk '/^Seccomp:/ { print $2 }' <<<"$cs")" 2
+	assert_equal "$(awk '/^NoNewPrivs:/ { print $2 }' <<<"$cs")" 1
+	local pf cf
+	pf=$(awk '/^Seccomp_filters:/ { print $2 }' <<<"$ps")
+	cf=$(awk '/^Seccomp_filters:/ { print $2 }' <<<"$cs")
+	[ "$cf" -gt "$pf" ] || fail "the child has $cf filters, the parent $pf"
+	release "$T/hold" 1
+	assert_children_ended "$p" 1 4
+	stop_acceptor "$p"
+}
+
+# ---- openbsd-inetd `wait`: the listening socket is fds 0, 1 and 2 -----------
+
+@test "openbsd-inetd wait: one wsfilter serves a burst of 10,000 pipelined messages and 20 clients at once, logging to syslog" {
+	need_unshare
+	start_inetd_wait
+	run timeout 120 "$PY" "$CLIENTS/load_websockets.py" -n 10000 "$(url)"
+	assert_success
+	assert_output 'received 10000/10000 lost 0'
+	check_concurrent 20 100
+	local p
+	p=$(acceptor_parent)
+	assert_equal "$(acceptor_parents | wc -l)" 1
+	# inetd started it, and it is still running
+	assert_equal "$(ps -o ppid= -p "$p" | tr -d ' ')" "$ROOT_PID"
+	run parent_lines "$p"
+	assert_line --index 0 --regexp "^accepting on 127\.0\.0\.1:$PORT, at most [0-9]+ connections$"
+	assert_children_ended "$p" 21 0
+	assert_equal "$(child_ends "$p" | grep -c ' in 10000 msg .* out 10000 msg .*, exit 0$')" 1
+	stop_acceptor "$p"
+}
+
+@test "openbsd-inetd wait with --idle-exit 1: the parent exits 0 when idle and inetd starts a new one on the next connection" {
+	need_unshare
+	start_inetd_wait --idle-exit 1
+	run timeout 60 "$PY" "$CLIENTS/load_websockets.py" -n 100 "$(url)"
+	assert_output 'received 100/100 lost 0'
+	local p1 p2
+	p1=$(acceptor_parent)
+	wait_parent_line "$p1" '^idle for 1 s: exiting$' 10
+	wait_gone 100 0.1 "$p1" || fail "the parent still runs after its idle line"
+	# inetd reaped it with status 0
+	local i
+	for i in $(seq 1 50); do
+		grep -qx "$p1 reaped, status 0" "$T/inetd.log" && break
+		sleep 0.1
+	done
+	run cat "$T/inetd.log"
+	assert_line "$p1 reaped, status 0"
+	run timeout 60 "$PY" "$CLIENTS/load_websockets.py" -n 100 "$(url)"
+	assert_output 'received 100/100 lost 0'
+	p2=$(acceptor_parent)
+	[ "$p2" != "$p1" ] || fail "no new parent after the idle exit"
+	assert_equal "$(acceptor_parents | wc -l)" 2
+	assert_children_ended "$p1" 2 0
+	assert_equal "$(child_ends "$p1" | grep -c ' in 100 msg .*, exit 0$')" 2
+	stop_acceptor "$p2"
+	refute_killed "$p2"
+}
