@@ -282,10 +282,12 @@ run_conc() {	# SERVER C ROUND
 	local s=$1 c=$2 r=$3 handler idle ns0 ns1 ready=$D/ready.$$ out rc peak="" smp
 	local pk t_ready tmo bl stall held="" p maps=""
 	handler=$(server_handler "$s")
-	# the time it may take: connections that overflow the listen queue
-	# retry their SYN after 1, 3, 7, 15, 31 s
-	tmo=$(( c / 50 + 120 ))
-	stall=40
+	# the time it may take: a connection whose SYN overflows the listen
+	# queue sends it again 1, 3, 7, 15, 31 and 63 s after the first and
+	# gives up at 127 s (tcp_syn_retries 6): the stall limit must be longer
+	# than the last gap (64 s), so that the kernel, not wsload, decides
+	tmo=$(( c / 50 + 200 ))
+	stall=70
 	if ! start_server "$s"; then
 		printf 'conc\t%s\t%s\tconns=%s status=nostart\n' "$s" "$r" "$c" >>"$TSV"
 		return
