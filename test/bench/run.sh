@@ -10,6 +10,7 @@
 #   sh test/bench/run.sh            full run (5 rounds), a few minutes
 #   QUICK=1 sh test/bench/run.sh    1 round, smaller counts, under a minute
 #   ONLY=haproxy sh test/bench/run.sh   only the HAProxy scenario (haproxy.sh)
+#   ONLY=acceptor sh test/bench/run.sh  only the acceptor-mode scenario (acceptor.sh)
 #   sh test/bench/run.sh --report   the tables again from the last figures
 #
 # Environment: WSFILTER (binary, default ./wsfilter), RUNS (rounds),
@@ -46,13 +47,18 @@ else
 	C_CONC=100 N_CONC=1000
 	STALL=3 RUN_TIMEOUT=60
 fi
-WORKLOADS=${WORKLOADS:-"burst rushbig rtt mib mibbin conn conc haproxy"}
+WORKLOADS=${WORKLOADS:-"burst rushbig rtt mib mibbin conn conc haproxy acceptor"}
 [ -n "${ONLY:-}" ] && WORKLOADS=$ONLY
-# "haproxy" is its own scenario (test/bench/haproxy.sh), run after the others
+# "haproxy" and "acceptor" are scenarios of their own (test/bench/haproxy.sh,
+# test/bench/acceptor.sh), run after the others
 WORKLOADS_ASKED=$WORKLOADS
 PROXY=
 case " $WORKLOADS " in
 *" haproxy "*) PROXY=1 WORKLOADS=$(echo " $WORKLOADS " | sed 's/ haproxy / /; s/^ *//; s/ *$//') ;;
+esac
+ACCEPTOR=
+case " $WORKLOADS " in
+*" acceptor "*) ACCEPTOR=1 WORKLOADS=$(echo " $WORKLOADS " | sed 's/ acceptor / /; s/^ *//; s/ *$//') ;;
 esac
 
 workload_args() {
@@ -359,6 +365,10 @@ report() {
 		cat "$LOGDIR/haproxy.md"
 		echo
 	fi
+	if [ -n "$ACCEPTOR" ] && [ -s "$LOGDIR/acceptor.md" ]; then
+		cat "$LOGDIR/acceptor.md"
+		echo
+	fi
 	echo "## Machine"
 	echo
 	machine
@@ -379,7 +389,7 @@ done
 mkdir -p "$LOGDIR/bin"
 cp "$WSFILTER" "$LOGDIR/bin/wsfilter" || exit 1
 WSFILTER=$LOGDIR/bin/wsfilter
-rm -f "$LOGDIR"/*.log "$RESULTS" "$LOGDIR/haproxy.md"
+rm -f "$LOGDIR"/*.log "$RESULTS" "$LOGDIR/haproxy.md" "$LOGDIR/acceptor.md"
 : >"$RESULTS"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 printf 'QUICK=%s\nRUNS=%s\nWORKLOADS="%s"\nSERVERS="%s"\nLOAD_START="%s"\n' \
@@ -418,6 +428,11 @@ if [ -n "$PROXY" ]; then
 	else
 		log "bench: haproxy is not installed, no HAProxy figures"
 	fi
+fi
+if [ -n "$ACCEPTOR" ]; then
+	log "bench: acceptor mode (test/bench/acceptor.sh)"
+	WSFILTER=$WSFILTER BIN=$BIN LOGDIR=$LOGDIR QUICK=$QUICK RUNS=$RUNS \
+		bash "$HERE/acceptor.sh" >/dev/null || log "bench: the acceptor scenario failed"
 fi
 log "bench: done in $(( $(date +%s) - T0 )) s"
 report | tee "$BIN/report.md"

@@ -1,7 +1,7 @@
 /*
  * wsload: load client for wsfilter's benchmark (libc only).
  *
- * Opens C connections to HOST:PORT at once (one poll loop, non-blocking
+ * Opens C connections to HOST:PORT at once (one epoll loop, non-blocking
  * sockets), does the WebSocket handshake on each (random 16-byte key, checks
  * "101" and Sec-WebSocket-Accept), waits until every connection is open, then
  * sends N masked text messages of S bytes per connection keeping at most W
@@ -21,6 +21,11 @@
  * (implies --echo): the server may cut and join its binary messages
  * anywhere, as websocketd --binary and wsfilter --binary PROGRAM do, as long
  * as the bytes come back in order.
+ * --ready FILE: once every reply is in, write wsload's pid to FILE and hold
+ * every connection open (still reading: pings are answered, a connection
+ * the server ends counts as failed) until SIGUSR1 or --hold S seconds, then
+ * close.  -c goes up to 100,000; the soft open-files limit is raised to the
+ * hard one if the connections need it.
  *
  * Output: one line of key=value figures on stdout.  Exit status 0 when every
  * reply arrived and matched, 1 otherwise, 2 on a usage error.
@@ -32,7 +37,6 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -41,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -77,6 +82,7 @@ struct conn {
 	enum conn_state state;
 	char accept[32];		/* expected Sec-WebSocket-Accept */
 	double t_connect;		/* when connect() was called */
+	uint32_t events;		/* epoll interest registered, 0 none */
 
 	unsigned char out[OUT_SIZE];	/* bytes queued for the socket */
 	size_t out_off, out_len;
@@ -994,19 +1000,20 @@ on_release(int sig)
 	released = 1;
 }
 
-/* Create the ready file, then wait for SIGUSR1 (or --hold seconds). */
+/*
+ * Create the ready file: every reply is in and every connection is still
+ * open.  The caller then holds them open until SIGUSR1 or --hold seconds,
+ * still reading them (pings are answered, a server that ends one is seen).
+ */
 static void
-hold_open(void)
+write_ready(void)
 {
 	FILE *f = fopen(opt.ready_file, "w");
-	double until = now() + opt.hold;
 
 	if (f) {
 		fprintf(f, "%ld\n", (long)getpid());
 		fclose(f);
 	}
-	while (!released && now() < until)
-		usleep(10000);
 }
 
 struct phase {
@@ -1016,70 +1023,140 @@ struct phase {
 };
 
 /*
+ * The running counts: connections not yet done or failed, of them those open
+ * (handshake done) and those drained (every reply in).  Kept up to date as
+ * each connection changes state, so that no step of the loop is O(count)
+ * but the few that touch every connection once.
+ */
+struct counts {
+	int active, opened, drained;
+};
+
+static void
+count_state(struct counts *n, enum conn_state s, int d)
+{
+	if (s == CS_DONE || s == CS_FAILED)
+		return;
+	n->active += d;
+	if (s >= CS_OPEN)
+		n->opened += d;
+	if (s >= CS_DRAINED)
+		n->drained += d;
+}
+
+/*
+ * After a step on one connection: the counts, its descriptor closed once it
+ * is done or failed (which takes it out of the epoll set), else the epoll
+ * interest it needs now (the connect's end, or input and pending output).
+ */
+static void
+settle(int ep, struct counts *n, struct conn *c, enum conn_state before)
+{
+	struct epoll_event ev;
+	uint32_t want;
+
+	if (c->state != before) {
+		count_state(n, before, -1);
+		count_state(n, c->state, 1);
+	}
+	if (c->state == CS_DONE || c->state == CS_FAILED) {
+		if (c->fd >= 0) {
+			close(c->fd);
+			c->fd = -1;
+		}
+		return;
+	}
+	want = c->state == CS_CONNECTING ? EPOLLOUT : EPOLLIN;
+	if (c->out_off < c->out_len)
+		want |= EPOLLOUT;
+	if (want == c->events)
+		return;
+	memset(&ev, 0, sizeof(ev));
+	ev.events = want;
+	ev.data.ptr = c;
+	if (epoll_ctl(ep, c->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c->fd, &ev) < 0)
+		die("epoll_ctl failed");
+	c->events = want;
+}
+
+#define MAX_EVENTS	1024
+
+/*
  * Run connections until each is done or failed.  Messages start once every
  * connection is open, so that the transfer phase is timed on its own.
  */
 static void
 run(struct conn *conns, int count, struct phase *ph)
 {
-	struct pollfd *pfd = calloc((size_t)count, sizeof(*pfd));
-	double t, last_progress, deadline;
-	int i, active, opened, drained, go = 0, held = 0;
+	static struct epoll_event evs[MAX_EVENTS];
+	struct counts n = { 0, 0, 0 };
+	double t, last_progress, deadline, hold_until = 0;
+	int i, k, nev, ep, go = 0, held = 0, holding = 0;
+	enum conn_state before;
 
-	if (!pfd)
-		die("out of memory");
+	ep = epoll_create1(EPOLL_CLOEXEC);
+	if (ep < 0)
+		die("epoll_create1 failed");
+	for (i = 0; i < count; i++) {
+		conns[i].events = 0;
+		count_state(&n, conns[i].state, 1);
+		settle(ep, &n, &conns[i], conns[i].state);
+	}
 	ph->t0 = last_progress = now();
 	deadline = ph->t0 + opt.timeout;
 	ph->t_open = ph->t_end = 0;
 	for (;;) {
 		t = now();
-		active = opened = drained = 0;
-		for (i = 0; i < count; i++) {
-			struct conn *c = &conns[i];
-
-			if (c->state == CS_DONE || c->state == CS_FAILED) {
-				if (c->fd >= 0) {
-					close(c->fd);
-					c->fd = -1;
-				}
-				pfd[i].fd = -1;
-				continue;
-			}
-			active++;
-			if (c->state >= CS_OPEN)
-				opened++;
-			if (c->state >= CS_DRAINED)
-				drained++;
-		}
-		if (!go && opened == active) {
+		if (!go && n.opened == n.active) {
 			go = 1;
 			ph->t_open = t;
 			ph->cpu_open = cpu_time();
-			for (i = 0; i < count; i++)
-				if (conns[i].state == CS_OPEN &&
-				    pump(&conns[i], t, go) < 0)
-					conns[i].state = CS_FAILED;
+			for (i = 0; i < count; i++) {
+				struct conn *c = &conns[i];
+
+				if (c->state != CS_OPEN)
+					continue;
+				before = c->state;
+				if (pump(c, t, go) < 0)
+					c->state = CS_FAILED;
+				settle(ep, &n, c, before);
+			}
 		}
-		if (go && drained == active && ph->t_end == 0) {
+		if (go && n.drained == n.active && ph->t_end == 0) {
 			ph->t_end = t;
 			ph->cpu_end = cpu_time();
 			if (opt.ready_file && !held) {
-				held = 1;
-				hold_open();
-				t = last_progress = now();
-				deadline = t + opt.timeout;
+				held = holding = 1;
+				hold_until = t + opt.hold;
+				write_ready();
 			}
-			for (i = 0; i < count; i++)
-				if (conns[i].state == CS_DRAINED) {
-					queue_close(&conns[i]);
-					if (flush_out(&conns[i]) < 0)
-						conns[i].state = CS_FAILED;
-				}
+		}
+		if (holding && (released || t >= hold_until)) {
+			holding = 0;
+			t = last_progress = now();
+			deadline = t + opt.timeout;
+		}
+		if (ph->t_end != 0 && !holding && held != 2) {
+			held = 2;	/* the closes are queued once */
+			for (i = 0; i < count; i++) {
+				struct conn *c = &conns[i];
+
+				if (c->state != CS_DRAINED)
+					continue;
+				before = c->state;
+				queue_close(c);
+				if (flush_out(c) < 0)
+					c->state = CS_FAILED;
+				settle(ep, &n, c, before);
+			}
 			continue;
 		}
-		if (active == 0)
+		if (n.active == 0)
 			break;
-		if (t > deadline) {
+		if (holding) {
+			/* nothing is due from the server while held */
+			last_progress = t;
+		} else if (t > deadline) {
 			ph->timed_out = 1;
 			note_failure("timed out after %.0f s", opt.timeout);
 			break;
@@ -1089,38 +1166,32 @@ run(struct conn *conns, int count, struct phase *ph)
 			note_failure("no progress for %.1f s (stalled)", opt.stall);
 			break;
 		}
-		for (i = 0; i < count; i++) {
-			struct conn *c = &conns[i];
-
-			if (c->state == CS_DONE || c->state == CS_FAILED)
-				continue;
-			pfd[i].fd = c->fd;
-			pfd[i].events = c->state == CS_CONNECTING ? POLLOUT : POLLIN;
-			if (c->out_off < c->out_len)
-				pfd[i].events |= POLLOUT;
-			pfd[i].revents = 0;
-		}
-		if (poll(pfd, (nfds_t)count, 100) < 0) {
+		nev = epoll_wait(ep, evs, MAX_EVENTS, 100);
+		if (nev < 0) {
 			if (errno == EINTR)
 				continue;
-			die("poll failed");
+			die("epoll_wait failed");
 		}
 		t = now();
-		for (i = 0; i < count; i++) {
-			struct conn *c = &conns[i];
+		for (k = 0; k < nev; k++) {
+			struct conn *c = evs[k].data.ptr;
 
-			if (pfd[i].fd < 0 || pfd[i].revents == 0)
+			if (c->fd < 0)
 				continue;
 			last_progress = t;
+			before = c->state;
 			if (c->state == CS_CONNECTING) {
 				conn_connected(c);
-			} else if (pfd[i].revents & (POLLIN | POLLHUP | POLLERR)) {
-				if (conn_read(c, t) < 0)
+			} else if (evs[k].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+				if (conn_read(c, t) < 0) {
+					settle(ep, &n, c, before);
 					continue;
+				}
 			}
 			if (c->state != CS_FAILED && c->state != CS_DONE &&
 			    pump(c, t, go) < 0)
 				c->state = CS_FAILED;
+			settle(ep, &n, c, before);
 		}
 	}
 	for (i = 0; i < count; i++) {
@@ -1132,13 +1203,13 @@ run(struct conn *conns, int count, struct phase *ph)
 			st.failed++;
 		st.lost += opt.nmsgs - conns[i].next_recv;
 	}
+	close(ep);
 	if (ph->t_open == 0)
 		ph->t_open = ph->t0;
 	if (ph->t_end == 0) {
 		ph->t_end = now();
 		ph->cpu_end = cpu_time();
 	}
-	free(pfd);
 }
 
 /* ==== Report ==== */
@@ -1160,6 +1231,25 @@ percentile(double p)
 		return 0;
 	i = (long)(p * (double)(st.nlat - 1) + 0.5);
 	return st.lat[i];
+}
+
+/* Room for every connection's descriptor: the soft limit up to the hard one. */
+static void
+raise_nofile(rlim_t need)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= need)
+		return;
+	rl.rlim_cur = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need ?
+	    rl.rlim_max : need;
+	setrlimit(RLIMIT_NOFILE, &rl);
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < need) {
+		fprintf(stderr, "wsload: %llu connections need %llu descriptors, "
+		    "the hard limit is %llu\n", (unsigned long long)need - 16,
+		    (unsigned long long)need, (unsigned long long)rl.rlim_max);
+		exit(2);
+	}
 }
 
 static void
@@ -1219,7 +1309,7 @@ main(int argc, char **argv)
 
 #define NEEDV() do { if (!v) usage(); argi++; } while (0)
 		if (strcmp(a, "-c") == 0) {
-			NEEDV(); opt.nconns = (int)number(v, 1, 10000, "-c");
+			NEEDV(); opt.nconns = (int)number(v, 1, 100000, "-c");
 		} else if (strcmp(a, "-n") == 0) {
 			NEEDV(); opt.nmsgs = number(v, 1, 100000000, "-n");
 		} else if (strcmp(a, "-s") == 0) {
@@ -1285,9 +1375,10 @@ main(int argc, char **argv)
 	sa.sa_handler = on_release;
 	sigaction(SIGUSR1, &sa, NULL);
 
+	raise_nofile((rlim_t)opt.nconns + 16);
 	total = opt.sequential ? opt.sequential : (long)opt.nconns * opt.nmsgs;
 	conns = calloc((size_t)opt.nconns, sizeof(*conns));
-	sent_at = calloc((size_t)(opt.nconns * opt.nmsgs + 1), sizeof(double));
+	sent_at = calloc((size_t)opt.nconns * (size_t)opt.nmsgs + 1, sizeof(double));
 	st.lat = calloc((size_t)total + 1, sizeof(double));
 	if (!conns || !sent_at || !st.lat)
 		die("out of memory");
@@ -1347,8 +1438,8 @@ main(int argc, char **argv)
 		printf(" conn_s=%.0f", (opt.sequential - st.failed) / elapsed);
 	if (opt.binary)
 		printf(" reply_frames=%ld", st.reply_frames);
-	printf(" lost=%ld mismatched=%ld close_errors=%ld cpu_s=%.3f open_s=%.4f status=%s",
-	    st.lost, st.mismatched, st.close_errors, cpu, ph.t_open - ph.t0,
+	printf(" lost=%ld failed=%ld mismatched=%ld close_errors=%ld cpu_s=%.3f open_s=%.4f status=%s",
+	    st.lost, st.failed, st.mismatched, st.close_errors, cpu, ph.t_open - ph.t0,
 	    ph.timed_out ? "timeout" : ph.stalled ?
 	    "stalled" : (st.lost || st.mismatched || st.failed) ? "failed" : "ok");
 	if (st.why[0])
