@@ -27,7 +27,7 @@ wsfilter: wsfilter.c web_index.h
 
 # the same program linked statically: make static, then make install STATIC=1
 wsfilter-static: wsfilter.c web_index.h
-	$(CC) $(WARN) $(CPPFLAGS_ALL) $(CPPFLAGS) $(CFLAGS) -static $(LDFLAGS) -o $@ wsfilter.c
+	$(CC) $(WARN) $(CPPFLAGS_ALL) $(CPPFLAGS) $(CFLAGS) -static-pie $(LDFLAGS_ALL) $(LDFLAGS) -o $@ wsfilter.c
 
 static: wsfilter-static
 
