@@ -175,6 +175,12 @@ wait_main() {
 	done
 	[ -n "$P" ] && [ "$P" != 0 ] || fail "$UNIT did not start"
 	HP=$(host_pid "$P")
+	# MainPID is known from the fork on; until its exec the process is
+	# systemd's, named "(...)" after the binary
+	for i in $(seq 1 50); do
+		[[ $(cat "/proc/$HP/comm" 2>/dev/null) != "("* ]] && break
+		sleep 0.1
+	done
 }
 
 # ---- static checks ----------------------------------------------------------
