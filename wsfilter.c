@@ -3231,6 +3231,20 @@ static void signals_setup(sigset_t *run_mask)
 		sigdelset(run_mask, stops[i]);
 }
 
+/* The filter as --sandbox asks: -1 when it is required and cannot be had. */
+static int sandbox_start(const struct options *o, int child, int acceptor)
+{
+	if (o->sandbox == SANDBOX_OFF || SANITIZER_BUILD ||
+	    sandbox_enter(syslog_fd, log_to == LOG_STDERR, child, acceptor) == 0)
+		return 0;
+	if (o->sandbox == SANDBOX_REQUIRED) {
+		log_line("cannot install the seccomp filter: %s", strerror(errno));
+		return -1;
+	}
+	log_line("warning: running without the seccomp filter: %s", strerror(errno));
+	return 0;
+}
+
 /* One connection on fds, handed over by a launcher or by the acceptor
  * (accepted: the peer comes from the socket alone, not from a launcher's
  * variables): set it up, confine the process, run the loop.  Returns the
@@ -3252,14 +3266,8 @@ static int serve(struct conn *c, const struct options *o, const int fds[2],
 		log_line("cannot prepare %s: %s", o->program[0], strerror(errno));
 		return EXIT_INTERNAL;
 	}
-	if (o->sandbox != SANDBOX_OFF && !SANITIZER_BUILD &&
-	    sandbox_enter(syslog_fd, log_to == LOG_STDERR, c->prog_pid, 0) < 0) {
-		if (o->sandbox == SANDBOX_REQUIRED) {
-			log_line("cannot install the seccomp filter: %s", strerror(errno));
-			return EXIT_INTERNAL;
-		}
-		log_line("warning: running without the seccomp filter: %s", strerror(errno));
-	}
+	if (sandbox_start(o, c->prog_pid, 0) < 0)
+		return EXIT_INTERNAL;
 	conn_run(c, run_mask);
 	log_summary(c, now_ms());
 	return c->status;
@@ -3608,14 +3616,8 @@ static int acceptor_run(struct conn *c, struct options *o, int lfd, const sigset
 	log_line("accepting on %s, at most %lld connections", where, o->max_conn);
 	/* a PROGRAM must start outside any filter of wsfilter's, and the
 	 * children fork it: then only they are confined */
-	if (o->sandbox != SANDBOX_OFF && !SANITIZER_BUILD && !o->program &&
-	    sandbox_enter(syslog_fd, log_to == LOG_STDERR, 0, 1) < 0) {
-		if (o->sandbox == SANDBOX_REQUIRED) {
-			log_line("cannot install the seccomp filter: %s", strerror(errno));
-			return EXIT_INTERNAL;
-		}
-		log_line("warning: running without the seccomp filter: %s", strerror(errno));
-	}
+	if (!o->program && sandbox_start(o, 0, 1) < 0)
+		return EXIT_INTERNAL;
 	conn_run(c, run_mask);
 	return acc.status;
 }

@@ -22,26 +22,13 @@ SOCKET=wsfilter-acceptor.socket
 FORBIDDEN=/usr/local/lib/wsfilter-test/wsfilter-test-forbidden
 DROPIN_DIR=/run/systemd/system/$UNIT.d
 
-# acceptor_install DIR: `make install` into DIR (PREFIX=DIR/prefix or, with a
-# second argument, DESTDIR=DIR and PREFIX=/usr/local) without rebuilding. Where
-# the Makefile does not install the acceptor pair (yet), they are put there
-# as it installs wsfilter@.service, and UNITS_BY_HAND says so.
+# acceptor_install DIR: `make install PREFIX=DIR/prefix` without rebuilding;
+# UNITDIR is where the units went.
 acceptor_install() {
-	local bindir unitdir
-	if [ -n "${2:-}" ]; then
-		make -s -C "$TOP" -o wsfilter -o web_index.h install DESTDIR="$1" PREFIX=/usr/local >/dev/null
-		bindir=/usr/local/bin unitdir=$1/usr/local/lib/systemd/system
-	else
-		make -s -C "$TOP" -o wsfilter -o web_index.h install PREFIX="$1/prefix" >/dev/null
-		bindir=$1/prefix/bin unitdir=$1/prefix/lib/systemd/system
-	fi
-	UNITDIR=$unitdir UNITS_BY_HAND=
-	if [ ! -f "$unitdir/$UNIT" ] || [ ! -f "$unitdir/$SOCKET" ]; then
-		UNITS_BY_HAND=1
-		sed "s|@BINDIR@|$bindir|g" "$TOP/systemd/$UNIT.in" >"$unitdir/$UNIT"
-		cp "$TOP/systemd/$SOCKET" "$unitdir/$SOCKET"
-		chmod 644 "$unitdir/$UNIT" "$unitdir/$SOCKET"
-	fi
+	make -s -C "$TOP" -o wsfilter -o web_index.h install PREFIX="$1/prefix" >/dev/null
+	UNITDIR=$1/prefix/lib/systemd/system
+	[ -f "$UNITDIR/$UNIT" ] && [ -f "$UNITDIR/$SOCKET" ] ||
+		fail "make install did not install $SOCKET and $UNIT"
 }
 
 setup_file() {
@@ -57,8 +44,7 @@ setup_file() {
 	t1=$(date +%s)
 	export STAGE
 	STAGE=$(mktemp -d /tmp/wsfilter-stage.XXXXXX)
-	acceptor_install "$STAGE" destdir
-	[ -z "$UNITS_BY_HAND" ] || echo "# make install does not install the acceptor pair: staged by hand" >&3
+	nspawn_stage "$STAGE"
 	if [ -x "$TOP/wsfilter-test-forbidden" ]; then
 		mkdir -p "$STAGE$(dirname "$FORBIDDEN")"
 		cp "$TOP/wsfilter-test-forbidden" "$STAGE$FORBIDDEN"
@@ -70,23 +56,7 @@ setup_file() {
 	# Only the address and port differ from the shipped socket, set as an
 	# administrator would: a drop-in (one ListenStream=, loopback only).
 	export PORT HOST=127.0.0.1 SCHEME=ws
-	local try i
-	for try in 1 2 3 4 5; do
-		PORT=$(pick_port)
-		in_container sh -c "mkdir -p /etc/systemd/system/$SOCKET.d && printf '%s\n' \
-			'[Socket]' 'ListenStream=' 'ListenStream=127.0.0.1:$PORT' \
-			>/etc/systemd/system/$SOCKET.d/port.conf"
-		in_container systemctl daemon-reload
-		in_container systemctl enable "$SOCKET" >/dev/null 2>&1 || true
-		in_container systemctl restart "$SOCKET" || true
-		# the container's systemd, not another program, must hold the port
-		for i in $(seq 1 50); do
-			owns_listener "$NSPAWN_PID" "$PORT" && return 0
-			sleep 0.1
-		done
-		echo "# try $try: port $PORT not held by the container's systemd" >&3
-	done
-	return 1
+	nspawn_socket_port "$SOCKET" 'ListenStream=127.0.0.1:$PORT'
 }
 
 teardown_file() {
@@ -187,7 +157,6 @@ wait_main() {
 
 @test "make install puts the acceptor pair in place, with @BINDIR@ replaced in wsfilter-acceptor.service" {
 	acceptor_install "$T"
-	[ -z "$UNITS_BY_HAND" ] || fail "make install did not install $SOCKET and $UNIT"
 	run grep -c '@BINDIR@' "$UNITDIR/$UNIT"
 	assert_output 0
 	run grep -x "ExecStart=$T/prefix/bin/wsfilter" "$UNITDIR/$UNIT"

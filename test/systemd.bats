@@ -34,23 +34,7 @@ setup_file() {
 	# Only the address and port differ from the shipped socket, set as an
 	# administrator would: a drop-in.
 	export PORT HOST=127.0.0.1 SCHEME=ws ROOT_PID=$NSPAWN_PID
-	local try i
-	for try in 1 2 3 4 5; do
-		PORT=$(pick_port)
-		in_container sh -c "mkdir -p /etc/systemd/system/wsfilter.socket.d && printf '%s\n' \
-			'[Socket]' 'ListenStream=' 'ListenStream=127.0.0.1:$PORT' 'ListenStream=[::1]:$PORT' \
-			>/etc/systemd/system/wsfilter.socket.d/port.conf"
-		in_container systemctl daemon-reload
-		in_container systemctl enable wsfilter.socket >/dev/null 2>&1 || true
-		in_container systemctl restart wsfilter.socket || true
-		# the container's systemd, not another program, must hold the port
-		for i in $(seq 1 50); do
-			owns_listener "$NSPAWN_PID" "$PORT" && return 0
-			sleep 0.1
-		done
-		echo "# try $try: port $PORT not held by the container's systemd" >&3
-	done
-	return 1
+	nspawn_socket_port wsfilter.socket 'ListenStream=127.0.0.1:$PORT' 'ListenStream=[::1]:$PORT'
 }
 
 teardown_file() {

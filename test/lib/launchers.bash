@@ -199,17 +199,24 @@ start_openbsd_inetd() {
 	start_on_port "$HOST" _inetd_at && ROOT_PID=$LAUNCH_PID
 }
 
+# inetd_line REGEX ADDR NEWADDR: the line of the shipped inetd.conf that
+# REGEX matches (a commented-out one uncommented), its service ADDR turned
+# into NEWADDR and the binary's path into $LAUNCH_BIN; fails when none does.
+inetd_line() {
+	local line
+	line=$(grep -E "$1" "$SHIPPED_INETD" | sed 's/^#//')
+	[ -n "$line" ] || { echo "no line matching $1 in $SHIPPED_INETD" >&2; return 1; }
+	line=${line/"$2"/$3}
+	echo "${line//\/usr\/local\/bin\/wsfilter/$LAUNCH_BIN}"
+}
+
 _inetd_at() {
-	local conf=$BATS_TEST_TMPDIR/inetd.conf line
+	local conf=$BATS_TEST_TMPDIR/inetd.conf
 	if [ "$INETD_FAMILY" = 6 ]; then
-		line=$(grep -E '^#\[::1\]:8765[[:space:]]' "$SHIPPED_INETD" | sed 's/^#//')
-		line=${line/\[::1\]:8765/[::1]:$PORT}
+		inetd_line '^#\[::1\]:8765[[:space:]]' '[::1]:8765' "[::1]:$PORT" >"$conf" || return 1
 	else
-		line=$(grep -E '^8765[[:space:]]' "$SHIPPED_INETD")
-		line=${line/8765/127.0.0.1:$PORT}
+		inetd_line '^8765[[:space:]]' 8765 "127.0.0.1:$PORT" >"$conf" || return 1
 	fi
-	[ -n "$line" ] || { echo "no such line in $SHIPPED_INETD" >&2; return 1; }
-	echo "${line//\/usr\/local\/bin\/wsfilter/$LAUNCH_BIN}" >"$conf"
 	cat "$conf"
 	bg_start "$BATS_TEST_TMPDIR/inetd.log" "$INETD" -d "$conf"
 	LAUNCH_PID=$LAST_PID
@@ -560,10 +567,8 @@ start_openbsd_inetd_program() {
 
 _inetd_program_at() {
 	local conf=$BATS_TEST_TMPDIR/inetd.conf line
-	line=$(grep -E '^8765[[:space:]]' "$SHIPPED_INETD")
-	[ -n "$line" ] || { echo "no such line in $SHIPPED_INETD" >&2; return 1; }
-	line=${line/8765/127.0.0.1:$PORT}
-	echo "${line//\/usr\/local\/bin\/wsfilter/$LAUNCH_BIN} -- ${PROGRAM_ARGS[*]}" >"$conf"
+	line=$(inetd_line '^8765[[:space:]]' 8765 "127.0.0.1:$PORT") || return 1
+	echo "$line -- ${PROGRAM_ARGS[*]}" >"$conf"
 	cat "$conf"
 	devlog_start "$BATS_TEST_TMPDIR/inetd.log" "$INETD" -d "$conf"
 	LAUNCH_PID=$LAST_PID
@@ -801,10 +806,8 @@ start_inetd_wait() {
 
 _inetd_wait_at() {
 	local conf=$BATS_TEST_TMPDIR/inetd.conf line
-	line=$(grep -E '^#8766[[:space:]]+stream[[:space:]]+tcp[[:space:]]+wait[[:space:]]' "$SHIPPED_INETD" | sed 's/^#//')
-	[ -n "$line" ] || { echo "no 8766 wait line in $SHIPPED_INETD" >&2; return 1; }
-	line=${line/8766/127.0.0.1:$PORT}
-	echo "${line//\/usr\/local\/bin\/wsfilter/$LAUNCH_BIN} ${ACCEPTOR_ARGS[*]}" >"$conf"
+	line=$(inetd_line '^#8766[[:space:]]+stream[[:space:]]+tcp[[:space:]]+wait[[:space:]]' 8766 "127.0.0.1:$PORT") || return 1
+	echo "$line ${ACCEPTOR_ARGS[*]}" >"$conf"
 	cat "$conf"
 	devlog_start "$BATS_TEST_TMPDIR/inetd.log" "$INETD" -d "$conf"
 	LAUNCH_PID=$LAST_PID

@@ -94,3 +94,31 @@ nspawn_shutdown() {
 	wait "$NSPAWN_PID" 2>/dev/null || true
 	NSPAWN_PID=
 }
+
+# nspawn_socket_port SOCKET LINE...: a drop-in for SOCKET in the container
+# with ListenStream= emptied and then each LINE (in single quotes, '$PORT'
+# stands for the port), on a free port, restarted; sets PORT. Up to five
+# ports are tried: the container's systemd, not another program, must be
+# the one that holds it.
+nspawn_socket_port() {
+	local socket=$1 try i line lines
+	shift
+	for try in 1 2 3 4 5; do
+		PORT=$(pick_port)
+		lines="'[Socket]' 'ListenStream='"
+		for line in "$@"; do
+			lines+=" '${line//\$PORT/$PORT}'"
+		done
+		in_container sh -c "mkdir -p /etc/systemd/system/$socket.d && printf '%s\n' $lines \
+			>/etc/systemd/system/$socket.d/port.conf"
+		in_container systemctl daemon-reload
+		in_container systemctl enable "$socket" >/dev/null 2>&1 || true
+		in_container systemctl restart "$socket" || true
+		for i in $(seq 1 50); do
+			owns_listener "$NSPAWN_PID" "$PORT" && return 0
+			sleep 0.1
+		done
+		echo "# try $try: port $PORT not held by the container's systemd" >&3
+	done
+	return 1
+}
