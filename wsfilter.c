@@ -110,7 +110,7 @@ enum {
 	EXIT_PROTOCOL = 3, /* the client broke the protocol (HTTP 4xx, close 1002/1007/1009) */
 	EXIT_GONE     = 4, /* the client vanished without a close */
 	EXIT_TIMEOUT  = 5, /* handshake, idle, ping or send timeout */
-	EXIT_PROGRAM  = 6, /* the program exited non-zero or was killed */
+	EXIT_PROGRAM  = 6, /* the program could not be run, exited non-zero or was killed */
 };
 
 /* RFC 6455 5.2 opcodes */
@@ -134,12 +134,15 @@ enum http_status {
 	HTTP_SWITCHING = 101, HTTP_OK = 200, HTTP_BAD_REQUEST = 400,
 	HTTP_FORBIDDEN = 403, HTTP_NOT_FOUND = 404, HTTP_METHOD = 405,
 	HTTP_TIMEOUT = 408, HTTP_UPGRADE_REQUIRED = 426, HTTP_TOO_LARGE = 431,
+	HTTP_INTERNAL = 500,
 };
 
 /* ==== Types ============================================================ */
 
 enum conn_state {
 	CS_HANDSHAKE, /* reading the request head */
+	CS_STARTING,  /* the request is accepted: the 101 waits for the
+		       * program's exec, and the client's bytes wait too */
 	CS_OPEN,      /* exchanging frames */
 	CS_LINGER,    /* the end is decided: flush, shut down, wait for EOF */
 	CS_DONE,      /* exit now */
@@ -175,7 +178,7 @@ enum why {
 	W_LEFT_MID_PAYLOAD,
 	/* in any state */
 	/* the program */
-	W_PROG_DONE, W_PROG_EXIT, W_PROG_KILLED,
+	W_PROG_DONE, W_PROG_EXIT, W_PROG_KILLED, W_PROG_EXEC, W_PROG_SLOW,
 	W_SIGNAL, W_SIGNAL_EARLY, W_RESET, W_STALL, W_BAD_FD, W_POLL,
 	W_COUNT
 };
@@ -184,6 +187,7 @@ enum why {
 #define E_SECONDS 2 /* the detail is a number of seconds */
 #define E_NUMBER  4 /* the detail is a number (an exit status) */
 #define E_SIGNAME 8 /* the detail is a signal number */
+#define E_ERRNO  16 /* the detail is an errno value */
 
 struct ending {
 	unsigned short http;  /* answer during the handshake, 0: none */
@@ -265,7 +269,13 @@ struct options {
 
 /* The descriptors the loop polls.  A finished direction has fd -1.  The
  * acceptor's parent polls EP_LISTEN alone. */
-enum { EP_CLIENT_IN, EP_CLIENT_OUT, EP_PROG_IN, EP_PROG_OUT, EP_PROG_ERR, EP_LISTEN, EP_COUNT };
+enum {
+	EP_CLIENT_IN, EP_CLIENT_OUT,
+	EP_PROG_EXEC, /* the program's exec: EOF when it succeeded, else errno */
+	EP_PROG_IN, EP_PROG_OUT, EP_PROG_ERR,
+	EP_LISTEN,
+	EP_COUNT
+};
 
 struct acceptor;
 
@@ -331,7 +341,8 @@ struct conn {
 	/* a program per connection: its pipes are endpoints EP_PROG_* */
 	int prog_pid;                /* 0: the built-in filter */
 	int prog_ctl;                /* to the waiting child: the environment, then EOF */
-	int prog_go;                 /* the 101 is queued: start the program */
+	int prog_go;                 /* the request is accepted: start the program */
+	char accept[29];             /* Sec-WebSocket-Accept, for the 101 */
 	int prog_reaped;             /* its exit status is in prog_status */
 	int prog_status;             /* wait(2) status */
 	int prog_eof;                /* its stdout has ended */
@@ -415,6 +426,8 @@ static const struct ending endings[W_COUNT] = {
 	[W_PROG_DONE]       = { 0, CLOSE_NORMAL, EXIT_CLEAN, 0, NULL },
 	[W_PROG_EXIT]       = { 0, CLOSE_INTERNAL, EXIT_PROGRAM, E_NUMBER, "program exited" },
 	[W_PROG_KILLED]     = { 0, CLOSE_INTERNAL, EXIT_PROGRAM, E_SIGNAME, "program killed by" },
+	[W_PROG_EXEC]       = { HTTP_INTERNAL, 0, EXIT_PROGRAM, E_ERRNO, "the program cannot be run" },
+	[W_PROG_SLOW]       = { HTTP_INTERNAL, 0, EXIT_PROGRAM, E_SECONDS, "the program was not running within" },
 	[W_SIGNAL]          = { 0, CLOSE_GOING_AWAY, EXIT_CLEAN, 0, "server shutting down" },
 	[W_SIGNAL_EARLY]    = { 0, 0, EXIT_CLEAN, E_NOW, "server shutting down" },
 	[W_RESET]           = { 0, 0, EXIT_GONE, E_NOW, "client reset the connection" },
@@ -853,6 +866,9 @@ static size_t reason_text(enum why why, int detail, char *buf, size_t size)
 	else if (e->flags & E_SIGNAME)
 		n = snprintf(buf, size, "%s SIG%s", e->reason,
 			     sigabbrev_np(detail) ? sigabbrev_np(detail) : "?");
+	else if (e->flags & E_ERRNO)
+		n = snprintf(buf, size, "%s: %s", e->reason,
+			     strerrordesc_np(detail) ? strerrordesc_np(detail) : "?");
 	else
 		n = snprintf(buf, size, "%s", e->reason);
 	return n < 0 ? 0 : (size_t)n >= size ? size - 1 : (size_t)n;
@@ -916,7 +932,7 @@ static void conn_end(struct conn *c, enum why why, int detail)
 	c->why = why;
 	c->why_detail = detail;
 	c->status = e->status;
-	if (c->state == CS_HANDSHAKE && e->http)
+	if ((c->state == CS_HANDSHAKE || c->state == CS_STARTING) && e->http)
 		http_error(c, why);
 	else if (c->state == CS_OPEN && e->close)
 		close_frame(c, e->close, why, detail);
@@ -939,6 +955,7 @@ static const char *http_reason(int status)
 	case HTTP_TIMEOUT:          return "Request Timeout";
 	case HTTP_UPGRADE_REQUIRED: return "Upgrade Required";
 	case HTTP_TOO_LARGE:        return "Request Header Fields Too Large";
+	case HTTP_INTERNAL:         return "Internal Server Error";
 	}
 	return "Error";
 }
@@ -1340,28 +1357,22 @@ static void cgi_env(struct conn *c, const char *head, size_t len, const struct h
 
 static const char ws_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
-/* The 101: Sec-WebSocket-Accept is base64(SHA-1(key + GUID)). */
-static void hs_accept(struct conn *c, const struct hs_request *r, const char *head, size_t len)
+/* The 101, and the connection is open. */
+static void hs_open(struct conn *c)
 {
-	unsigned char keybuf[24 + sizeof ws_guid - 1], digest[20];
-	char accept[29], resp[256];
-	int n;
-
-	memcpy(keybuf, r->key.p, 24);
-	memcpy(keybuf + 24, ws_guid, sizeof ws_guid - 1);
-	sha1(keybuf, sizeof keybuf, digest);
-	base64_encode(digest, sizeof digest, accept);
-	n = snprintf(resp, sizeof resp,
+	char resp[256];
+	int n = snprintf(resp, sizeof resp,
 		"HTTP/1.1 101 Switching Protocols\r\n"
 		"Upgrade: websocket\r\n"
 		"Connection: Upgrade\r\n"
 		"Sec-WebSocket-Accept: %s\r\n"
 		"%s%s%s"
 		"\r\n",
-		accept,
+		c->accept,
 		c->protocol ? "Sec-WebSocket-Protocol: " : "",
 		c->protocol ? c->protocol : "",
 		c->protocol ? "\r\n" : "");
+
 	/* a protocol name is an option of at most a few hundred bytes */
 	if (n < 0 || (size_t)n >= sizeof resp || out_put(c, resp, (size_t)n) < 0) {
 		c->status = EXIT_INTERNAL;
@@ -1371,10 +1382,6 @@ static void hs_accept(struct conn *c, const struct hs_request *r, const char *he
 	c->http_status = HTTP_SWITCHING;
 	c->state = CS_OPEN;
 	c->meter.frames_from = c->out_total;
-	if (c->opt->program) {
-		cgi_env(c, head, len, r);
-		c->prog_go = 1;
-	}
 	if (c->opt->ping_interval)
 		c->next_ping_ms = c->now + c->opt->ping_interval * 1000;
 #ifdef WSFILTER_TEST_FORBIDDEN
@@ -1392,6 +1399,37 @@ static void hs_accept(struct conn *c, const struct hs_request *r, const char *he
 		c->peer[0] = small[0];
 	}
 #endif
+}
+
+/* The request is a valid upgrade.  Sec-WebSocket-Accept is
+ * base64(SHA-1(key + GUID)).  With a program, the 101 waits until its
+ * exec has succeeded (prog_started): one that cannot run gets a 500. */
+static void hs_accept(struct conn *c, const struct hs_request *r, const char *head, size_t len)
+{
+	unsigned char keybuf[24 + sizeof ws_guid - 1], digest[20];
+
+	memcpy(keybuf, r->key.p, 24);
+	memcpy(keybuf + 24, ws_guid, sizeof ws_guid - 1);
+	sha1(keybuf, sizeof keybuf, digest);
+	base64_encode(digest, sizeof digest, c->accept);
+	if (!c->opt->program) {
+		hs_open(c);
+		return;
+	}
+	cgi_env(c, head, len, r);
+	c->prog_go = 1;
+	c->state = CS_STARTING;
+}
+
+/* The program's exec succeeded (err 0) or failed with errno err. */
+static void prog_started(struct conn *c, int err)
+{
+	if (c->state != CS_STARTING)
+		return;
+	if (err)
+		conn_end(c, W_PROG_EXEC, err);
+	else
+		hs_open(c);
 }
 
 /* The head is complete (len bytes, CRLFCRLF included): answer it. */
@@ -1934,8 +1972,8 @@ static void conn_init(struct conn *c, const struct options *o, const int fds[2],
 	c->opt = o;
 	c->ep[EP_CLIENT_IN].fd = fds[0];
 	c->ep[EP_CLIENT_OUT].fd = fds[1];
-	c->ep[EP_PROG_IN].fd = c->ep[EP_PROG_OUT].fd = c->ep[EP_PROG_ERR].fd = -1;
-	c->ep[EP_LISTEN].fd = -1;
+	c->ep[EP_PROG_EXEC].fd = c->ep[EP_PROG_IN].fd = c->ep[EP_PROG_OUT].fd = -1;
+	c->ep[EP_PROG_ERR].fd = c->ep[EP_LISTEN].fd = -1;
 	c->prog_ctl = -1;
 	c->shared = fds[0] == fds[1];
 	c->state = CS_HANDSHAKE;
@@ -1992,6 +2030,7 @@ static int64_t conn_deadline(const struct conn *c)
 	t = earliest(t, c->stop_at);
 	switch (c->state) {
 	case CS_HANDSHAKE:
+	case CS_STARTING:
 		t = earliest(t, c->start_ms + o->hs_timeout * 1000);
 		break;
 	case CS_OPEN:
@@ -2087,6 +2126,10 @@ static void conn_expire(struct conn *c, int64_t now)
 			conn_end(c, c->in_len ? W_HEAD_TIMEOUT : W_NO_REQUEST, (int)o->hs_timeout);
 		}
 		break;
+	case CS_STARTING:
+		if (now >= c->start_ms + o->hs_timeout * 1000)
+			conn_end(c, W_PROG_SLOW, (int)o->hs_timeout);
+		break;
 	case CS_OPEN:
 		if (c->peer_closed) {
 			if (now >= c->drain_deadline)
@@ -2115,14 +2158,26 @@ static void conn_expire(struct conn *c, int64_t now)
 
 /* ==== A program per connection: its process ============================ */
 
+/* The child cannot run the program: errno to wsfilter, which answers 500. */
+static void prog_child_fail(int ex) __attribute__((noreturn));
+
+static void prog_child_fail(int ex)
+{
+	int e = errno;
+
+	(void)!write(ex, &e, sizeof e);
+	_exit(127);
+}
+
 /* The child, forked before the sandbox and not under it: it waits for the
  * request's environment (EOF before it: no handshake, no program), then
  * runs PROGRAM in its own process group, stdin, stdout and stderr on the
- * pipes, every other descriptor closed. */
-static void prog_child(const struct options *o, int in, int out, int err, int ctl)
+ * pipes, every other descriptor closed but fd 3, the exec pipe (close on
+ * exec: its EOF tells wsfilter that the exec succeeded). */
+static void prog_child(const struct options *o, int in, int out, int err, int ctl, int ex)
 	__attribute__((noreturn));
 
-static void prog_child(const struct options *o, int in, int out, int err, int ctl)
+static void prog_child(const struct options *o, int in, int out, int err, int ctl, int ex)
 {
 	static char block[ENV_MAX];
 	extern char **environ;
@@ -2135,11 +2190,14 @@ static void prog_child(const struct options *o, int in, int out, int err, int ct
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0)
-			_exit(EXIT_INTERNAL);
+			prog_child_fail(ex);
 		got += (size_t)r;
 	}
 	if (got == 0)
 		_exit(EXIT_CLEAN);
+	/* above 2, so that the dup2()s below leave it alone */
+	if ((ex = fcntl(ex, F_DUPFD_CLOEXEC, 3)) < 0)
+		_exit(127);
 	(void)setpgid(0, 0);
 	/* the dispositions and mask a program expects, whatever wsfilter set */
 	signal(SIGPIPE, SIG_DFL);
@@ -2149,16 +2207,18 @@ static void prog_child(const struct options *o, int in, int out, int err, int ct
 	signal(SIGCHLD, SIG_DFL);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
-	if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
-		_exit(EXIT_INTERNAL);
-	closefrom(3);
+	if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0 ||
+	    (ex != 3 && dup3(ex, 3, O_CLOEXEC) < 0))
+		prog_child_fail(ex);
+	closefrom(4);
+	ex = 3;
 	for (i = 0; i < got; i++)
 		nvars += block[i] == '\0';
 	for (i = 0; environ && environ[i]; i++)
 		nvars++;
 	envp = calloc(nvars + 1, sizeof *envp);
 	if (!envp)
-		_exit(EXIT_INTERNAL);
+		prog_child_fail(ex);
 	/* the request's variables first; then, unless --clear-env, the
 	 * environment wsfilter has (LISTEN_* are already gone), minus the
 	 * names the request set */
@@ -2177,8 +2237,7 @@ static void prog_child(const struct options *o, int in, int out, int err, int ct
 	envp[n] = NULL;
 	environ = envp;
 	execvp(o->program[0], o->program);
-	dprintf(2, "cannot run %s: %s\n", o->program[0], strerror(errno));
-	_exit(127);
+	prog_child_fail(ex);
 }
 
 static void fd_nonblock(int fd)
@@ -2192,11 +2251,12 @@ static void fd_nonblock(int fd)
 /* Before the sandbox: the pipes and the waiting child. */
 static int prog_prepare(struct conn *c, const struct options *o)
 {
-	int in[2], out[2], err[2], ctl[2];
+	int in[2], out[2], err[2], ctl[2], ex[2];
 	pid_t pid;
 
 	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 ||
-	    pipe2(err, O_CLOEXEC) < 0 || pipe2(ctl, O_CLOEXEC) < 0)
+	    pipe2(err, O_CLOEXEC) < 0 || pipe2(ctl, O_CLOEXEC) < 0 ||
+	    pipe2(ex, O_CLOEXEC) < 0)
 		return -1;
 	pid = fork();
 	if (pid < 0)
@@ -2207,24 +2267,28 @@ static int prog_prepare(struct conn *c, const struct options *o)
 		close(in[1]);
 		close(out[0]);
 		close(err[0]);
-		prog_child(o, in[0], out[1], err[1], ctl[0]);
+		close(ex[0]);
+		prog_child(o, in[0], out[1], err[1], ctl[0], ex[1]);
 	}
 	close(in[0]);
 	close(out[1]);
 	close(err[1]);
 	close(ctl[0]);
+	close(ex[1]);
 	c->prog_pid = (int)pid;
 	c->prog_ctl = ctl[1];
 	c->ep[EP_PROG_IN].fd = in[1];
 	c->ep[EP_PROG_OUT].fd = out[0];
 	c->ep[EP_PROG_ERR].fd = err[0];
+	c->ep[EP_PROG_EXEC].fd = ex[0];
+	fd_nonblock(ex[0]);
 	fd_nonblock(in[1]);
 	fd_nonblock(out[0]);
 	fd_nonblock(err[0]);
 	return 0;
 }
 
-/* The 101 is queued: hand the child its environment; EOF starts it. */
+/* The request is accepted: hand the child its environment; EOF starts it. */
 static void prog_start(struct conn *c)
 {
 	if (c->prog_ctl < 0 || !c->prog_go)
@@ -2239,6 +2303,18 @@ static void ep_close(struct conn *c, int i)
 	if (c->ep[i].fd >= 0)
 		close(c->ep[i].fd);
 	c->ep[i].fd = -1;
+}
+
+/* What became of its exec: EOF, it runs; an errno, it cannot. */
+static void prog_exec_read(struct conn *c)
+{
+	int e = 0;
+	ssize_t n = read(c->ep[EP_PROG_EXEC].fd, &e, sizeof e);
+
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	ep_close(c, EP_PROG_EXEC);
+	prog_started(c, n == 0 ? 0 : n == (ssize_t)sizeof e && e ? e : EIO);
 }
 
 /* Write what is queued for its stdin; returns the bytes written. */
@@ -2487,9 +2563,11 @@ static void conn_settle(struct conn *c, int64_t now)
 		else
 			conn_end(c, why, detail);
 	}
-	if (c->state == CS_HANDSHAKE || c->state == CS_OPEN) {
-		/* after its close, the client may shut its side down */
-		if (in->fd < 0 && out_room(c) >= OUT_FRAME_MIN && !c->peer_closed)
+	if (c->state == CS_HANDSHAKE || c->state == CS_STARTING || c->state == CS_OPEN) {
+		/* after its close, the client may shut its side down; what
+		 * it sent before its EOF waits for the program's exec */
+		if (in->fd < 0 && out_room(c) >= OUT_FRAME_MIN && !c->peer_closed &&
+		    c->state != CS_STARTING)
 			conn_end(c, left_why(c), 0);
 		else if (out->fd < 0)
 			conn_end(c, W_RESET, 0);
@@ -2522,7 +2600,10 @@ static nfds_t conn_pollset(struct conn *c, struct pollfd *pfd, int *which)
 				     c->in_off ? POLLIN : 0;
 	c->ep[EP_CLIENT_OUT].events = c->out_len ? POLLOUT : 0;
 	c->ep[EP_PROG_IN].events = c->pin_len ? POLLOUT : 0;
-	c->ep[EP_PROG_OUT].events = c->pout_len < PIPE_BUF_SIZE || c->state != CS_OPEN ? POLLIN : 0;
+	/* its output waits in the pipe until the 101 is queued */
+	c->ep[EP_PROG_OUT].events = c->state == CS_STARTING ? 0 :
+				    c->pout_len < PIPE_BUF_SIZE || c->state != CS_OPEN ? POLLIN : 0;
+	c->ep[EP_PROG_EXEC].events = POLLIN;
 	c->ep[EP_PROG_ERR].events = POLLIN;
 	if (c->state == CS_DONE) /* only the program is left to wait for */
 		c->ep[EP_CLIENT_IN].events = c->ep[EP_CLIENT_OUT].events = 0;
@@ -2549,6 +2630,7 @@ static void ep_ready(struct conn *c, int ep, short revents, int64_t now)
 	switch (ep) {
 	case EP_CLIENT_IN:  client_read(c, now); break;
 	case EP_CLIENT_OUT: client_write(c, now); break;
+	case EP_PROG_EXEC:  prog_exec_read(c); break;
 	case EP_PROG_IN:    prog_write(c); break;
 	case EP_PROG_OUT:   prog_read(c); break;
 	case EP_PROG_ERR:   prog_err_read(c); break;
@@ -2572,7 +2654,7 @@ static int conn_step(struct conn *c, int64_t now, int *handled)
 		*handled = stop_signal;
 		/* the replies already queued go first, then close 1001;
 		 * a second signal while closing: go now */
-		conn_end(c, c->state == CS_HANDSHAKE ? W_SIGNAL_EARLY : W_SIGNAL, 0);
+		conn_end(c, c->state == CS_OPEN ? W_SIGNAL : W_SIGNAL_EARLY, 0);
 	}
 	if (child_signal) {
 		child_signal = 0;
@@ -3421,7 +3503,7 @@ static void acceptor_stop(struct conn *c, int64_t now, int status)
 		a->status = status;
 	if (!a->stopping) {
 		a->stopping = 1;
-		log_line("stopping: %lld connections", a->live);
+		log_line("stopping: %lld connection%s", a->live, a->live == 1 ? "" : "s");
 		if (c->ep[EP_LISTEN].fd >= 0)
 			close(c->ep[EP_LISTEN].fd);
 		c->ep[EP_LISTEN].fd = -1;
@@ -3529,7 +3611,7 @@ static int acceptor_step(struct conn *c, int64_t now, int *handled)
 	}
 	if (a->stopping) {
 		if (a->stop_deadline && now >= a->stop_deadline && a->live) {
-			log_line("stop timeout: killing %lld connections", a->live);
+			log_line("stop timeout: killing %lld connection%s", a->live, a->live == 1 ? "" : "s");
 			a->killed = 1;
 			acceptor_signal(a, SIGKILL);
 			a->stop_deadline = 0;
@@ -3613,7 +3695,8 @@ static int acceptor_run(struct conn *c, struct options *o, int lfd, const sigset
 	acc.idle_since = c->start_ms;
 	if (getsockname(lfd, (struct sockaddr *)&ss, &sl) == 0)
 		source_text(key, source_of(&ss, key), where, sizeof where);
-	log_line("accepting on %s, at most %lld connections", where, o->max_conn);
+	log_line("accepting on %s, at most %lld connection%s", where, o->max_conn,
+		 o->max_conn == 1 ? "" : "s");
 	/* a PROGRAM must start outside any filter of wsfilter's, and the
 	 * children fork it: then only they are confined */
 	if (!o->program && sandbox_start(o, 0, 1) < 0)

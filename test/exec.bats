@@ -250,12 +250,31 @@ for line in sys.stdin:
 	assert_line --regexp "^LOG ${LOGP}.* close 1011 by server \(program killed by SIGSEGV\), exit 6$"
 }
 
-@test "a program that cannot be executed: its exec error is logged, close 1011 \"program exited 127\", exit 6" {
-	ws 6 hs head frame eof -- /nonexistent/program
+@test "a program that cannot be run: HTTP 500 instead of the 101, the exec error in the log, exit 6" {
+	ws 6 hs head body eof -- /nonexistent/program
 	assert_success
-	assert_line --index 6 'CLOSE 1011 program exited 127'
+	assert_line --index 1 'STATUS HTTP/1.1 500 Internal Server Error'
+	assert_line 'BODY 53 500 Internal Server Error: the program cannot be run\n'
 	assert_line "EXIT 6"
-	assert_line --regexp "^LOG ${LOGP}127\.0\.0\.1:[0-9]+ program: cannot run /nonexistent/program: No such file or directory$"
+	assert_line --regexp "^LOG ${LOGP}127\.0\.0\.1:[0-9]+ http 500 \"GET /\" [0-9.]+s \(the program cannot be run: No such file or directory\), exit 6$"
+	# a file that is not executable: EACCES, the same answer
+	printf 'echo never\n' >"$T/noexec.sh"
+	ws 6 hs head body eof -- "$T/noexec.sh"
+	assert_success
+	assert_line --index 1 'STATUS HTTP/1.1 500 Internal Server Error'
+	assert_line --regexp "^LOG ${LOGP}.* http 500 .*\(the program cannot be run: Permission denied\), exit 6$"
+	refute_line --partial 'never'
+}
+
+@test "frames sent with the request, then EOF, before the 101: they wait for the program's exec, nothing lost" {
+	ws 0 hs text:one text:two close:1000 shut head frame frame frame eof -- cat
+	assert_success
+	assert_line --index 1 'STATUS HTTP/1.1 101 Switching Protocols'
+	assert_line 'ACCEPT ok'
+	assert_line --index 6 'TEXT one'
+	assert_line --index 7 'TEXT two'
+	assert_line --index 8 'CLOSE 1000'
+	assert_line "EXIT 0"
 }
 
 @test "the client closes: the program gets EOF on its stdin and its exit ends the connection" {

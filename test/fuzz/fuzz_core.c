@@ -4,7 +4,8 @@
  * into reads (down to one byte at a time); the output is then checked: after
  * a 101, it must parse as whole, unmasked, minimally encoded server frames.
  * With the option byte's top bit a program serves the connection, and each
- * read is also its output: then every text frame must be valid UTF-8.
+ * read is also its output: then every text frame must be valid UTF-8.  Its
+ * exec succeeds, unless bits 1-3 are set too: then the answer is a 500.
  */
 #define WSFILTER_NO_MAIN
 #include "../../wsfilter.c"
@@ -157,6 +158,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			c->pin_off = c->pin_len = 0; /* the program reads it all */
 		}
 		conn_process(c, now);
+		if (c->state == CS_STARTING) {
+			/* the program's exec: it fails when bits 1-3 are all set */
+			prog_started(c, (sel & 0x0e) == 0x0e ? ENOENT : 0);
+			conn_process(c, now);
+		}
 		drain(c);
 		conn_expire(c, now);
 		drain(c);
