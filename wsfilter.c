@@ -81,7 +81,8 @@
 #define PEER_MAX          80           /* sanitized peer text in log lines */
 #define REQ_MAX           72           /* sanitized method and target in log lines */
 #define LOG_MAX           512          /* one log line */
-#define DISCARD_MAX       (256 * 1024) /* input read and dropped after the end */
+#define DISCARD_MAX       (256 * 1024) /* input read and dropped after the end,
+						 * before and after our shutdown */
 #define HTTP_HEAD_MAX     1024         /* the head of our own HTTP answers */
 #define PIPE_BUF_SIZE     65536        /* to and from a program, each way */
 #define ERR_LINE_MAX      400          /* a line of the program's stderr in the log */
@@ -2019,6 +2020,15 @@ static int ping_possible(const struct conn *c)
 	       out_room(c) >= OUT_FRAME_MIN;
 }
 
+/* Seconds without a byte written before a client is taken to have stopped
+ * reading: the send timeout; the close timeout for one that was sent more
+ * than DISCARD_MAX after the end and is no longer read. */
+static long long send_limit(const struct conn *c)
+{
+	return c->state == CS_LINGER && c->discarded > DISCARD_MAX ? c->opt->close_timeout
+								   : c->opt->send_timeout;
+}
+
 /* When the next timer expires, in ms of CLOCK_MONOTONIC; 0: none runs. */
 static int64_t conn_deadline(const struct conn *c)
 {
@@ -2026,7 +2036,7 @@ static int64_t conn_deadline(const struct conn *c)
 	int64_t t = 0;
 
 	if (c->send_since)
-		t = c->send_since + o->send_timeout * 1000;
+		t = c->send_since + send_limit(c) * 1000;
 	t = earliest(t, c->stop_at);
 	switch (c->state) {
 	case CS_HANDSHAKE:
@@ -2058,7 +2068,7 @@ static int64_t conn_deadline(const struct conn *c)
  * taken of the bytes written, as only the kernel knows. */
 static int conn_wants_acked(const struct conn *c, int64_t now)
 {
-	return (c->send_since && now >= c->send_since + c->opt->send_timeout * 1000) ||
+	return (c->send_since && now >= c->send_since + send_limit(c) * 1000) ||
 	       (c->ping_check && now >= c->ping_check);
 }
 
@@ -2108,14 +2118,14 @@ static void conn_expire(struct conn *c, int64_t now)
 	const struct options *o = c->opt;
 
 	c->now = now;
-	if (c->send_since && now >= c->send_since + o->send_timeout * 1000) {
+	if (c->send_since && now >= c->send_since + send_limit(c) * 1000) {
 		/* bytes written earlier are still reaching the client: it
 		 * reads, slowly, and has another send timeout */
 		if (c->acked_total > c->acked_mark) {
 			c->acked_mark = c->acked_total;
 			c->send_since = now;
 		} else {
-			conn_end(c, W_STALL, (int)o->send_timeout);
+			conn_end(c, W_STALL, (int)send_limit(c));
 		}
 	}
 	switch (c->state) {
@@ -2468,10 +2478,13 @@ static void client_read(struct conn *c, int64_t now)
 	n = read(ep->fd, c->in + c->in_len, IN_BUF_SIZE - c->in_len);
 	if (n > 0 && c->state == CS_LINGER) {
 		/* read only so that closing does not reset the connection
-		 * and destroy our last bytes; a client that keeps sending
-		 * gets no more of our time */
+		 * and destroy our last bytes, and so that a client blocked
+		 * sending gets to read them.  One that keeps sending gets
+		 * no more of our time: past DISCARD_MAX it is no longer
+		 * read, and has the close timeout to take what is queued
+		 * (send_limit) */
 		c->discarded += (size_t)n;
-		if (c->discarded > DISCARD_MAX)
+		if (c->discarded > DISCARD_MAX && !c->out_len)
 			c->state = CS_DONE;
 	} else if (n > 0) {
 		c->in_len += (size_t)n;
@@ -2579,6 +2592,7 @@ static void conn_settle(struct conn *c, int64_t now)
 			close(out->fd); /* a pipe: closing it is the EOF */
 		out->fd = -1;
 		c->linger_deadline = now + c->opt->close_timeout * 1000;
+		c->discarded = 0; /* a budget again while waiting for EOF */
 	}
 	if (c->state == CS_LINGER && in->fd < 0 && out->fd < 0)
 		c->state = CS_DONE;
@@ -2596,8 +2610,8 @@ static nfds_t conn_pollset(struct conn *c, struct pollfd *pfd, int *which)
 	nfds_t n = 0;
 	int i;
 
-	c->ep[EP_CLIENT_IN].events = c->state == CS_LINGER || c->in_len < IN_BUF_SIZE ||
-				     c->in_off ? POLLIN : 0;
+	c->ep[EP_CLIENT_IN].events = (c->state == CS_LINGER ? c->discarded <= DISCARD_MAX :
+				      c->in_len < IN_BUF_SIZE || c->in_off) ? POLLIN : 0;
 	c->ep[EP_CLIENT_OUT].events = c->out_len ? POLLOUT : 0;
 	c->ep[EP_PROG_IN].events = c->pin_len ? POLLOUT : 0;
 	/* its output waits in the pipe until the 101 is queued */

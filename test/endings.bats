@@ -165,6 +165,24 @@ os.execv(sys.argv[1], sys.argv[1:])' "$WSFILTER" --log=stderr </dev/null
 
 # ==== 3. A client that takes nothing, and one that takes slowly ==============
 
+@test "SIGTERM while a client has megabytes of pipelined input unread: every reply queued before it and the close 1001 still reach it, exit 0" {
+	# The flood leaves wsfilter's 256 KiB queue full and several MiB in the
+	# kernel's buffers; the signal ends the connection, and the input after
+	# it is read and dropped (or left unread) while the queue goes out.
+	run ops --expect 0 hs head flood:16384 signal:TERM count:8 eof exit-within:5 \
+		-- --echo --close-timeout 1
+	assert_success
+	local flooded counted
+	flooded=$(sed -n 's/^FLOODED \([0-9]*\) in .*/\1/p' <<<"$output")
+	counted=$(sed -n 's/^COUNTED \([0-9]*\) messages .*/\1/p' <<<"$output")
+	((flooded * 16384 > 2 * 1024 * 1024)) || fail "only $flooded messages flooded"
+	((counted > 0)) || fail "no reply came"
+	assert_line "CLOSE 1001 server shutting down"
+	assert_line "EXITED 0"
+	# every message wsfilter took is answered: nothing queued is cut
+	assert_line --regexp "^LOG ${LOGP}.* websocket .*, in $counted msg [0-9]+ B, out $counted msg [0-9]+ B, close 1001 by server \(server shutting down\), exit 0\$"
+}
+
 @test "row 3: a client that keeps sending and never reads is gone within a few seconds (--ping-interval 1 --ping-timeout 1), exit 5" {
 	# It sends until its sends stall (wsfilter stopped reading: its queue is
 	# full), then waits without reading.
