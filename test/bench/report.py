@@ -12,13 +12,21 @@ import statistics
 import sys
 
 HANDLERS = {"wsfilter-systemd": "wsfilter", "wsfilter-socat": "wsfilter",
+            "wsfilter-acceptor": "wsfilter",
             "ceiling-systemd": "lineecho", "ceiling-socat": "lineecho",
             "websocketd": "lineecho"}
+# systemd-socket-activate --accept, socat fork, and wsfilter given the
+# listening socket (Accept=no), forking per connection itself
+LAUNCHERS = ("systemd", "socat", "acceptor")
 # a program per connection (issue 14): wsfilter -- lineecho, its peer
 # websocketd running the same lineecho, and the goals asked for
 BURSTS = ("burst", "rushbig")
 GOAL_PEER, GOAL_BUILTIN = 5.0, 0.8
 PEERS = ["python-websockets", "websocketd", "node-ws"]
+# the relay floor: socat relaying lines between the socket and lineecho's
+# pipes, no WebSocket; compared on the one-at-a-time round trips
+FLOOR = "relay-systemd"
+ROUND_TRIPS = ("rtt",)
 
 
 def parse(path):
@@ -103,7 +111,7 @@ def program_section(t, servers, workloads):
     p = print
     rows = []
     for name, label, metric in workloads:
-        for launcher in ("systemd", "socat"):
+        for launcher in LAUNCHERS:
             kind = "bin" if name == "mibbin" else "exec"
             prog = f"wsfilter-{kind}-{launcher}"
             peer = "websocketd-bin" if kind == "bin" else "websocketd"
@@ -118,7 +126,10 @@ def program_section(t, servers, workloads):
     p("`wsfilter -- lineecho` (`wsfilter --binary -- lineecho --echo` for binary messages) under")
     p("the launcher named, against websocketd running the same lineecho (`websocketd --binary`")
     p("for binary) and against the built-in filter (`wsfilter`, no program) under the same")
-    p(f"launcher. Goals: at least {GOAL_PEER:g}x websocketd wherever websocketd finishes, and")
+    p("launcher. Under acceptor, wsfilter is given the listening socket")
+    p("(`systemd-socket-activate` without `--accept`) and forks per connection itself: one")
+    p("listening process forking the program, as websocketd is.")
+    p(f"Goals: at least {GOAL_PEER:g}x websocketd wherever websocketd finishes, and")
     p(f"at least {GOAL_BUILTIN:g}x the built-in filter on the pipelined bursts.")
     p()
     p("| Workload | under | wsfilter -- PROGRAM | built-in | websocketd | / built-in | / websocketd | goal |")
@@ -147,6 +158,42 @@ def program_section(t, servers, workloads):
                 goals.append(f"{'met' if a / b >= GOAL_BUILTIN else 'missed'} {GOAL_BUILTIN:g}x built-in")
         p(f"| {label} | {launcher} | {num(a)} | {num(b) if builtin else 'n/a'} | {dcell} | "
           f"{ratio(a, b) if builtin else 'n/a'} | {ratio(a, d)} | {'; '.join(goals)} |")
+    floor_section(t, rows)
+
+
+def floor_section(t, rows):
+    """The one-at-a-time round trips against the relay floor."""
+    p = print
+    rows = [r for r in rows if r[0] in ROUND_TRIPS]
+    if not rows or not any((name, FLOOR) in t.runs for name, *_ in rows):
+        return
+    p()
+    p(f"Round trips against a relay floor: {FLOOR} is `systemd-socket-activate --accept --inetd")
+    p("socat -,nodelay EXEC:lineecho,pipes`, sent plain lines over TCP (wsload --raw). Each round")
+    p("trip makes the same hops as through `wsfilter -- lineecho` or websocketd (socket -> relay")
+    p("-> pipe -> lineecho -> pipe -> relay -> socket), with no WebSocket framing. A program")
+    p("server makes these hops for every message and frames it too, so floor / websocketd is")
+    p("about the most any program server can have over websocketd on round trips here. The")
+    p("floor is socat's cost for the hops, not the kernel's alone: a relay doing less work per")
+    p("hop than socat can come out somewhat above it (/ floor over 1).")
+    p()
+    p("| Workload | relay floor | websocketd | websocketd / floor | under | wsfilter -- PROGRAM | / floor |")
+    p("|---|---:|---:|---:|---|---:|---:|")
+    bounds = []
+    for name, label, metric, launcher, prog, peer in rows:
+        f = t.median(name, FLOOR, metric)
+        d = t.median(name, peer, metric)
+        a = t.median(name, prog, metric)
+        fcell = num(f) if f is not None else t.status(name, FLOOR).split(" (")[0]
+        dcell = num(d) if d is not None else t.status(name, peer).split(" (")[0]
+        acell = num(a) if a is not None else t.status(name, prog).split(" (")[0]
+        p(f"| {label} | {fcell} | {dcell} | {ratio(d, f)} | {launcher} | {acell} | {ratio(a, f)} |")
+        if f is not None and d is not None and (label, f, d) not in bounds:
+            bounds.append((label, f, d))
+    for label, f, d in bounds:
+        p()
+        p(f"{label}: floor / websocketd = {f / d:.2f}; the {GOAL_PEER:g}x websocketd goal needs "
+          f"{GOAL_PEER * d:,.0f} msg/s, {GOAL_PEER * d / f:.2f}x the floor.")
 
 
 def main():
@@ -178,16 +225,18 @@ def main():
     p("## Ratios")
     p()
     p("wsfilter's median rate divided by the other's (> 1: wsfilter is faster). The ceiling is")
-    p("lineecho, a bare line filter, under the same launcher as wsfilter.")
+    p("lineecho, a bare line filter, under the same launcher as wsfilter (none under acceptor:")
+    p("lineecho does not accept connections).")
     p()
     p("| Workload | wsfilter under | / ceiling | " + " | ".join(f"/ {x}" for x in PEERS) + " |")
     p("|---|---|---:|" + "---:|" * len(PEERS))
     for name, label, metric in workloads:
-        for launcher in ("systemd", "socat"):
+        for launcher in LAUNCHERS:
             if (name, f"wsfilter-{launcher}") not in t.runs:
                 continue
             a = t.median(name, f"wsfilter-{launcher}", metric)
-            cells = [ratio(a, t.median(name, f"ceiling-{launcher}", metric))]
+            cells = [ratio(a, t.median(name, f"ceiling-{launcher}", metric))
+                     if launcher != "acceptor" else "n/a"]
             cells += [ratio(a, t.median(name, x, metric)) for x in PEERS]
             p(f"| {label} | {launcher} | " + " | ".join(cells) + " |")
 
@@ -200,8 +249,9 @@ def main():
         p("Read from /proc/PID/smaps_rollup of the listening process and every process below it,")
         p(f"after each connection's {conc_n} messages and before the closes. Per connection =")
         p(f"(with the connections open - idle) / {conc_c}. Handler peak = largest VmHWM of one")
-        p("per-connection process (wsfilter or lineecho). RSS counts shared pages (libc, the")
-        p("binary) once per process; PSS splits them between the processes sharing them.")
+        p("per-connection process (wsfilter or lineecho; under acceptor the listening wsfilter is")
+        p("counted with them). RSS counts shared pages (libc, the binary) once per process; PSS")
+        p("splits them between the processes sharing them.")
         p()
         p("| Server | processes | PSS total MiB | PSS per connection KiB | RSS per connection KiB | handler peak RSS KiB |")
         p("|---|---:|---:|---:|---:|---:|")

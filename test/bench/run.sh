@@ -6,6 +6,12 @@
 # launchers against websocketd running the same lineecho and against the
 # built-in filter; `wsfilter --binary -- lineecho --echo` against
 # `websocketd --binary lineecho --echo` on 1 MiB binary messages.
+# Acceptor mode: wsfilter, and `wsfilter -- lineecho`, given the listening
+# socket by `systemd-socket-activate` without --accept, forking per
+# connection itself (one listening process forking the program, as
+# websocketd does).  The relay floor: `socat -,nodelay EXEC:lineecho,pipes` per
+# connection in plain TCP lines (wsload --raw), the same processes and pipe
+# hops per round trip as `wsfilter -- lineecho`, no WebSocket.
 #
 #   sh test/bench/run.sh            full run (5 rounds), a few minutes
 #   QUICK=1 sh test/bench/run.sh    1 round, smaller counts, under a minute
@@ -93,7 +99,7 @@ workload_metric() {
 }
 
 # ---- servers: name, client mode, command line (PORT substituted) ----
-SERVERS=${SERVERS:-"wsfilter-systemd ceiling-systemd wsfilter-socat ceiling-socat python-websockets websocketd node-ws wsfilter-exec-systemd wsfilter-exec-socat wsfilter-bin-systemd wsfilter-bin-socat websocketd-bin"}
+SERVERS=${SERVERS:-"wsfilter-systemd ceiling-systemd wsfilter-socat ceiling-socat wsfilter-acceptor python-websockets websocketd node-ws wsfilter-exec-systemd wsfilter-exec-socat wsfilter-exec-acceptor relay-systemd wsfilter-bin-systemd wsfilter-bin-socat websocketd-bin"}
 server_cmd() {
 	local port=$2
 	local socat_listen="TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork,backlog=128,nodelay"
@@ -101,9 +107,16 @@ server_cmd() {
 	case $1 in
 	wsfilter-systemd)  echo "systemd-socket-activate -l 127.0.0.1:$port --accept --inetd $WSFILTER" ;;
 	wsfilter-socat)    echo "socat $socat_listen EXEC:$WSFILTER" ;;
+	# acceptor mode: the listening socket on fd 3, wsfilter forks per connection
+	wsfilter-acceptor) echo "systemd-socket-activate -l 127.0.0.1:$port $WSFILTER" ;;
 	# a program per connection (the EXEC address is one word: eval'd below)
 	wsfilter-exec-systemd) echo "systemd-socket-activate -l 127.0.0.1:$port --accept --inetd $WSFILTER -- $BIN/lineecho" ;;
 	wsfilter-exec-socat)   echo "socat $socat_listen 'EXEC:$WSFILTER -- $BIN/lineecho'" ;;
+	wsfilter-exec-acceptor) echo "systemd-socket-activate -l 127.0.0.1:$port $WSFILTER -- $BIN/lineecho" ;;
+	# the relay floor: socket -> socat -> pipe -> lineecho -> pipe -> socat -> socket;
+	# TCP_NODELAY on the connection as wsfilter sets it (without it a burst's
+	# last reply waits for the client's delayed ACK, 40 ms)
+	relay-systemd)     echo "systemd-socket-activate -l 127.0.0.1:$port --accept --inetd socat -,nodelay EXEC:$BIN/lineecho,pipes" ;;
 	wsfilter-bin-systemd)  echo "systemd-socket-activate -l 127.0.0.1:$port --accept --inetd $WSFILTER --binary -- $BIN/lineecho --echo" ;;
 	wsfilter-bin-socat)    echo "socat $socat_listen 'EXEC:$WSFILTER --binary -- $BIN/lineecho --echo'" ;;
 	websocketd-bin)    echo "websocketd --port=$port --address=127.0.0.1 --loglevel=fatal --binary $BIN/lineecho --echo" ;;
@@ -115,15 +128,22 @@ server_cmd() {
 	esac
 }
 server_raw() {
-	case $1 in ceiling-*) return 0 ;; esac
+	case $1 in ceiling-*|relay-*) return 0 ;; esac
+	return 1
+}
+# systemd-socket-activate without --accept executes the server only when
+# the first connection comes: start_servers makes that connection
+server_lazy() {
+	case $1 in *-acceptor) return 0 ;; esac
 	return 1
 }
 # which servers run which workload: the --binary ones only the binary
 # messages (which nothing else runs), the programs not the 100-connection
-# memory figure
+# memory figure, the relay floor only the 17-byte round trips and bursts
 server_runs() {	# WORKLOAD SERVER
 	case $2 in
 	*-bin|*-bin-*) [ "$1" = mibbin ]; return ;;
+	relay-*) case $1 in burst|rushbig|rtt) return 0 ;; esac; return 1 ;;
 	esac
 	case $1 in
 	mibbin) return 1 ;;
@@ -198,6 +218,13 @@ start_servers() {
 		if ! wait_listen "${PORT[$s]}"; then
 			log "bench: $s did not start listening on ${PORT[$s]}"
 			PID[$s]=
+		elif server_lazy "$s"; then
+			# the figures are of a server that has served one connection
+			if ! timeout -k 2 20 "$BIN/wsload" --connections 1 -s 17 --timeout 15 \
+				127.0.0.1 "${PORT[$s]}" >>"$LOGDIR/warmup.out" 2>>"$LOGDIR/wsload.log"; then
+				log "bench: $s: the first connection failed"
+			fi
+			wait_children_gone "${PID[$s]}"
 		fi
 	done
 }
@@ -389,7 +416,7 @@ done
 mkdir -p "$LOGDIR/bin"
 cp "$WSFILTER" "$LOGDIR/bin/wsfilter" || exit 1
 WSFILTER=$LOGDIR/bin/wsfilter
-rm -f "$LOGDIR"/*.log "$RESULTS" "$LOGDIR/haproxy.md" "$LOGDIR/acceptor.md"
+rm -f "$LOGDIR"/*.log "$RESULTS" "$LOGDIR/haproxy.md" "$LOGDIR/acceptor.md" "$LOGDIR/warmup.out"
 : >"$RESULTS"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 printf 'QUICK=%s\nRUNS=%s\nWORKLOADS="%s"\nSERVERS="%s"\nLOAD_START="%s"\n' \
