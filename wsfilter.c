@@ -2929,7 +2929,7 @@ static const char help_text[] =
 	"\n"
 	"Exit status: 0 clean close or page served, 1 internal error, 2 usage,\n"
 	"3 client broke the protocol, 4 client left without a close, 5 timeout,\n"
-	"6 the program exited non-zero or was killed.\n";
+	"6 the program could not be run, exited non-zero or was killed.\n";
 
 enum {
 	OPT_ECHO = 256, OPT_ORIGIN, OPT_PROTOCOL, OPT_TRUST_PROXY, OPT_LOG,
