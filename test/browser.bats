@@ -1,6 +1,8 @@
 #!/usr/bin/env bats
 # The test page (web/index.html, served by wsfilter on GET /) in a real headless Chromium,
 # driven by test/browser/drive.mjs through playwright-core. wsfilter runs behind socat.
+# Every test ends with assert_server_log: one summary line per connection it made (GET / is one
+# wsfilter, each WebSocket another), each with the exit status README.md's table gives.
 
 load lib/common
 
@@ -102,6 +104,51 @@ stop_all() {
 	SOCAT_PID=
 }
 
+# assert_server_log REGEX...: every wsfilter socat started logged its summary line, one line
+# per REGEX (what follows "wsfilter[PID]: 127.0.0.1:PORT ", to the end of the line, so with its
+# exit status), in any order since connections may end in any order, and server.log holds
+# nothing else: a wsfilter killed by a signal logs no line, and socat logs "E waitpid(): child
+# PID exited on signal N" instead. First ends the wsfilters still running as a service manager
+# would (stop_wsfilters: close 1001, exit 0), then waits up to 5 s for the lines. A line takes
+# the first REGEX it matches that no other line took: no REGEX may match another's lines (two
+# may be the same).
+assert_server_log() {
+	local log="$BATS_TEST_TMPDIR/server.log" summary="^${LOGP}127\.0\.0\.1:[0-9]+ .*, exit [0-9]+\$"
+	local res=("$@") used=() lines=() line re i j n=0 p took
+	stop_wsfilters
+	for p in $(group_pids); do
+		[ "$(cat "/proc/$p/comm" 2>/dev/null)" = socat ] ||
+			fail "wsfilter $p still runs 5 s after SIGTERM: $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)"
+	done
+	for i in $(seq 1 50); do
+		n=$(grep -cE -- "$summary" "$log" 2>/dev/null || true)
+		[ "$n" -ge $# ] && break
+		sleep 0.1
+	done
+	mapfile -t lines < <(cat "$log" 2>/dev/null)
+	echo "--- server log at the end:"
+	printf '%s\n' "${lines[@]}"
+	[ "${#lines[@]}" = $# ] || fail "server.log has ${#lines[@]} lines ($n wsfilter summary lines), not $#"
+	for line in "${lines[@]}"; do
+		took=
+		for j in "${!res[@]}"; do
+			re="^${LOGP}127\.0\.0\.1:[0-9]+ ${res[j]}\$"
+			if [ -z "${used[j]}" ] && [[ $line =~ $re ]]; then
+				used[j]=1 took=1
+				break
+			fi
+		done
+		[ -n "$took" ] || fail "unexpected line in server.log: $line"
+	done
+}
+
+# Summary lines for assert_server_log: the page load (GET /), a WebSocket's start, and the end of
+# a WebSocket still open when the page is done: drive.mjs closes the page and Chromium closes with
+# 1001 (going away); if it is open still, assert_server_log stops it (1001 by server).
+PAGE_GET='http 200 page "GET /" [0-9]+\.[0-9]{3}s, exit 0'
+WS='websocket [0-9]+\.[0-9]{3}s'
+GONE='close 1001 by (client|server \(server shutting down\)), exit 0'
+
 # drive SCENARIO ARGS...: run the browser script; its "KEY: value" lines land in $output.
 drive() {
 	run timeout 150 node "$DRIVE" "$@"
@@ -120,6 +167,8 @@ drive() {
 	# no CSP violation, script error or other console complaint
 	refute_output --partial "CONSOLE:"
 	refute_output --partial "PAGE-ERROR:"
+	# the page load and the page's WebSocket, which sent nothing
+	assert_server_log "$PAGE_GET" "$WS, in 0 msg 0 B, out 0 msg 0 B, $GONE"
 }
 
 @test "Send One Message logs the sent text and the reply with a ' - N' suffix" {
@@ -129,6 +178,8 @@ drive() {
 	assert_line "LOG: Sent: Hello there"
 	assert_line --regexp '^LOG: Received: Hello there - ([1-9][0-9]{0,2}|1000)$'
 	assert_line "COUNT-bad: 0"
+	# "Hello there" in (11 B), "Hello there - N" out (15 to 18 B)
+	assert_server_log "$PAGE_GET" "$WS, in 1 msg 11 B, out 1 msg 1[5-8] B, $GONE"
 }
 
 @test "burst of 10,000 messages all come back in order with none lost" {
@@ -142,6 +193,7 @@ drive() {
 	assert_line "COUNT-recv: 10,000"
 	assert_line "COUNT-bad: 0"
 	[ -s "$ARTIFACTS/browser-burst.png" ]
+	assert_server_log "$PAGE_GET" "$WS, in 10000 msg [0-9]+ B, out 10000 msg [0-9]+ B, $GONE"
 }
 
 @test "burst size is editable and the visible log keeps only the last 500 lines" {
@@ -153,6 +205,7 @@ drive() {
 	assert_line "LOG-LINES: 500"
 	# 1 connect line + 1,200 sent + 1,200 received + 1 summary = 2,402 lines, 500 shown
 	assert_line "FOLDED: 1,902 earlier lines folded"
+	assert_server_log "$PAGE_GET" "$WS, in 1200 msg [0-9]+ B, out 1200 msg [0-9]+ B, $GONE"
 }
 
 @test "page opened from a file:// URL connects to the URL typed into the URL field" {
@@ -162,6 +215,8 @@ drive() {
 	assert_line "DEFAULT-URL: ws://localhost:8765/"
 	assert_line "STATUS: WebSocket connection established"
 	assert_line --regexp '^LOG: Received: Hello there - [0-9]+$'
+	# no GET: only the WebSocket to the typed URL (the default one is another port)
+	assert_server_log "$WS, in 1 msg 11 B, out 1 msg 1[5-8] B, $GONE"
 }
 
 @test "Disconnect closes with 1000 and Connect opens a new connection" {
@@ -173,6 +228,9 @@ drive() {
 	assert_line "BUTTON: Connect"
 	assert_line "STATUS: WebSocket connection established"
 	assert_line --regexp '^LOG: Received: Hello there - [0-9]+$'
+	# the first WebSocket ended by Disconnect, the second open until the page closes
+	assert_server_log "$PAGE_GET" "$WS, in 0 msg 0 B, out 0 msg 0 B, close 1000 by client, exit 0" \
+		"$WS, in 1 msg 11 B, out 1 msg 1[5-8] B, $GONE"
 }
 
 @test "an unchanged reply is counted as a mismatch unless 'server echoes unchanged' is ticked" {
@@ -184,6 +242,8 @@ drive() {
 	# after ticking the box the same reply is accepted and the count stays at 1
 	assert_line "LOG: Received: Hello there"
 	assert_line "COUNT-bad: 1"
+	# --echo: both messages come back unchanged
+	assert_server_log "$PAGE_GET" "$WS, in 2 msg 22 B, out 2 msg 22 B, $GONE"
 }
 
 @test "stopping the server shows a closed status with code 1001" {
@@ -204,4 +264,6 @@ drive() {
 	assert_line --regexp '^STATUS: Connection closed: code 1001'
 	assert_line "BUTTON: Connect"
 	assert_line "SEND-DISABLED: true"
+	assert_server_log "$PAGE_GET" \
+		"$WS, in 0 msg 0 B, out 0 msg 0 B, close 1001 by server \(server shutting down\), exit 0"
 }
