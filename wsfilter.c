@@ -2206,8 +2206,9 @@ static void prog_child(const struct options *o, int in, int out, int err, int ct
 	if (got == 0)
 		_exit(EXIT_CLEAN);
 	/* above 2, so that the dup2()s below leave it alone */
-	if ((ex = fcntl(ex, F_DUPFD_CLOEXEC, 3)) < 0)
-		_exit(127);
+	if ((r = fcntl(ex, F_DUPFD_CLOEXEC, 3)) < 0)
+		prog_child_fail(ex);
+	ex = (int)r;
 	(void)setpgid(0, 0);
 	/* the dispositions and mask a program expects, whatever wsfilter set */
 	signal(SIGPIPE, SIG_DFL);
