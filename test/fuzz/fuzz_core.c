@@ -5,7 +5,9 @@
  * a 101, it must parse as whole, unmasked, minimally encoded server frames.
  * With the option byte's top bit a program serves the connection, and each
  * read is also its output: then every text frame must be valid UTF-8.  Its
- * exec succeeds, unless bits 1-3 are set too: then the answer is a 500.
+ * exec succeeds, unless bits 1-3 are set too: then the answer is a 500; with
+ * bits 2-3 and not 1, it never reports, and the handshake timeout (1 s here)
+ * ends the connection with a 500.
  */
 #define WSFILTER_NO_MAIN
 #include "../../wsfilter.c"
@@ -123,6 +125,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		o.program = prog_argv;
 		o.binary = sel & 1;
 		o.echo = 0;
+		if ((sel & 0x0e) == 0x0c)
+			o.hs_timeout = 1;
 	}
 	o.ping_timeout = o.ping_interval;
 	o.send_timeout = 1;
@@ -133,7 +137,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* reads of 1, 2, 7, 64 or up to 64 KiB bytes */
 	static const size_t steps[] = { 1, 2, 7, 64, 4096, IN_BUF_SIZE, 3, 13 };
 	step = steps[(sel >> 4) & 7];
-	for (off = 0; off < size && (c->state == CS_HANDSHAKE || c->state == CS_OPEN);) {
+	for (off = 0; off < size && (c->state == CS_HANDSHAKE || c->state == CS_STARTING ||
+				 c->state == CS_OPEN);) {
 		room = IN_BUF_SIZE - c->in_len;
 		if (c->in_off) {
 			memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
@@ -158,7 +163,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			c->pin_off = c->pin_len = 0; /* the program reads it all */
 		}
 		conn_process(c, now);
-		if (c->state == CS_STARTING) {
+		if (c->state == CS_STARTING && (sel & 0x0e) != 0x0c) {
 			/* the program's exec: it fails when bits 1-3 are all set */
 			prog_started(c, (sel & 0x0e) == 0x0e ? ENOENT : 0);
 			conn_process(c, now);
@@ -173,6 +178,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		/* the meter never counts more than was written */
 		if (c->meter.bytes > c->written_total)
 			abort();
+	}
+	if (c->state == CS_STARTING) {
+		/* the input is over and the exec never reported */
+		conn_expire(c, now + o.hs_timeout * 1000);
+		drain(c);
 	}
 	check_output();
 	return 0;
