@@ -266,6 +266,23 @@ for line in sys.stdin:
 	refute_line --partial 'never'
 }
 
+@test "the program has only its stdin, stdout and stderr open: none of wsfilter's descriptors" {
+	# each descriptor number that fstat() finds open, in one line
+	ws 0 hs head frame frame eof -- python3 -c '
+import os
+def is_open(fd):
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+print(" ".join(str(fd) for fd in range(1024) if is_open(fd)))'
+	assert_success
+	assert_line --index 6 'TEXT 0 1 2'
+	assert_line --index 7 'CLOSE 1000'
+	assert_line "EXIT 0"
+}
+
 @test "frames sent with the request, then EOF, before the 101: they wait for the program's exec, nothing lost" {
 	ws 0 hs text:one text:two close:1000 shut head frame frame frame eof -- cat
 	assert_success
