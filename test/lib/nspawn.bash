@@ -57,13 +57,14 @@ nspawn_boot() {
 		cat "$log" >&2
 		return 1
 	fi
-	# systemctl fails until PID 1 has set up its private bus socket; then
-	# --wait blocks until start-up is complete.
+	# systemctl fails until PID 1 has set up its private bus socket (it
+	# says so, or just "offline"); then --wait blocks until start-up is
+	# complete.
 	for i in $(seq 1 120); do
 		state=$(timeout 60 nsenter -t "$CONTAINER_PID" -a systemctl is-system-running --wait 2>&1) || true
 		case $state in
 		running | degraded) return 0 ;;
-		*"Failed to connect to bus"*) sleep 0.25 ;;
+		*"Failed to connect to bus"* | offline) sleep 0.25 ;;
 		*) break ;;
 		esac
 	done
