@@ -577,8 +577,9 @@ static int utf8_run(struct utf8 *u, const unsigned char *p, size_t n, size_t *ba
 	while (i < n) {
 		if (u->need == 0) {
 			/* ASCII runs, eight bytes at a time */
+			uint64_t v;
+
 			while (i + 8 <= n) {
-				uint64_t v;
 				memcpy(&v, p + i, 8);
 				if (v & 0x8080808080808080ull)
 					break;
@@ -586,6 +587,13 @@ static int utf8_run(struct utf8 *u, const unsigned char *p, size_t n, size_t *ba
 			}
 			if (i == n)
 				break;
+			/* a tail under eight bytes: the last eight at once (the
+			 * ones before i are valid already) */
+			if (n - i < 8 && n >= 8) {
+				memcpy(&v, p + n - 8, 8);
+				if (!(v & 0x8080808080808080ull))
+					break;
+			}
 			b = p[i++];
 			if (b < 0x80)
 				continue;
@@ -1868,7 +1876,8 @@ static void prog_frame(struct conn *c)
 {
 	const unsigned char *src, *nl;
 	unsigned char *dst;
-	size_t room, take, used, k, hlen;
+	size_t room, take, used, k, hlen, bad;
+	struct utf8 u;
 	int fin, eol;
 
 	while (c->state == CS_OPEN && (c->pout_len || (c->prog_eof && c->pmsg_open)) &&
@@ -1897,12 +1906,21 @@ static void prog_frame(struct conn *c)
 		fin = eol || (c->prog_eof && take == c->pout_len);
 		dst = out_reserve(c, 10 + 3 * take);
 		assert(dst);
-		/* the payload first, 10 bytes in; the header once its length is known */
-		k = utf8_clean(dst + 10, src, take, fin, &used);
-		if (!fin && used == 0 && take == c->pout_len && c->pout_len < PIPE_BUF_SIZE)
-			break; /* only a cut character is here */
-		hlen = frame_head(dst, fin, c->pmsg_open ? OP_CONT : OP_TEXT, k);
-		memmove(dst + hlen, dst + 10, k);
+		utf8_reset(&u);
+		if (utf8_run(&u, src, take, &bad) == 0 && !u.need) {
+			/* valid, the common case: the header, then the line */
+			hlen = frame_head(dst, fin, c->pmsg_open ? OP_CONT : OP_TEXT, take);
+			memcpy(dst + hlen, src, take);
+			k = used = take;
+		} else {
+			/* the payload first, 10 bytes in; the header once its
+			 * length is known */
+			k = utf8_clean(dst + 10, src, take, fin, &used);
+			if (!fin && used == 0 && take == c->pout_len && c->pout_len < PIPE_BUF_SIZE)
+				break; /* only a cut character is here */
+			hlen = frame_head(dst, fin, c->pmsg_open ? OP_CONT : OP_TEXT, k);
+			memmove(dst + hlen, dst + 10, k);
+		}
 		out_commit(c, hlen + k);
 		c->pmsg_open = !fin;
 		used += eol && used == take ? 1 : 0;
