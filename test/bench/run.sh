@@ -248,47 +248,12 @@ stop_servers() {
 trap 'stop_servers; exit 130' INT TERM
 trap 'stop_servers' EXIT
 
-# memory of a server's process tree, in one pass over /proc:
+# memory of a server's process tree, in one pass over /proc (treemem.py):
 # "pss_kib rss_kib procs handler_procs handler_peak_kib"
 tree_memory() {	# PID HANDLER-COMM
-	"$PY" - "$1" "$2" <<'EOF'
-import os, sys
-root, handler = int(sys.argv[1]), sys.argv[2]
-children = {}
-for d in os.listdir("/proc"):
-    if d.isdigit():
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(d))
-pss = rss = n = hn = hpeak = 0
-todo = [root]
-while todo:
-    p = todo.pop()
-    todo.extend(children.get(p, []))
-    try:
-        with open(f"/proc/{p}/smaps_rollup") as f:
-            fields = {}
-            for line in f:
-                parts = line.split()
-                if len(parts) >= 2 and parts[0].endswith(":"):
-                    fields[parts[0][:-1]] = parts[1]
-        with open(f"/proc/{p}/comm") as f:
-            comm = f.read().strip()
-        with open(f"/proc/{p}/status") as f:
-            hwm = [int(l.split()[1]) for l in f if l.startswith("VmHWM:")]
-    except OSError:
-        continue
-    pss += int(fields.get("Pss", 0))
-    rss += int(fields.get("Rss", 0))
-    n += 1
-    if handler and comm == handler:
-        hn += 1
-        hpeak = max([hpeak] + hwm)
-print(pss, rss, n, hn, hpeak)
-EOF
+	"$PY" "$HERE/treemem.py" "$1" "$2" | awk '{
+		for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+		print v["pss"], v["rss"], v["procs"], v["handlers"], v["handler_peak"] }'
 }
 
 # ---- one measurement ----
