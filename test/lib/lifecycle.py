@@ -1,0 +1,756 @@
+#!/usr/bin/python3
+"""lifecycle: randomized cases of `wsfilter -- PROGRAM`, each a program behaviour x a
+client behaviour x an event, launched on one accepted TCP socket or in acceptor mode
+(LISTEN_FDS), with invariants checked on every case.
+
+    lifecycle.py [--seed N] [--cases N] [--minutes M] [--jobs J]
+    lifecycle.py --case 'mode=launched bin=0 lines=400 size=1000 ...'
+
+The program is lcprog.py (see there). The client reads fast, slowly (about 60 KB/s),
+pauses, stops reading, half-closes, sends its close, or resets, at a chosen time
+after the 101; a reading client that has had nothing for QUIET seconds sends its close,
+as a finished client does. The event is none, SIGTERM to wsfilter (or to the
+acceptor's parent), the acceptor's stop timeout, or SIGKILL to the connection process.
+
+Invariants, each case:
+  data      every message is a whole line (or, --binary, the bytes) the program wrote,
+            in order; the last may be cut only when the program was killed mid-line.
+            A client that reads on and neither closes nor resets gets everything the
+            program wrote before its stdout ended.
+  ending    the exit status, the close code the client saw and the log line's reason
+            agree, and the ending is one this case can have; a death by a signal fails.
+  group     nothing of the program's process group runs 2 s after the connection
+            process is gone.
+  cpu       the connection process's CPU stays near zero while it waits.
+  bounded   the connection process ends within BOUND seconds.
+  log       one summary line per connection, the program's stderr line, nothing else.
+  acceptor  the parent keeps no descriptor and no zombie, and exits 0 on SIGTERM.
+
+Prints the seed first; any failure prints its case, which --case replays. The last
+line is "N passed, M failed".
+"""
+
+import argparse
+import concurrent.futures
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.dont_write_bytecode = True
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import lcprog  # noqa: E402
+import wstest as W  # noqa: E402
+
+PY = "/usr/bin/python3"
+QUIET = 1.5          # a reading client with nothing for this long sends its close
+BOUND = 30.0         # seconds a connection may take in all
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+ENDS = ["exit0", "exit3", "killed", "cat", "ignore", "closeout", "bghold", "bgfree", "flood"]
+CLIENTS = ["fast", "slow", "pause", "close", "halfclose", "rst", "stop"]
+SHAPES = [(0, 10), (5, 20), (50, 200), (400, 1000), (2000, 100), (30, 70000)]
+
+
+# ---------------------------------------------------------------- cases
+
+def draw(rng):
+    """One random case, as a dict of short values (see spec())."""
+    c = {}
+    c["mode"] = rng.choice(["launched"] * 3 + ["acceptor"] * 2)
+    c["bin"] = int(rng.random() < 0.25)
+    c["lines"], c["size"] = rng.choice(SHAPES)
+    c["rate"] = 0 if rng.random() < 0.7 else 50
+    if c["rate"]:
+        c["lines"] = min(c["lines"], 30)
+    c["end"] = rng.choice(ENDS)
+    c["msgs"] = rng.choice([0, 3])
+    c["client"] = rng.choice(["fast"] * 3 + ["slow", "pause", "pause", "close", "close", "halfclose",
+                                               "rst", "stop"])
+    c["at"] = rng.choice([0.0, 0.3, 1.0])
+    c["pause"] = rng.choice([1.5, 3.0])
+    events = ["none"] * 5 + ["sigterm"] * 4
+    if c["mode"] == "acceptor":
+        events += ["accstop", "killconn"]
+    c["event"] = rng.choice(events)
+    c["et"] = rng.choice([0.1, 0.5, 1.0, 2.0])
+    if c["event"] == "accstop" and rng.random() < 0.5:
+        c["end"] = "ignore"
+    if c["client"] == "slow" and c["lines"] * c["size"] > 400000:
+        c["lines"] = 400000 // c["size"]  # 7 s at 60 KB/s
+    if c["end"] == "flood":
+        c["size"] = max(c["size"], 1000)  # fewer, larger messages for the client to check
+    return c
+
+
+FIELDS = ["mode", "bin", "lines", "size", "rate", "end", "msgs", "client", "at", "pause", "event", "et"]
+
+
+def spec(c):
+    return " ".join("%s=%s" % (k, c[k]) for k in FIELDS)
+
+
+def parse_spec(text):
+    c = dict(kv.split("=", 1) for kv in text.split())
+    for k in ("bin", "lines", "size", "msgs"):
+        c[k] = int(c[k])
+    for k in ("rate", "at", "pause", "et"):
+        c[k] = float(c[k])
+    missing = [k for k in FIELDS if k not in c]
+    if missing:
+        raise SystemExit("--case lacks %s" % ", ".join(missing))
+    return c
+
+
+# ---------------------------------------------------------------- processes
+
+def supports(opt):
+    out = subprocess.run([W.wsfilter_path(), "--help"], capture_output=True, text=True).stdout
+    return opt in out
+
+
+def wsfilter_args(c, state, grace):
+    a = ["--close-timeout", "1", "--send-timeout", "5", "--ping-interval", "0",
+         "--stop-timeout", "1" if c["event"] == "accstop" else "6"]
+    if grace:
+        a += ["--grace", "1"]
+    if c["bin"]:
+        a.append("--binary")
+    rate = ("%g" % c["rate"])
+    return a + ["--", PY, os.path.join(HERE, "lcprog.py"), state, str(c["lines"]), str(c["size"]), rate,
+                c["end"]]
+
+
+def proc_stat(pid):
+    """(state, pgrp, cpu seconds) of pid, or None."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[2]), (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def children(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def group_alive(pgid):
+    """Pids of live (not zombie) processes in process group pgid."""
+    alive = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            st = proc_stat(int(d))
+            if st and st[1] == pgid and st[0] != "Z":
+                alive.append(int(d))
+    return alive
+
+
+def fd_count(pid):
+    try:
+        return len(os.listdir("/proc/%d/fd" % pid))
+    except OSError:
+        return -1
+
+
+class Sampler(threading.Thread):
+    """Reads a process's CPU time every 50 ms until it is gone (or a zombie)."""
+
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid, self.cpu, self.stop = pid, 0.0, False
+
+    def run(self):
+        while not self.stop:
+            st = proc_stat(self.pid)
+            if not st or st[0] == "Z":
+                return
+            self.cpu = max(self.cpu, st[2])
+            time.sleep(0.05)
+
+
+# ---------------------------------------------------------------- the client
+
+class PacedReader(W.Reader):
+    """A Reader whose reads can be slowed (bytes a second) or stopped."""
+
+    def __init__(self, sock):
+        super().__init__(sock)
+        self.rate = 0
+        self.hold_until = 0.0
+
+    def _fill(self, deadline):
+        now = time.monotonic()
+        if now < self.hold_until:
+            time.sleep(max(0.0, min(self.hold_until, deadline) - now))
+            if time.monotonic() < self.hold_until:
+                return False
+        if not self.rate:
+            return super()._fill(deadline)
+        if self.eof or deadline <= time.monotonic():
+            return False
+        import select
+        r, _, _ = select.select([self.sock], [], [], max(0.0, deadline - time.monotonic()))
+        if not r:
+            return False
+        try:
+            data = self.sock.recv(4096)
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            self.eof = True
+            return False
+        self.buf += data
+        self.total += len(data)
+        time.sleep(len(data) / self.rate)
+        return True
+
+
+def client_msgs(c):
+    return [(b"c%06d " % i) + lcprog.LETTERS[i:i + 30] for i in range(c["msgs"])]
+
+
+def run_client(c, sock, leftover, t101, obs, events_done):
+    """Plays the client's part; fills obs: msgs (opcode, payload), close (code or None),
+    sent_close (before the server's), eof, malformed.  leftover: bytes read with the
+    101 that belong to the frames."""
+    rd = PacedReader(sock)
+    rd.buf += leftover
+    behaviour = c["client"]
+    acted = False
+    last_data = time.monotonic()
+    deadline = t101 + BOUND
+    if behaviour == "slow":
+        rd.rate = 60000
+    # a client is done after LIMIT: it closes (or, stopped, goes) whatever comes
+    limit = 3.0 if c["end"] == "flood" else 10.0
+    parts, first = [], None
+    while time.monotonic() < deadline:
+        now = time.monotonic()
+        if not acted and now >= t101 + c["at"]:
+            acted = True
+            if behaviour == "pause":
+                rd.hold_until = now + c["pause"]
+            elif behaviour == "close" and obs["close"] is None:
+                sock.sendall(W.close_frame(1000))
+                obs["sent_close"] = True
+            elif behaviour == "halfclose":
+                sock.shutdown(socket.SHUT_WR)
+            elif behaviour == "rst":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+                obs["reset"] = True
+                return
+            elif behaviour == "stop":
+                # reads nothing more; waits for the server to end, then goes
+                while time.monotonic() < t101 + limit and not events_done.is_set():
+                    time.sleep(0.05)
+                obs["stopped"] = True
+                return
+        f = rd.frame(0.05)
+        done = (f is None and time.monotonic() - last_data >= QUIET and time.monotonic() >= rd.hold_until) \
+            or time.monotonic() >= t101 + limit
+        if (done and obs["close"] is None and not obs["sent_close"] and
+                behaviour in ("fast", "slow", "pause") and acted):
+            sock.sendall(W.close_frame(1000))
+            obs["sent_close"] = True
+            obs["quiet_close"] = True
+        if f is None:
+            if rd.eof:
+                obs["eof"] = True
+                return
+            continue
+        last_data = time.monotonic()
+        fin, op, payload = f
+        if op == W.OP_CLOSE:
+            if parts:
+                obs["cut"] = True
+            obs["close"] = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+            obs["reason"] = payload[2:].decode("utf-8", "replace")
+            if not obs["sent_close"]:
+                try:
+                    sock.sendall(W.close_frame(obs["close"] if obs["close"] != 1005 else 1000))
+                except OSError:
+                    pass
+            rest = rd.rest(5.0)
+            if rest:
+                obs["malformed"].append("%d bytes after the close frame" % len(rest))
+            obs["eof"] = rd.eof
+            return
+        if op in (W.OP_PING, W.OP_PONG):
+            continue
+        if first is None:
+            if op == W.OP_CONT:
+                obs["malformed"].append("continuation without a message")
+            first = op
+        elif op != W.OP_CONT:
+            obs["malformed"].append("new message inside a fragmented one")
+        parts.append(payload)
+        if fin:
+            obs["msgs"].append((first, b"".join(parts)))
+            parts, first = [], None
+    obs["timeout"] = True
+
+
+# ---------------------------------------------------------------- one case
+
+def lines_written(state):
+    """The lines the program says it wrote, or None when it cannot know."""
+    try:
+        with open(os.path.join(state, "count")) as f:
+            count = int(f.read())
+    except (OSError, ValueError):
+        count = None
+    return count
+
+
+def check_data(c, obs, count, must_be_complete, killed):
+    """Failures of the data invariant."""
+    fails = []
+    echo = c["end"] in ("cat", "bgfree")
+    msgs = obs["msgs"]
+    want_op = W.OP_BINARY if c["bin"] else W.OP_TEXT
+    for op, _ in msgs:
+        if op != want_op:
+            fails.append("data: a message with opcode %d, expected %d" % (op, want_op))
+            return fails
+    n_gen = count if count is not None else 10 ** 9
+    cm = client_msgs(c)
+    if c["bin"]:
+        got = b"".join(p for _, p in msgs)
+        want = b"".join(lcprog.line(i, c["size"]) for i in range(min(n_gen, len(got) // c["size"] + 2)))
+        if echo:
+            want = b"".join(lcprog.line(i, c["size"]) for i in range(c["lines"])) + b"".join(cm)
+        if not want.startswith(got):
+            k = next((i for i in range(min(len(got), len(want))) if got[i] != want[i]), min(len(got), len(want)))
+            fails.append("data: the bytes differ from what the program wrote at offset %d of %d" % (k, len(got)))
+        elif must_be_complete and count is not None:
+            need = count * c["size"] + (sum(len(m) for m in cm) if echo else 0)
+            if len(got) < need:
+                fails.append("data: %d of the %d bytes the program wrote arrived" % (len(got), need))
+        return fails
+    want = [lcprog.line(i, c["size"])[:-1] for i in range(c["lines"])]
+    if echo:
+        want += cm
+    for i, (_, p) in enumerate(msgs):
+        if c["end"] == "flood" and i >= len(want):
+            exp = lcprog.line(i, c["size"])[:-1]
+        elif i < len(want):
+            exp = want[i]
+        else:
+            fails.append("data: message %d is more than the program wrote: %r" % (i, p[:40]))
+            break
+        if p != exp:
+            last = i == len(msgs) - 1
+            if last and killed and exp.startswith(p):
+                break  # cut by the program's own death
+            fails.append("data: message %d is %d bytes %r..., expected %d bytes %r..." %
+                         (i, len(p), p[:24], len(exp), exp[:24]))
+            break
+    if must_be_complete and count is not None and not fails:
+        need = count + (len(cm) if echo else 0)
+        if len(msgs) < need:
+            fails.append("data: %d of the %d lines the program wrote arrived" % (len(msgs), need))
+    return fails
+
+
+SUMMARY = re.compile(r"^wsfilter\[(\d+)\]: .* (websocket|http \d+|no request) .*, exit (\d+)$")
+
+
+def run_case(c, grace, keep=False):
+    """Runs one case; returns (list of failures, figures dict)."""
+    tmp = tempfile.mkdtemp(prefix="lifecycle.")
+    state = os.path.join(tmp, "state")
+    os.mkdir(state)
+    errpath = os.path.join(tmp, "log")
+    fails, fig = [], {}
+    proc = lst = sock = None
+    parent = conn_pid = None
+    try:
+        args = wsfilter_args(c, state, grace)
+        env = dict(os.environ)
+        for k in W.PEER_VARS:
+            env.pop(k, None)
+        err = open(errpath, "wb")
+        rcv = 16384 if c["client"] in ("slow", "pause", "stop") else None
+        if c["mode"] == "launched":
+            lst = socket.socket()
+            lst.bind(("127.0.0.1", 0))
+            lst.listen(1)
+            sock = socket.socket()
+            if rcv:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcv)
+            sock.connect(lst.getsockname())
+            theirs, _ = lst.accept()
+            lst.close()
+            lst = None
+            proc = subprocess.Popen([W.wsfilter_path()] + args, stdin=theirs.fileno(), stdout=theirs.fileno(),
+                                    stderr=err, env=env, close_fds=True)
+            theirs.close()
+            conn_pid = proc.pid
+        else:
+            lst = socket.socket()
+            lst.bind(("127.0.0.1", 0))
+            lst.listen(8)
+            lfd = lst.fileno()
+
+            def pre():
+                os.dup2(lfd, 3)
+
+            proc = subprocess.Popen(["/bin/sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"',
+                                     W.wsfilter_path()] + args, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=err, env=env, preexec_fn=pre,
+                                    pass_fds=(3,) if lfd != 3 else ())
+            parent = proc.pid
+            t = time.monotonic()
+            while b"accepting on" not in open(errpath, "rb").read() and time.monotonic() < t + 5:
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.01)
+            base_fds = fd_count(parent)
+            sock = socket.socket()
+            if rcv:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcv)
+            sock.connect(lst.getsockname())
+            lst.close()
+            lst = None
+            t = time.monotonic()
+            while not children(parent) and time.monotonic() < t + 5:
+                time.sleep(0.005)
+            kids = children(parent)
+            if not kids:
+                fails.append("acceptor: no connection process appeared")
+                return fails, fig
+            conn_pid = kids[0]
+        sampler = Sampler(conn_pid)
+        sampler.start()
+
+        # the request, with the client's messages right behind it
+        req, accept = W.handshake("/lc?x=1")
+        frames = b"".join(W.build_frame(W.OP_BINARY if c["bin"] else W.OP_TEXT, m) for m in client_msgs(c))
+        sock.sendall(req + frames)
+        head = W.Reader(sock)
+        h = head.http_head(10.0)
+        if h is None:
+            fails.append("handshake: no answer")
+            return fails, fig
+        status, code, headers, problems = W.parse_head(h.encode("latin-1"), W.request_key(req))
+        if code != 101 or problems:
+            fails.append("handshake: %r %s" % (status, "; ".join(problems)))
+            return fails, fig
+        t101 = time.monotonic()
+        # what the header reader took beyond the head belongs to the frames
+        leftover = bytes(head.buf[head.pos:])
+
+        obs = {"msgs": [], "close": None, "reason": "", "sent_close": False, "eof": False, "malformed": [],
+               "reset": False, "stopped": False, "timeout": False, "quiet_close": False, "cut": False}
+        gone = threading.Event()
+
+        def event():
+            time.sleep(max(0.0, t101 + c["et"] - time.monotonic()))
+            target = parent if c["mode"] == "acceptor" else conn_pid
+            try:
+                if c["event"] in ("sigterm", "accstop"):
+                    os.kill(target, signal.SIGTERM)
+                elif c["event"] == "killconn":
+                    os.kill(conn_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+        if c["event"] != "none":
+            threading.Thread(target=event, daemon=True).start()
+
+        def watch():
+            while proc_stat(conn_pid) and proc_stat(conn_pid)[0] != "Z" and time.monotonic() < t101 + BOUND:
+                time.sleep(0.02)
+            gone.set()
+
+        threading.Thread(target=watch, daemon=True).start()
+        run_client(c, sock, leftover, t101, obs, gone)
+        sock.close()  # the client is done: a stopped one goes now
+        sock = None
+        gone.wait(BOUND + 5)
+        t_end = time.monotonic()
+        sampler.stop = True
+        sampler.join(1)
+        fig["wall"] = t_end - t101
+        fig["cpu"] = sampler.cpu
+        fig["msgs"] = len(obs["msgs"])
+
+        # -- the connection process's end
+        rc = None
+        if c["mode"] == "launched":
+            try:
+                rc = proc.wait(timeout=max(1.0, t101 + BOUND - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                fails.append("bounded: wsfilter still runs %.0f s after the 101" % BOUND)
+                proc.kill()
+                proc.wait()
+            if rc is not None and rc < 0:
+                fails.append("ending: wsfilter was killed by signal %d" % -rc)
+        elif not gone.is_set():
+            fails.append("bounded: the connection process still runs %.0f s after the 101" % BOUND)
+
+        # -- group
+        count = lines_written(state)
+        try:
+            with open(os.path.join(state, "pgid")) as f:
+                pgid = int(f.read())
+        except (OSError, ValueError):
+            pgid = None
+        if pgid:
+            t = time.monotonic()
+            alive = group_alive(pgid)
+            while alive and time.monotonic() < t + 2:
+                time.sleep(0.05)
+                alive = group_alive(pgid)
+            if alive:
+                fails.append("group: %d process(es) of the program's group outlive the connection: %s" %
+                             (len(alive), alive))
+                for p in alive:
+                    try:
+                        os.kill(p, signal.SIGKILL)
+                    except OSError:
+                        pass
+
+        # -- the acceptor's parent
+        if c["mode"] == "acceptor":
+            t = time.monotonic()
+            while time.monotonic() < t + 2 and (children(parent) or fd_count(parent) > base_fds):
+                time.sleep(0.02)
+            if children(parent):
+                fails.append("acceptor: the parent keeps children %s" % children(parent))
+            if proc.poll() is None and fd_count(parent) != base_fds:
+                fails.append("acceptor: the parent holds %d descriptors, %d before" % (fd_count(parent), base_fds))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                prc = proc.wait(timeout=10)
+                if prc != 0:
+                    fails.append("acceptor: the parent exited %d on SIGTERM, expected 0" % prc)
+            except subprocess.TimeoutExpired:
+                fails.append("acceptor: the parent still runs 10 s after SIGTERM")
+                proc.kill()
+                proc.wait()
+        err.close()
+        log = open(errpath, "rb").read().decode("utf-8", "replace")
+        fig["log"] = log
+        fails += judge(c, obs, rc, log, conn_pid, count, fig)
+        return fails, fig
+    except W.Fail as e:
+        fails.append("client: %s" % e)
+        return fails, fig
+    finally:
+        if sock is not None:
+            sock.close()
+        if lst is not None:
+            lst.close()
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if conn_pid:
+            try:
+                os.kill(conn_pid, signal.SIGKILL)
+            except OSError:
+                pass
+        try:
+            with open(os.path.join(state, "pgid")) as f:
+                os.killpg(int(f.read()), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+        if not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def judge(c, obs, rc, log, conn_pid, count, fig):
+    fails = ["client: %s" % m for m in obs["malformed"]]
+    if obs["cut"] and not (c["event"] == "killconn"):
+        fails.append("data: the close came inside a fragmented message: its last message never ended")
+    if obs["timeout"]:
+        fails.append("bounded: the client was still reading %.0f s after the 101" % BOUND)
+    lines = [l for l in log.splitlines() if l]
+    mine = [l for l in lines if l.startswith("wsfilter[%d]: " % conn_pid)]
+    others = [l for l in lines if not W.LOG_RE.match(l)]
+    if others:
+        fails.append("log: lines that are not wsfilter's: %r" % others[:3])
+    summaries = [l for l in mine if SUMMARY.match(l)]
+    killed_conn = c["event"] == "killconn" or ("stop timeout: killing" in log)
+    if not any(l.endswith("program: lcprog start") for l in mine) and not killed_conn:
+        fails.append("log: the program's stderr line is missing")
+    if killed_conn:
+        if summaries and c["event"] == "killconn":
+            pass  # it may have ended before the kill
+        if c["event"] == "killconn" and not summaries and "killed by SIGKILL" not in log:
+            fails.append("log: no line for the connection killed by SIGKILL")
+    elif len(summaries) != 1:
+        fails.append("log: %d summary lines for the connection, expected 1" % len(summaries))
+    summary = summaries[0] if summaries else ""
+    status = int(SUMMARY.match(summary).group(3)) if summary else None
+    if rc is not None and status is not None and rc != status:
+        fails.append("ending: exit status %d, but the log line says exit %d" % (rc, status))
+    if rc is None:
+        rc = status
+
+    # which endings the case can have
+    end, ev, cl = c["end"], c["event"], c["client"]
+    can = set()
+    if end == "exit0" or end == "bghold":
+        can.add("prog0")
+    if end in ("exit3", "killed"):
+        can.add("progfail")
+    if ev in ("sigterm", "accstop"):
+        can.add("signal")
+    if cl == "close" or obs["sent_close"]:
+        can.add("client_close")
+    if end in ("cat", "bgfree", "closeout", "ignore", "flood"):
+        # they end only after their input does: the ending is that input's end,
+        # or the stop sequence's kill (1011 killed) once it came
+        can.add("progfail_after")
+    if cl in ("halfclose", "rst", "stop"):
+        can.add("left")  # a stopped client goes after LIMIT
+    if cl in ("stop", "pause", "slow"):
+        can.add("stall")
+    killed_prog = end in ("killed", "flood", "ignore") or ev in ("sigterm", "accstop", "killconn") \
+        or obs["sent_close"] or cl in ("halfclose", "rst", "stop")
+
+    reason = summary
+    seen = None
+    if rc is not None and summary:
+        if obs["close"] is not None and "by client" in summary:
+            seen, ok = "client_close", rc == 0
+        elif obs["close"] == 1000:
+            seen, ok = "prog0", rc == 0 and "program exited 0" in reason
+        elif obs["close"] == 1011:
+            seen, ok = "progfail", rc == 6 and ("(program exited" in reason or "(program killed by" in reason)
+        elif obs["close"] == 1001:
+            seen, ok = "signal", rc == 0 and "(server shutting down)" in reason
+        elif obs["close"] is not None:
+            seen, ok = "other", False
+        elif rc == 4:
+            seen, ok = "left", "(client left" in reason or "(client reset" in reason
+        elif rc == 5:
+            seen, ok = "stall", "(client took no bytes" in reason
+        elif rc == 0 and "(server shutting down)" in reason:
+            seen, ok = "signal", True
+        elif rc == 0 and "program exited 0" in reason:
+            seen, ok = "prog0", True
+        elif rc == 6:
+            seen, ok = "progfail", True
+        elif rc == 0 and "by client" in reason:
+            seen, ok = "client_close", True
+        else:
+            seen, ok = "other", False
+        if not ok:
+            fails.append("ending: close %s, exit %s and the log line disagree: %s" % (obs["close"], rc, summary))
+        elif seen == "progfail" and "progfail" not in can and "progfail_after" in can:
+            pass
+        elif seen not in can:
+            fails.append("ending: %s (close %s, exit %s) is not an ending this case can have" %
+                         (seen, obs["close"], rc))
+    reading = cl in ("fast", "slow", "pause") and not killed_conn and not obs["timeout"]
+    complete = reading and seen in ("prog0", "progfail", "signal") and not (
+        obs["quiet_close"] and seen == "client_close")
+    fails += check_data(c, obs, count, complete, killed_prog)
+    if seen and reading and not obs["sent_close"] and rc is not None:
+        m = re.search(r"out (\d+) msg", summary)
+        if m and int(m.group(1)) != len(obs["msgs"]):
+            fails.append("log: says %s messages out, the client got %d" % (m.group(1), len(obs["msgs"])))
+    moved = sum(len(p) for _, p in obs["msgs"])
+    limit = 0.3 + 0.1 * fig.get("wall", 0) + moved / 15e6
+    if fig.get("cpu", 0) > limit:
+        fails.append("cpu: the connection process used %.2f s of CPU in %.1f s (limit %.2f)" %
+                     (fig["cpu"], fig["wall"], limit))
+    return fails
+
+
+# ---------------------------------------------------------------- driver
+
+def worker(args):
+    c, grace = args
+    t = time.monotonic()
+    try:
+        fails, fig = run_case(c, grace)
+    except Exception as e:  # a bug of the suite is a failure too
+        fails, fig = ["suite: %r" % e], {}
+    fig["took"] = time.monotonic() - t
+    return c, fails, fig
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seed", type=int, default=int(os.environ.get("SEED") or 0) or None)
+    ap.add_argument("--cases", type=int, default=None, help="number of cases (default: as many as fit)")
+    ap.add_argument("--minutes", type=float, default=None, help="stop starting cases after this long")
+    ap.add_argument("--jobs", type=int, default=6)
+    ap.add_argument("--case", action="append", help="run this case (a spec as printed)")
+    ap.add_argument("--verbose", action="store_true")
+    a = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    grace = supports("--grace")
+    seed = a.seed or random.randrange(1, 10 ** 9)
+    if a.case:
+        cases = [parse_spec(s) for s in a.case]
+    else:
+        rng = random.Random(seed)
+        n = a.cases or (10 ** 6 if a.minutes else 200)
+        cases = (draw(rng) for _ in range(n))
+        print("lifecycle: SEED=%d%s" % (seed, "" if a.cases else " (for %g minutes)" % (a.minutes or 0)))
+    sys.stdout.flush()
+    t0 = time.monotonic()
+    stop_at = t0 + a.minutes * 60 if a.minutes else None
+    passed = failed = 0
+    by_fail = {}
+    with concurrent.futures.ProcessPoolExecutor(max_workers=a.jobs) as pool:
+        running = set()
+        it = iter(cases)
+        done_feeding = False
+        while True:
+            while not done_feeding and len(running) < a.jobs and (stop_at is None or time.monotonic() < stop_at):
+                try:
+                    running.add(pool.submit(worker, (next(it), grace)))
+                except StopIteration:
+                    done_feeding = True
+            if not running:
+                break
+            if stop_at is not None and time.monotonic() >= stop_at:
+                done_feeding = True
+            done, running = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for fut in done:
+                c, fails, fig = fut.result()
+                if fails:
+                    failed += 1
+                    print("FAIL %s  (%.1fs, cpu %.2fs)" % (spec(c), fig.get("took", 0), fig.get("cpu", 0)))
+                    for f in fails:
+                        print("  %s" % f)
+                        by_fail.setdefault(f.split(":")[0], 0)
+                        by_fail[f.split(":")[0]] += 1
+                    for l in fig.get("log", "").splitlines()[-6:]:
+                        print("  | %s" % l)
+                else:
+                    passed += 1
+                    if a.verbose:
+                        print("ok   %s  (%.1fs, cpu %.2fs)" % (spec(c), fig.get("took", 0), fig.get("cpu", 0)))
+                sys.stdout.flush()
+    took = time.monotonic() - t0
+    print("lifecycle: %d cases in %.0f s (%.0f a minute), seed %d; failures by invariant: %s" %
+          (passed + failed, took, (passed + failed) / took * 60, seed,
+           ", ".join("%s %d" % kv for kv in sorted(by_fail.items())) or "none"))
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
