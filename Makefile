@@ -72,9 +72,15 @@ deps:
 # and browser suites test configurations (ASAN_SUITE=test runs them all)
 ASAN_SUITE = test/cli.bats test/handshake.bats test/framing.bats test/utf8.bats \
 	test/close.bats test/limits.bats test/clients.bats test/sandbox.bats \
-	test/operations.bats test/hostile.bats test/exec.bats test/acceptor.bats
+	test/operations.bats test/hostile.bats test/exec.bats test/acceptor.bats \
+	test/lifecycle.bats
 test-asan: wsfilter-asan wsfilter-test-forbidden wsfilter-test-abort
-	WSFILTER=$$(pwd)/wsfilter-asan $(BATS) $(ASAN_SUITE)
+	WSFILTER=$$(pwd)/wsfilter-asan LIFECYCLE_MINUTES=1 $(BATS) $(ASAN_SUITE)
+
+# the lifecycle suite's random cases, thousands of them (SEED=N replays a run)
+SOAK_CASES = 3000
+soak: wsfilter
+	/usr/bin/python3 test/lib/lifecycle.py --cases $(SOAK_CASES) --jobs 6
 
 # a representative subset under valgrind (slow: not part of check)
 VALGRIND_SUITE = test/handshake.bats test/close.bats test/framing.bats
@@ -133,4 +139,4 @@ clean:
 	rm -f wsfilter wsfilter-static wsfilter-asan wsfilter-test-forbidden wsfilter-test-abort web_index.h web_index.h.tmp
 	rm -rf test/fuzz/bin test/fuzz/out
 
-.PHONY: all static run test check deps test-asan test-valgrind mutants fuzz bench install uninstall clean
+.PHONY: all static run test check deps test-asan test-valgrind mutants fuzz bench soak install uninstall clean

@@ -86,7 +86,12 @@
 #define HTTP_HEAD_MAX     1024         /* the head of our own HTTP answers */
 #define PIPE_BUF_SIZE     65536        /* to and from a program, each way */
 #define ERR_LINE_MAX      400          /* a line of the program's stderr in the log */
-#define ENV_MAX           (HEAD_MAX + 4096) /* the request's CGI variables */
+/* The request's CGI variables.  The target appears up to three times
+ * (REQUEST_URI, PATH_INFO, QUERY_STRING), each header once with at most
+ * 3 bytes more than its line ("HTTP_" and "=" and NUL for ": " and CRLF),
+ * the Host once more in SERVER_NAME, and the fixed names and the peer
+ * take well under 1 KiB: a head of HEAD_MAX bytes always fits. */
+#define ENV_MAX           (4 * HEAD_MAX + 2048)
 /* Unsent bytes the kernel may hold for us on a TCP socket.  Writes then
  * progress as the client reads, which is what the send timeout measures,
  * and a client that never reads pins little kernel memory. */
@@ -95,6 +100,7 @@
 #define DEF_RANDOM_MAX    1000
 #define DEF_HS_TIMEOUT    10
 #define DEF_CLOSE_TIMEOUT 2
+#define DEF_GRACE         2            /* a program's stop steps, apart */
 #define DEF_PING_INTERVAL 20           /* keepalive, as Python websockets */
 #define DEF_SEND_TIMEOUT  20           /* when pings are off */
 #define DEF_MAX_CONN      4096         /* the acceptor's children at once */
@@ -135,7 +141,7 @@ enum http_status {
 	HTTP_SWITCHING = 101, HTTP_OK = 200, HTTP_BAD_REQUEST = 400,
 	HTTP_FORBIDDEN = 403, HTTP_NOT_FOUND = 404, HTTP_METHOD = 405,
 	HTTP_TIMEOUT = 408, HTTP_UPGRADE_REQUIRED = 426, HTTP_TOO_LARGE = 431,
-	HTTP_INTERNAL = 500,
+	HTTP_INTERNAL = 500, HTTP_UNAVAILABLE = 503,
 };
 
 /* ==== Types ============================================================ */
@@ -180,7 +186,8 @@ enum why {
 	/* in any state */
 	/* the program */
 	W_PROG_DONE, W_PROG_EXIT, W_PROG_KILLED, W_PROG_EXEC, W_PROG_SLOW,
-	W_SIGNAL, W_SIGNAL_EARLY, W_RESET, W_STALL, W_BAD_FD, W_POLL,
+	W_PROG_PREPARE, W_ENV_TOO_LARGE,
+	W_SIGNAL, W_SIGNAL_EARLY, W_SIGNAL_STARTING, W_RESET, W_STALL, W_BAD_FD, W_POLL,
 	W_COUNT
 };
 
@@ -252,6 +259,7 @@ struct options {
 	long long ping_interval;     /* seconds, 0: off */
 	long long ping_timeout;      /* seconds, 0: same as the interval */
 	long long send_timeout;      /* seconds, 0: the ping timeout */
+	long long grace;             /* seconds between a program's stop steps */
 	const char *origins[LIST_MAX];
 	int norigins;
 	const char *protocols[LIST_MAX];
@@ -339,26 +347,41 @@ struct conn {
 
 	uint64_t rng[4];             /* xoshiro256** state */
 
-	/* a program per connection: its pipes are endpoints EP_PROG_* */
+	/* A program per connection.  Its stdin, stdout and stderr are the
+	 * endpoints EP_PROG_*, each with an end of its own; its process
+	 * group ends with the connection.  Once its input has ended (the
+	 * client's close or EOF, a stop signal, the connection's end, or
+	 * its own exit) the stop steps run, --grace apart: SIGTERM to the
+	 * group, SIGKILL, then its stdout and stderr are read up to what
+	 * they hold and closed.  The connection ends only when the
+	 * client's side is done and the program's is (prog_finished). */
 	int prog_pid;                /* 0: the built-in filter */
+	int prog_errno;              /* its pipes or process could not be made */
 	int prog_ctl;                /* to the waiting child: the environment, then EOF */
 	int prog_go;                 /* the request is accepted: start the program */
+	int prog_ran;                /* its exec succeeded */
 	char accept[29];             /* Sec-WebSocket-Accept, for the 101 */
-	int prog_reaped;             /* its exit status is in prog_status */
+	int prog_exited;             /* it exited (kept a zombie, so that its process
+				      * group's id stays ours until prog_end) */
 	int prog_status;             /* wait(2) status */
 	int prog_eof;                /* its stdout has ended */
 	int pmsg_open;               /* a text message from it is open (fragmented) */
 	int peer_closed;             /* the client's close came: the program's answers
-				      * go out first, until drain_deadline */
-	int64_t drain_deadline;
+				      * go out first, until its output ends */
+	int stopping;                /* a stop signal came: close 1001 once its
+				      * output ends */
 	unsigned char close_echo[2]; /* the code our close will echo */
 	size_t close_echo_len;
-	int stop_step;               /* 0; 1 stdin closed; 2 SIGTERM; 3 SIGKILL */
-	int64_t stop_at;             /* when the next stop step is due */
+	int64_t input_end;           /* when its input ended; 0: not yet */
+	int stop_step;               /* 0; 1 SIGTERM; 2 SIGKILL; 3 its output cut */
+	int64_t stop_at;             /* when the next stop step is due; 0: none */
+	long long pout_cap;          /* after the cut: bytes of its stdout still read */
+	pid_t *pgid_slot;            /* the acceptor's record of the group, or NULL */
 	size_t pin_off, pin_len;     /* queued for its stdin */
 	size_t pout_off, pout_len;   /* read from its stdout, not yet framed */
 	size_t perr_len;             /* a partial line of its stderr */
 	size_t env_len;              /* the CGI variables, NAME=VALUE\0 each */
+	int env_full;                /* one did not fit */
 	char peer_addr[INET6_ADDRSTRLEN + 8], peer_port[8], local_port[8];
 
 	unsigned char in[IN_BUF_SIZE];
@@ -429,8 +452,11 @@ static const struct ending endings[W_COUNT] = {
 	[W_PROG_KILLED]     = { 0, CLOSE_INTERNAL, EXIT_PROGRAM, E_SIGNAME, "program killed by" },
 	[W_PROG_EXEC]       = { HTTP_INTERNAL, 0, EXIT_PROGRAM, E_ERRNO, "the program cannot be run" },
 	[W_PROG_SLOW]       = { HTTP_INTERNAL, 0, EXIT_PROGRAM, E_SECONDS, "the program was not running within" },
+	[W_PROG_PREPARE]    = { HTTP_UNAVAILABLE, 0, EXIT_PROGRAM, E_ERRNO, "cannot start the program" },
+	[W_ENV_TOO_LARGE]   = { HTTP_TOO_LARGE, 0, EXIT_PROTOCOL, 0, "request too large for the program's environment" },
 	[W_SIGNAL]          = { 0, CLOSE_GOING_AWAY, EXIT_CLEAN, 0, "server shutting down" },
 	[W_SIGNAL_EARLY]    = { 0, 0, EXIT_CLEAN, E_NOW, "server shutting down" },
+	[W_SIGNAL_STARTING] = { HTTP_UNAVAILABLE, 0, EXIT_CLEAN, 0, "server shutting down" },
 	[W_RESET]           = { 0, 0, EXIT_GONE, E_NOW, "client reset the connection" },
 	[W_STALL]           = { 0, 0, EXIT_TIMEOUT, E_NOW | E_SECONDS, "client took no bytes for" },
 	[W_BAD_FD]          = { 0, 0, EXIT_INTERNAL, E_NOW, "client descriptor not open" },
@@ -965,6 +991,7 @@ static const char *http_reason(int status)
 	case HTTP_UPGRADE_REQUIRED: return "Upgrade Required";
 	case HTTP_TOO_LARGE:        return "Request Header Fields Too Large";
 	case HTTP_INTERNAL:         return "Internal Server Error";
+	case HTTP_UNAVAILABLE:      return "Service Unavailable";
 	}
 	return "Error";
 }
@@ -1273,8 +1300,10 @@ static void http_error(struct conn *c, enum why why)
  * a request head is at most HEAD_MAX bytes. */
 static void env_add(struct conn *c, const char *name, size_t nlen, const char *v, size_t vlen)
 {
-	if (c->env_len + nlen + vlen + 2 > ENV_MAX)
+	if (c->env_len + nlen + vlen + 2 > ENV_MAX) {
+		c->env_full = 1; /* cannot happen (ENV_MAX): refused all the same */
 		return;
+	}
 	memcpy(c->env + c->env_len, name, nlen);
 	c->env[c->env_len + nlen] = '=';
 	memcpy(c->env + c->env_len + nlen + 1, v, vlen);
@@ -1293,13 +1322,16 @@ static struct span span_of(const char *s)
 }
 
 /* HTTP_NAME for a header field: upper case, '-' as '_' (RFC 3875 4.1.18);
- * a repeated field's values are joined with ", ". */
+ * a repeated field's values are joined with ", ".  A name with '_' would
+ * be taken for the one spelt with '-' (X_Forwarded_For past a proxy that
+ * removes X-Forwarded-For), and Proxy would become HTTP_PROXY, which
+ * programs take for their proxy (httpoxy): neither is passed. */
 static void env_header(struct conn *c, struct span name, struct span value)
 {
 	char var[5 + 64];
 	size_t i, n = 5 + name.len, at;
 
-	if (name.len > 64)
+	if (name.len > 64 || memchr(name.p, '_', name.len) || span_eq(name, "Proxy"))
 		return;
 	memcpy(var, "HTTP_", 5);
 	for (i = 0; i < name.len; i++)
@@ -1309,8 +1341,10 @@ static void env_header(struct conn *c, struct span name, struct span value)
 			continue;
 		/* a second field of this name: ", value" at the end of the first */
 		at += strlen(c->env + at);
-		if (c->env_len + value.len + 2 > ENV_MAX)
+		if (c->env_len + value.len + 2 > ENV_MAX) {
+			c->env_full = 1;
 			return;
+		}
 		memmove(c->env + at + value.len + 2, c->env + at, c->env_len - at);
 		memcpy(c->env + at, ", ", 2);
 		memcpy(c->env + at + 2, value.p, value.len);
@@ -1329,6 +1363,7 @@ static void cgi_env(struct conn *c, const char *head, size_t len, const struct h
 	struct span host = r->host, port = { NULL, 0 };
 
 	c->env_len = 0;
+	c->env_full = 0;
 	env_set(c, "GATEWAY_INTERFACE", span_of("CGI/1.1"));
 	env_set(c, "SERVER_SOFTWARE", span_of("wsfilter/" VERSION));
 	env_set(c, "SERVER_PROTOCOL", span_of(r->minor ? "HTTP/1.1" : "HTTP/1.0"));
@@ -1425,7 +1460,15 @@ static void hs_accept(struct conn *c, const struct hs_request *r, const char *he
 		hs_open(c);
 		return;
 	}
+	if (c->prog_errno) {
+		conn_end(c, W_PROG_PREPARE, c->prog_errno);
+		return;
+	}
 	cgi_env(c, head, len, r);
+	if (c->env_full) {
+		conn_end(c, W_ENV_TOO_LARGE, 0);
+		return;
+	}
 	c->prog_go = 1;
 	c->state = CS_STARTING;
 }
@@ -1675,9 +1718,8 @@ static void ctrl_handle(struct conn *c, int opcode, const unsigned char *p, size
 			/* the program's answers to the messages before the close
 			 * go first (5.5.1 lets the close wait for data being
 			 * sent): its stdin ends, and the close goes once its
-			 * output has, or after the close timeout */
+			 * output has (the stop steps bound that) */
 			c->peer_closed = 1;
-			c->drain_deadline = c->now + c->opt->close_timeout * 1000;
 			break;
 		}
 		close_answer(c);
@@ -1994,6 +2036,7 @@ static void conn_init(struct conn *c, const struct options *o, const int fds[2],
 	c->ep[EP_PROG_EXEC].fd = c->ep[EP_PROG_IN].fd = c->ep[EP_PROG_OUT].fd = -1;
 	c->ep[EP_PROG_ERR].fd = c->ep[EP_LISTEN].fd = -1;
 	c->prog_ctl = -1;
+	c->pout_cap = -1;
 	c->shared = fds[0] == fds[1];
 	c->state = CS_HANDSHAKE;
 	c->now = c->start_ms = c->last_rx_ms = now;
@@ -2062,10 +2105,8 @@ static int64_t conn_deadline(const struct conn *c)
 		t = earliest(t, c->start_ms + o->hs_timeout * 1000);
 		break;
 	case CS_OPEN:
-		if (c->peer_closed) {
-			t = earliest(t, c->drain_deadline);
-			break;
-		}
+		if (c->peer_closed)
+			break; /* the stop steps bound the wait for its output */
 		if (o->idle_timeout)
 			t = earliest(t, c->last_rx_ms + o->idle_timeout * 1000);
 		if (ping_possible(c))
@@ -2159,11 +2200,8 @@ static void conn_expire(struct conn *c, int64_t now)
 			conn_end(c, W_PROG_SLOW, (int)o->hs_timeout);
 		break;
 	case CS_OPEN:
-		if (c->peer_closed) {
-			if (now >= c->drain_deadline)
-				close_answer(c);
+		if (c->peer_closed)
 			break;
-		}
 		ping_track(c, now);
 		if (o->idle_timeout && now >= c->last_rx_ms + o->idle_timeout * 1000)
 			conn_end(c, W_IDLE, (int)o->idle_timeout);
@@ -2197,23 +2235,76 @@ static void prog_child_fail(int ex)
 	_exit(127);
 }
 
-/* The child, forked before the sandbox and not under it: it waits for the
- * request's environment (EOF before it: no handshake, no program), then
- * runs PROGRAM in its own process group, stdin, stdout and stderr on the
- * pipes, every other descriptor closed but fd 3, the exec pipe (close on
- * exec: its EOF tells wsfilter that the exec succeeded). */
-static void prog_child(const struct options *o, int in, int out, int err, int ctl, int ex)
-	__attribute__((noreturn));
+/* Names of wsfilter's own environment that never reach the program:
+ * they are the request's to set (RFC 3875 4.1), and one inherited would
+ * stand in for a variable the request did not set.  HTTP_PROXY is the
+ * exception: a request never sets it (httpoxy), so one in wsfilter's
+ * environment is the administrator's. */
+static int env_is_request_var(const char *v)
+{
+	static const char *const cgi[] = {
+		"AUTH_TYPE", "CONTENT_LENGTH", "CONTENT_TYPE", "GATEWAY_INTERFACE", "HTTPS",
+		"PATH_INFO", "PATH_TRANSLATED", "QUERY_STRING", "REMOTE_ADDR", "REMOTE_HOST",
+		"REMOTE_IDENT", "REMOTE_PORT", "REMOTE_USER", "REQUEST_METHOD", "REQUEST_URI",
+		"SCRIPT_NAME", "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL", "SERVER_SOFTWARE",
+	};
+	size_t i, n = strcspn(v, "=");
 
-static void prog_child(const struct options *o, int in, int out, int err, int ctl, int ex)
+	if (n >= 5 && !strncmp(v, "HTTP_", 5))
+		return !(n == 10 && !strncmp(v, "HTTP_PROXY", 10));
+	for (i = 0; i < sizeof cgi / sizeof cgi[0]; i++)
+		if (strlen(cgi[i]) == n && !strncmp(v, cgi[i], n))
+			return 1;
+	return 0;
+}
+
+/* The program's environment: the request's variables (NAME=VALUE\0 each,
+ * got bytes of block), then, unless --clear-env, wsfilter's own minus
+ * the request's names.  NULL when out of memory. */
+static char **prog_environ(const struct options *o, char *block, size_t got)
+{
+	extern char **environ;
+	size_t n = 0, i, nvars = 1;
+	char **envp, *p;
+
+	for (i = 0; i < got; i++)
+		nvars += block[i] == '\0';
+	for (i = 0; environ && environ[i]; i++)
+		nvars++;
+	envp = calloc(nvars, sizeof *envp);
+	if (!envp)
+		return NULL;
+	for (p = block; p < block + got; p += strlen(p) + 1)
+		envp[n++] = p;
+	for (i = 0; !o->clear_env && environ && environ[i]; i++)
+		if (!env_is_request_var(environ[i]))
+			envp[n++] = environ[i];
+	envp[n] = NULL;
+	return envp;
+}
+
+/* The child, forked before the sandbox and not under it, in its own
+ * process group from the fork on: it waits for the request's environment
+ * (EOF before it: no handshake, no program), then runs PROGRAM, stdin,
+ * stdout and stderr on the pipes, every other descriptor closed but fd 3,
+ * the exec pipe (close on exec: its EOF tells wsfilter that the exec
+ * succeeded).  It dies with wsfilter (SIGKILL), however wsfilter ends. */
+static void prog_child(const struct options *o, int in, int out, int err, int ctl, int ex,
+		       pid_t parent) __attribute__((noreturn));
+
+static void prog_child(const struct options *o, int in, int out, int err, int ctl, int ex,
+		       pid_t parent)
 {
 	static char block[ENV_MAX];
 	extern char **environ;
-	size_t got = 0, n, i, nvars = 0;
-	char **envp, *p, *eq;
+	size_t got = 0;
+	char **envp;
 	ssize_t r;
 	sigset_t none;
 
+	(void)setpgid(0, 0);
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+		_exit(EXIT_INTERNAL);
 	while (got < sizeof block && (r = read(ctl, block + got, sizeof block - got)) != 0) {
 		if (r < 0 && errno == EINTR)
 			continue;
@@ -2227,7 +2318,6 @@ static void prog_child(const struct options *o, int in, int out, int err, int ct
 	if ((r = fcntl(ex, F_DUPFD_CLOEXEC, 3)) < 0)
 		prog_child_fail(ex);
 	ex = (int)r;
-	(void)setpgid(0, 0);
 	/* the dispositions and mask a program expects, whatever wsfilter set */
 	signal(SIGPIPE, SIG_DFL);
 	signal(SIGTERM, SIG_DFL);
@@ -2241,29 +2331,8 @@ static void prog_child(const struct options *o, int in, int out, int err, int ct
 		prog_child_fail(ex);
 	closefrom(4);
 	ex = 3;
-	for (i = 0; i < got; i++)
-		nvars += block[i] == '\0';
-	for (i = 0; environ && environ[i]; i++)
-		nvars++;
-	envp = calloc(nvars + 1, sizeof *envp);
-	if (!envp)
+	if (!(envp = prog_environ(o, block, got)))
 		prog_child_fail(ex);
-	/* the request's variables first; then, unless --clear-env, the
-	 * environment wsfilter has (LISTEN_* are already gone), minus the
-	 * names the request set */
-	for (n = 0, p = block; p < block + got; p += strlen(p) + 1)
-		envp[n++] = p;
-	for (i = 0; !o->clear_env && environ && environ[i]; i++) {
-		size_t len;
-
-		eq = strchr(environ[i], '=');
-		len = eq ? (size_t)(eq - environ[i]) + 1 : strlen(environ[i]);
-		for (p = block; p < block + got && strncmp(p, environ[i], len); p += strlen(p) + 1)
-			;
-		if (p >= block + got)
-			envp[n++] = environ[i];
-	}
-	envp[n] = NULL;
 	environ = envp;
 	execvp(o->program[0], o->program);
 	prog_child_fail(ex);
@@ -2277,44 +2346,52 @@ static void fd_nonblock(int fd)
 		(void)fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
-/* Before the sandbox: the pipes and the waiting child. */
-static int prog_prepare(struct conn *c, const struct options *o)
+/* Before the sandbox: the pipes and the waiting child.  On failure
+ * (out of descriptors or processes) c->prog_errno says why, and the
+ * request gets 503 once it asks for the program. */
+static void prog_prepare(struct conn *c, const struct options *o)
 {
-	int in[2], out[2], err[2], ctl[2], ex[2];
-	pid_t pid;
+	int p[5][2], i, made;
+	pid_t pid, self = getpid();
 
-	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 ||
-	    pipe2(err, O_CLOEXEC) < 0 || pipe2(ctl, O_CLOEXEC) < 0 ||
-	    pipe2(ex, O_CLOEXEC) < 0)
-		return -1;
-	pid = fork();
-	if (pid < 0)
-		return -1;
+	/* stdin, stdout, stderr, the environment, the exec report */
+	for (made = 0; made < 5 && pipe2(p[made], O_CLOEXEC) == 0; made++)
+		;
+	pid = made == 5 ? fork() : -1;
+	if (pid < 0) {
+		c->prog_errno = errno;
+		for (i = 0; i < made; i++) {
+			close(p[i][0]);
+			close(p[i][1]);
+		}
+		return;
+	}
 	if (pid == 0) {
 		/* only the parent may write: EOF must come when it closes */
-		close(ctl[1]);
-		close(in[1]);
-		close(out[0]);
-		close(err[0]);
-		close(ex[0]);
-		prog_child(o, in[0], out[1], err[1], ctl[0], ex[1]);
+		close(p[0][1]);
+		close(p[1][0]);
+		close(p[2][0]);
+		close(p[3][1]);
+		close(p[4][0]);
+		prog_child(o, p[0][0], p[1][1], p[2][1], p[3][0], p[4][1], self);
 	}
-	close(in[0]);
-	close(out[1]);
-	close(err[1]);
-	close(ctl[0]);
-	close(ex[1]);
+	/* its own group from here on, whichever of the two runs first */
+	(void)setpgid(pid, pid);
+	if (c->pgid_slot)
+		*c->pgid_slot = pid;
+	close(p[0][0]);
+	close(p[1][1]);
+	close(p[2][1]);
+	close(p[3][0]);
+	close(p[4][1]);
 	c->prog_pid = (int)pid;
-	c->prog_ctl = ctl[1];
-	c->ep[EP_PROG_IN].fd = in[1];
-	c->ep[EP_PROG_OUT].fd = out[0];
-	c->ep[EP_PROG_ERR].fd = err[0];
-	c->ep[EP_PROG_EXEC].fd = ex[0];
-	fd_nonblock(ex[0]);
-	fd_nonblock(in[1]);
-	fd_nonblock(out[0]);
-	fd_nonblock(err[0]);
-	return 0;
+	c->prog_ctl = p[3][1];
+	c->ep[EP_PROG_IN].fd = p[0][1];
+	c->ep[EP_PROG_OUT].fd = p[1][0];
+	c->ep[EP_PROG_ERR].fd = p[2][0];
+	c->ep[EP_PROG_EXEC].fd = p[4][0];
+	for (i = EP_PROG_EXEC; i <= EP_PROG_ERR; i++)
+		fd_nonblock(c->ep[i].fd);
 }
 
 /* The request is accepted: hand the child its environment; EOF starts it. */
@@ -2343,6 +2420,7 @@ static void prog_exec_read(struct conn *c)
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
 	ep_close(c, EP_PROG_EXEC);
+	c->prog_ran = n == 0;
 	prog_started(c, n == 0 ? 0 : n == (ssize_t)sizeof e && e ? e : EIO);
 }
 
@@ -2368,8 +2446,9 @@ static size_t prog_write(struct conn *c)
 	return 0;
 }
 
-/* Read its stdout into the buffer the core frames from.  Once the
- * connection is ending, what it writes is read and dropped. */
+/* Read its stdout into the buffer the core frames from.  Once nothing
+ * more can be sent (the connection's end is decided), what it writes is
+ * read and dropped.  After the cut, only what the pipe held then. */
 static void prog_read(struct conn *c)
 {
 	size_t room;
@@ -2378,11 +2457,16 @@ static void prog_read(struct conn *c)
 	if (c->state != CS_OPEN)
 		c->pout_off = c->pout_len = 0;
 	room = buf_room(c->pout, &c->pout_off, c->pout_len);
-	n = read(c->ep[EP_PROG_OUT].fd, c->pout + c->pout_len, room);
-
-	if (n > 0 && c->state == CS_OPEN)
-		c->pout_len += (size_t)n;
-	else if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+	if (c->pout_cap >= 0 && (long long)room > c->pout_cap)
+		room = (size_t)c->pout_cap;
+	n = room ? read(c->ep[EP_PROG_OUT].fd, c->pout + c->pout_len, room) : 0;
+	if (n > 0) {
+		if (c->state == CS_OPEN)
+			c->pout_len += (size_t)n;
+		if (c->pout_cap >= 0)
+			c->pout_cap -= n;
+	}
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR) || !c->pout_cap) {
 		ep_close(c, EP_PROG_OUT);
 		c->prog_eof = 1;
 	}
@@ -2414,59 +2498,102 @@ static void prog_err_read(struct conn *c)
 	}
 }
 
-static void prog_reap(struct conn *c)
+/* Whether it has exited, without reaping it: while its zombie stands,
+ * no other process group can take its group's id, so that prog_end
+ * signals nothing but what is left of its own. */
+static void prog_poll_exit(struct conn *c)
 {
-	int st;
+	siginfo_t si;
 
-	if (c->prog_pid && !c->prog_reaped && waitpid(c->prog_pid, &st, WNOHANG) == c->prog_pid) {
-		c->prog_reaped = 1;
-		c->prog_status = st;
-	}
+	if (!c->prog_pid || c->prog_exited)
+		return;
+	memset(&si, 0, sizeof si);
+	if (waitid(P_PID, (id_t)c->prog_pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0 || !si.si_pid)
+		return;
+	c->prog_exited = 1;
+	c->prog_status = si.si_code == CLD_EXITED ? (si.si_status & 0xff) << 8 : si.si_status & 0x7f;
 }
 
-/* Once the connection is ending: close its stdin (after what is queued
- * for it), then SIGTERM to its process group after the close timeout,
- * then SIGKILL.  A program that exited but left its stdout open (a child
- * of its own) has the close timeout to let go. */
-static void prog_stop(struct conn *c, int64_t now)
+/* Its side is done: it exited, and its stdout and stderr have ended.  A
+ * program that never ran has nothing to wait for. */
+static int prog_finished(const struct conn *c)
 {
-	int64_t step = c->opt->close_timeout * 1000;
+	if (!c->prog_pid || !c->prog_ran)
+		return 1;
+	return c->prog_exited && c->ep[EP_PROG_OUT].fd < 0 && c->ep[EP_PROG_ERR].fd < 0;
+}
+
+/* The bytes its pipe holds now: all that is still read of it. */
+static long long pipe_held(int fd)
+{
+	int n = 0;
+
+	return fd >= 0 && ioctl(fd, FIONREAD, &n) == 0 && n > 0 ? n : 0;
+}
+
+/* Its input's end, and the stop steps that bound the rest.  The input
+ * ends with the client's close or EOF, a stop signal, the connection's
+ * end, or its own exit; its stdin closes once what is queued for it is
+ * written (or at the first step).  Then, --grace apart, while its side is
+ * not finished: SIGTERM to its group, SIGKILL, and the cut: its stdout
+ * and stderr are read up to what they hold and closed (a process outside
+ * the group may still hold them). */
+static void prog_tend(struct conn *c, int64_t now)
+{
+	int64_t grace = c->opt->grace * 1000;
 
 	if (!c->prog_pid)
 		return;
-	if (c->state >= CS_LINGER && c->prog_ctl >= 0 && !c->prog_go) {
+	if (c->state >= CS_LINGER && c->prog_ctl >= 0) {
 		close(c->prog_ctl); /* never started: the child exits */
 		c->prog_ctl = -1;
 	}
-	if (c->prog_reaped) {
-		if (c->stop_step) {
-			c->stop_step = 0; /* it is gone: no more signals */
-			c->stop_at = 0;
-		}
-		if (!c->prog_eof && !c->stop_at)
-			c->stop_at = now + step;
-		if (!c->prog_eof && now >= c->stop_at) {
-			(void)kill(-c->prog_pid, SIGKILL);
-			ep_close(c, EP_PROG_OUT);
-			c->prog_eof = 1;
-			c->stop_at = 0;
-		}
+	if (!c->prog_ran)
+		return;
+	if (!c->input_end && (c->peer_closed || c->stopping || c->state >= CS_LINGER ||
+			      c->prog_exited || c->ep[EP_CLIENT_IN].fd < 0)) {
+		c->input_end = now;
+		c->stop_at = now + grace;
+	}
+	if (!c->input_end)
+		return;
+	if (!c->pin_len || c->stop_step)
+		ep_close(c, EP_PROG_IN);
+	if (prog_finished(c)) {
+		c->stop_at = 0;
 		return;
 	}
-	if ((c->state < CS_LINGER && !c->peer_closed) || !c->prog_go)
-		return;
-	if (c->stop_step == 0) {
-		c->stop_step = 1;
-		c->stop_at = now + step;
-	}
-	if (c->stop_step == 1 && !c->pin_len)
-		ep_close(c, EP_PROG_IN);
-	if (c->stop_step < 3 && now >= c->stop_at) {
-		ep_close(c, EP_PROG_IN);
-		(void)kill(-c->prog_pid, c->stop_step == 1 ? SIGTERM : SIGKILL);
+	while (c->stop_at && now >= c->stop_at) {
 		c->stop_step++;
-		c->stop_at = c->stop_step < 3 ? now + step : 0;
+		c->stop_at = c->stop_step < 3 ? c->stop_at + grace : 0;
+		if (c->stop_step < 3) {
+			(void)kill(-c->prog_pid, c->stop_step == 1 ? SIGTERM : SIGKILL);
+			continue;
+		}
+		c->pout_cap = pipe_held(c->ep[EP_PROG_OUT].fd);
+		if (!c->pout_cap)
+			ep_close(c, EP_PROG_OUT);
+		c->prog_eof = c->ep[EP_PROG_OUT].fd < 0;
+		if (c->ep[EP_PROG_ERR].fd >= 0)
+			prog_err_read(c);
+		ep_close(c, EP_PROG_ERR);
 	}
+}
+
+/* The connection is over: SIGKILL to whatever is left of its group,
+ * then reap it. */
+static void prog_end(struct conn *c)
+{
+	siginfo_t si;
+
+	if (!c->prog_pid)
+		return;
+	(void)kill(-c->prog_pid, SIGKILL);
+	while (waitid(P_PID, (id_t)c->prog_pid, &si, WEXITED) < 0 && errno == EINTR)
+		;
+	if (c->pgid_slot)
+		*c->pgid_slot = 0;
+	c->prog_pid = 0;
 }
 
 /* How the program's end ends the connection. */
@@ -2584,15 +2711,18 @@ static void conn_settle(struct conn *c, int64_t now)
 {
 	struct endpoint *in = &c->ep[EP_CLIENT_IN], *out = &c->ep[EP_CLIENT_OUT];
 
-	if (c->state == CS_OPEN && c->prog_reaped && c->prog_eof && !c->pout_len && !c->pmsg_open) {
-		/* the program is done and its last output queued: the
-		 * close it earned, or the answer to the client's */
+	if (c->state == CS_OPEN && c->prog_ran && c->prog_eof && !c->pout_len && !c->pmsg_open) {
+		/* its output has ended and is queued: the answer to the
+		 * client's close, the 1001 of a stop, or the close its
+		 * exit earned (once it has exited) */
 		int detail;
 		enum why why = prog_why(c->prog_status, &detail);
 
 		if (c->peer_closed)
 			close_answer(c);
-		else
+		else if (c->stopping)
+			conn_end(c, W_SIGNAL, 0);
+		else if (c->prog_exited)
 			conn_end(c, why, detail);
 	}
 	if (c->state == CS_HANDSHAKE || c->state == CS_STARTING || c->state == CS_OPEN) {
@@ -2671,6 +2801,43 @@ static void ep_ready(struct conn *c, int ep, short revents, int64_t now)
 	}
 }
 
+/* A stop signal.  The first: what is already decided stands (an ending
+ * under way still writes what it queued); else the replies already
+ * produced go first, then close 1001: with a program, once its output
+ * has ended (its stdin ends now).  Before the 101, a request waiting
+ * for its program gets 503; before a request, wsfilter goes at once.
+ * Any further signal: go now, and the program's group with it. */
+static void conn_stop(struct conn *c, int first)
+{
+	if (!first) {
+		conn_end(c, W_SIGNAL_EARLY, 0);
+		if (c->prog_ran && c->stop_step < 2) {
+			(void)kill(-c->prog_pid, SIGKILL);
+			c->input_end = c->input_end ? c->input_end : c->now;
+			c->stop_step = 2;
+			c->stop_at = c->now;
+		}
+		return;
+	}
+	switch (c->state) {
+	case CS_HANDSHAKE:
+		conn_end(c, W_SIGNAL_EARLY, 0);
+		break;
+	case CS_STARTING:
+		conn_end(c, W_SIGNAL_STARTING, 0);
+		break;
+	case CS_OPEN:
+		if (c->prog_ran)
+			c->stopping = 1;
+		else
+			conn_end(c, W_SIGNAL, 0);
+		break;
+	case CS_LINGER:
+	case CS_DONE:
+		break;
+	}
+}
+
 static void on_signal(int sig)
 {
 	if (sig == SIGCHLD)
@@ -2683,23 +2850,26 @@ static void on_signal(int sig)
  * the streams, the program.  Returns 1 when the connection is done. */
 static int conn_step(struct conn *c, int64_t now, int *handled)
 {
+	c->now = now;
 	if (stop_signal != *handled) {
+		conn_stop(c, *handled == 0);
 		*handled = stop_signal;
-		/* the replies already queued go first, then close 1001;
-		 * a second signal while closing: go now */
-		conn_end(c, c->state == CS_OPEN ? W_SIGNAL : W_SIGNAL_EARLY, 0);
 	}
 	if (child_signal) {
 		child_signal = 0;
-		prog_reap(c);
+		prog_poll_exit(c);
 	}
 	if (conn_wants_acked(c, now))
 		client_acked(c);
 	conn_expire(c, now);
 	conn_settle(c, now);
 	prog_start(c);
-	prog_stop(c, now);
-	return c->state == CS_DONE && (!c->prog_pid || c->prog_reaped);
+	prog_tend(c, now);
+	/* the one rule: the client's side is done, and the program's */
+	if (c->state != CS_DONE || !prog_finished(c))
+		return 0;
+	prog_end(c);
+	return 1;
 }
 
 /* The loop: act on signals and timers, wait for the endpoints, move
@@ -2722,7 +2892,7 @@ static void conn_run(struct conn *c, const sigset_t *run_mask)
 		/* an endpoint or a timer always remains: the handshake, send,
 		 * close and keepalive timers cover every state; else a child
 		 * is left, whose end is a signal */
-		assert(n > 0 || next > 0 || (c->prog_pid && !c->prog_reaped) || c->acc);
+		assert(n > 0 || next > 0 || (c->prog_pid && !c->prog_exited) || c->acc);
 		if (next) {
 			/* a deadline already due polls with a zero timeout */
 			int64_t wait = next > now ? next - now : 0;
@@ -2842,12 +3012,16 @@ static int sandbox_enter(int log_fd, int stderr_is_log, int child, int acceptor)
 #ifdef __NR_clone3
 		SC_JEQ(acceptor ? (uint32_t)__NR_clone3 : ~0u, 0, 1), SC_RET(SECCOMP_RET_ERRNO | ENOSYS),
 #endif
-		/* what the client has taken of our bytes (SIOCOUTQ only) */
-		SC_ALLOW_IF(__NR_ioctl, 1, SIOCOUTQ, SC_KILL),
-		/* a PROGRAM: its process group is signalled and reaped,
+		/* what the client has taken of our bytes (SIOCOUTQ); with a
+		 * PROGRAM, what its pipes hold at the last stop step (FIONREAD) */
+		SC_JEQ(__NR_ioctl, 0, 5), SC_LD(SC_ARG(1, 0)),
+		SC_JEQ(SIOCOUTQ, 2, 0), SC_JEQ(child ? (uint32_t)FIONREAD : ~0u, 1, 0),
+		SC_RET(SC_KILL), SC_RET(SECCOMP_RET_ALLOW),
+		/* a PROGRAM: its process group is signalled, its exit
+		 * looked at and reaped (waitid on its pid alone),
 		 * nothing else (no execve, no open: it was forked before) */
 		SC_ALLOW_IF(__NR_kill, 0, child ? (uint32_t)-child : ~0u, SC_KILL),
-		SC_ALLOW_IF(__NR_wait4, 0, child ? (uint32_t)child : ~0u, SC_KILL),
+		SC_ALLOW_IF(__NR_waitid, 1, child ? (uint32_t)child : ~0u, SC_KILL),
 		SC_ALLOW(__NR_rt_sigreturn),    /* return from the stop-signal handler */
 		SC_ALLOW(__NR_exit_group),      /* the end */
 		SC_ALLOW(__NR_exit),
@@ -2902,7 +3076,7 @@ static const char usage_text[] =
 	"                [--close-timeout S] [--ping-interval S] [--ping-timeout S]\n"
 	"                [--send-timeout S] [--trust-proxy] [--log=auto|stderr|syslog|none]\n"
 	"                [-q] [--sandbox=on|off|required] [--no-sandbox] [-h] [-V]\n"
-	"                [--binary] [--clear-env] [--max-connections N]\n"
+	"                [--binary] [--clear-env] [--grace S] [--max-connections N]\n"
 	"                [--max-per-source N] [--stop-timeout S] [--idle-exit S]\n"
 	"                [--] [PROGRAM [ARG...]]\n";
 
@@ -2936,6 +3110,9 @@ static const char help_text[] =
 	"                         as binary messages as it comes (no lines)\n"
 	"  --clear-env            with PROGRAM: only the request's CGI variables in its\n"
 	"                         environment, not wsfilter's\n"
+	"  --grace S              with PROGRAM: once its input has ended, S seconds to\n"
+	"                         end before SIGTERM to its group, S more before\n"
+	"                         SIGKILL, S more for its output (default 2)\n"
 	"Given a listening socket (systemd Accept=no, inetd wait), wsfilter accepts\n"
 	"and forks one process per connection itself:\n"
 	"  --max-connections N    at most N at once; more wait in the backlog (4096)\n"
@@ -2973,6 +3150,7 @@ static const struct numopt {
 	{ "max-connections",   1, 1000000,         offsetof(struct options, max_conn) },
 	{ "max-per-source",    0, 1000000,         offsetof(struct options, max_per_source) },
 	{ "stop-timeout",      0, 3600,            offsetof(struct options, stop_timeout) },
+	{ "grace",             0, 3600,            offsetof(struct options, grace) },
 	{ "idle-exit",         0, 86400 * 365,     offsetof(struct options, idle_exit) },
 };
 #define NUMOPTS (sizeof numopts / sizeof numopts[0])
@@ -3004,6 +3182,7 @@ static void options_init(struct options *o)
 	o->sandbox = SANDBOX_ON;
 	o->max_conn = DEF_MAX_CONN;
 	o->stop_timeout = DEF_STOP_TIMEOUT;
+	o->grace = DEF_GRACE;
 	o->idle_exit = -1;
 }
 
@@ -3298,7 +3477,7 @@ static void log_summary(const struct conn *c, int64_t now)
 		if (c->out_total > c->written_total)
 			snprintf(unsent, sizeof unsent, ", %llu B unsent",
 				 (unsigned long long)(c->out_total - c->written_total));
-		if (c->prog_reaped && c->prog_go && c->why != W_PROG_EXIT && c->why != W_PROG_KILLED) {
+		if (c->prog_exited && c->prog_go && c->why != W_PROG_EXIT && c->why != W_PROG_KILLED) {
 			int detail;
 			enum why pw = prog_why(c->prog_status, &detail);
 
@@ -3365,7 +3544,7 @@ static int sandbox_start(const struct options *o, int child, int acceptor)
  * variables): set it up, confine the process, run the loop.  Returns the
  * exit status. */
 static int serve(struct conn *c, const struct options *o, const int fds[2],
-		 const sigset_t *run_mask, int accepted)
+		 const sigset_t *run_mask, int accepted, pid_t *pgid_slot)
 {
 	struct timespec wall;
 
@@ -3377,10 +3556,9 @@ static int serve(struct conn *c, const struct options *o, const int fds[2],
 	if (fds[1] != fds[0])
 		fd_setup(fds[1]);
 	rng_seed(c->rng);
-	if (o->program && prog_prepare(c, o) < 0) {
-		log_line("cannot prepare %s: %s", o->program[0], strerror(errno));
-		return EXIT_INTERNAL;
-	}
+	c->pgid_slot = pgid_slot;
+	if (o->program)
+		prog_prepare(c, o);
 	if (sandbox_start(o, c->prog_pid, 0) < 0)
 		return EXIT_INTERNAL;
 	conn_run(c, run_mask);
@@ -3405,6 +3583,7 @@ static int serve(struct conn *c, const struct options *o, const int fds[2],
 
 struct child {
 	pid_t pid;
+	int slot;                    /* its entry in pgids, or -1 */
 	unsigned short port;         /* the client's, for the log */
 	unsigned char src[16];       /* source address; IPv4 as ::ffff:a.b.c.d */
 };
@@ -3422,6 +3601,15 @@ struct acceptor {
 	int64_t retry_at;            /* accept(2) or fork(2) failed: not before */
 	const sigset_t *run_mask;    /* the children's, for their loop */
 	pid_t parent;
+	/* With a PROGRAM: each child writes its program's process group
+	 * to its entry (shared), and clears it once that group is gone.
+	 * A child that dies with its entry set (a signal, the stop
+	 * timeout's SIGKILL) leaves the parent to kill the group. */
+	pid_t *pgids;
+	int *free_slots;             /* entries of pgids not in use */
+	long long nfree;
+	int64_t accept_err_at;       /* accept(2) failures: the last logged */
+	long long accept_errs;       /* and those since, not logged */
 };
 
 /* A source as log text: "a.b.c.d:port" or "[::1]:port". */
@@ -3483,16 +3671,24 @@ static void acceptor_refuse(int fd, const char *who, long long n, const struct o
 		"Retry-After: 1\r\n"
 		"Connection: close\r\n\r\n"
 		"too many connections from this address\n";
-	char junk[HEAD_MAX];
+	char junk[HEAD_MAX], date[40], head[sizeof answer + 64];
+	struct timespec ts;
 	char *at;
+	int len;
 
 	(void)!read(fd, junk, sizeof junk);
-	(void)!write(fd, answer, sizeof answer - 1);
+	/* RFC 9110 6.6.1: an origin server with a clock sends Date */
+	clock_gettime(CLOCK_REALTIME, &ts);
+	http_date((int64_t)ts.tv_sec, date);
+	len = snprintf(head, sizeof head, "%.*sDate: %s\r\n%s", (int)(strstr(answer, "\r\n") - answer + 2),
+		       answer, date, strstr(answer, "\r\n") + 2);
+	if (len > 0 && (size_t)len < sizeof head)
+		(void)!write(fd, head, (size_t)len);
 	(void)shutdown(fd, SHUT_WR);
 	close(fd);
 	at = strrchr(who, ':');
-	log_line("%s http 429 refused: %lld connections from %.*s (--max-per-source %lld)", who, n,
-		 at ? (int)(at - who) : (int)strlen(who), who, o->max_per_source);
+	log_line("%s http 429 refused: %lld connection%s from %.*s (--max-per-source %lld)", who, n,
+		 n == 1 ? "" : "s", at ? (int)(at - who) : (int)strlen(who), who, o->max_per_source);
 }
 
 static void acceptor_signal(struct acceptor *a, int sig)
@@ -3514,6 +3710,13 @@ static void acceptor_reap(struct acceptor *a, int64_t now)
 			;
 		if (i == a->live)
 			continue;
+		if (a->kids[i].slot >= 0) {
+			/* its program's group, if it died before ending it */
+			if (a->pgids[a->kids[i].slot] > 0)
+				(void)kill(-a->pgids[a->kids[i].slot], SIGKILL);
+			a->pgids[a->kids[i].slot] = 0;
+			a->free_slots[a->nfree++] = a->kids[i].slot;
+		}
 		if (WIFSIGNALED(st) && !(a->killed && WTERMSIG(st) == SIGKILL)) {
 			char who[INET6_ADDRSTRLEN + 16];
 
@@ -3558,9 +3761,10 @@ static pid_t acceptor_fork(void)
 }
 
 /* The child: the connection alone, as if a launcher had started it. */
-static void acceptor_child(struct conn *c, int fd, pid_t parent) __attribute__((noreturn));
+static void acceptor_child(struct conn *c, int fd, pid_t parent, pid_t *pgid_slot)
+	__attribute__((noreturn));
 
-static void acceptor_child(struct conn *c, int fd, pid_t parent)
+static void acceptor_child(struct conn *c, int fd, pid_t parent, pid_t *pgid_slot)
 {
 	const sigset_t *run_mask = c->acc->run_mask;
 	const struct options *o = c->opt;
@@ -3575,7 +3779,23 @@ static void acceptor_child(struct conn *c, int fd, pid_t parent)
 	/* the parent gone: end as on a stop */
 	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
 		_exit(EXIT_INTERNAL);
-	exit(serve(c, o, fds, run_mask, 1));
+	exit(serve(c, o, fds, run_mask, 1, pgid_slot));
+}
+
+static void acceptor_accept_failed(struct acceptor *a, int64_t now, int err)
+{
+	a->retry_at = now + ACCEPT_RETRY_MS;
+	if (a->accept_err_at && now < a->accept_err_at + 1000) {
+		a->accept_errs++;
+		return;
+	}
+	if (a->accept_errs)
+		log_line("cannot accept: %s (%lld more time%s)", strerror(err), a->accept_errs,
+			 a->accept_errs == 1 ? "" : "s");
+	else
+		log_line("cannot accept: %s", strerror(err));
+	a->accept_err_at = now;
+	a->accept_errs = 0;
 }
 
 static void acceptor_accept(struct conn *c, int64_t now)
@@ -3589,7 +3809,7 @@ static void acceptor_accept(struct conn *c, int64_t now)
 	long long n;
 	unsigned port;
 	pid_t pid;
-	int i, fd;
+	int i, fd, slot;
 
 	for (i = 0; i < ACCEPT_BATCH && !acceptor_full(a, o); i++) {
 		sl = sizeof ss;
@@ -3600,9 +3820,9 @@ static void acceptor_accept(struct conn *c, int64_t now)
 		if (fd < 0 && (errno == EINTR || errno == ECONNABORTED || errno == EPROTO))
 			continue;
 		if (fd < 0) {
-			/* out of descriptors or memory: the backlog holds them */
-			log_line("cannot accept: %s", strerror(errno));
-			a->retry_at = now + ACCEPT_RETRY_MS;
+			/* out of descriptors or memory: the backlog holds them;
+			 * logged once a second at most, with the count */
+			acceptor_accept_failed(a, now, errno);
 			return;
 		}
 		port = source_of(&ss, key);
@@ -3611,16 +3831,20 @@ static void acceptor_accept(struct conn *c, int64_t now)
 			acceptor_refuse(fd, who, n, o);
 			continue;
 		}
+		slot = a->pgids ? a->free_slots[--a->nfree] : -1;
 		pid = acceptor_fork();
 		if (pid == 0)
-			acceptor_child(c, fd, a->parent);
+			acceptor_child(c, fd, a->parent, slot >= 0 ? &a->pgids[slot] : NULL);
 		close(fd);
+		if (pid < 0 && slot >= 0)
+			a->free_slots[a->nfree++] = slot;
 		if (pid < 0) {
 			log_line("%s closed: cannot fork: %s", who, strerror(errno));
 			a->retry_at = now + ACCEPT_RETRY_MS;
 			return;
 		}
 		a->kids[a->live].pid = pid;
+		a->kids[a->live].slot = slot;
 		a->kids[a->live].port = (unsigned short)port;
 		memcpy(a->kids[a->live].src, key, 16);
 		a->live++;
@@ -3714,6 +3938,19 @@ static int acceptor_run(struct conn *c, struct options *o, int lfd, const sigset
 	if (acc.kids)
 		(void)madvise(acc.kids, (size_t)o->max_conn * sizeof *acc.kids, MADV_WIPEONFORK);
 #endif
+	if (acc.kids && o->program) {
+		long long i;
+
+		acc.pgids = mmap(NULL, (size_t)o->max_conn * sizeof *acc.pgids, PROT_READ | PROT_WRITE,
+				 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		acc.free_slots = mmap(NULL, (size_t)o->max_conn * sizeof *acc.free_slots,
+				      PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (acc.pgids == MAP_FAILED || acc.free_slots == MAP_FAILED)
+			acc.kids = NULL;
+		for (i = 0; acc.kids && i < o->max_conn; i++)
+			acc.free_slots[i] = (int)(o->max_conn - 1 - i);
+		acc.nfree = o->max_conn;
+	}
 	if (!acc.kids) {
 		log_line("cannot allocate the table of %lld connections", o->max_conn);
 		return EXIT_INTERNAL;
@@ -3758,6 +3995,6 @@ int main(int argc, char **argv)
 	signals_setup(&run_mask);
 	if (lfd >= 0)
 		return acceptor_run(&conn, &opt, lfd, &run_mask);
-	return serve(&conn, &opt, fds, &run_mask, 0);
+	return serve(&conn, &opt, fds, &run_mask, 0, NULL);
 }
 #endif

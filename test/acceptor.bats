@@ -85,6 +85,30 @@ need_unshare() {
 	stop_acceptor "$p"
 }
 
+@test "--max-per-source 1: the 429 carries a valid Date (IMF-fixdate) and the log says '1 connection from'; at 2, '2 connections'" {
+	local n p date
+	for n in 1 2; do
+		start_acceptor --max-per-source "$n"
+		hold_clients "$n" "$T/hold$n"
+		p=$(acceptor_parent)
+		run wst run --connect "$(hostport)" hs --random-key --host localhost
+		assert_success
+		assert_line --index 0 'HTTP/1.1 429 Too Many Requests'
+		refute_line --partial MALFORMED
+		assert_equal "$(grep -c '^Date: ' <<<"$output")" 1
+		date=$(sed -n 's/^Date: //p' <<<"$output")
+		assert_imf_fixdate "$date"
+		if [ "$n" = 1 ]; then
+			wait_parent_line "$p" '^127\.0\.0\.1:[0-9]+ http 429 refused: 1 connection from 127\.0\.0\.1 \(--max-per-source 1\)$'
+		else
+			wait_parent_line "$p" '^127\.0\.0\.1:[0-9]+ http 429 refused: 2 connections from 127\.0\.0\.1 \(--max-per-source 2\)$'
+		fi
+		release "$T/hold$n" "$n"
+		assert_children_ended "$p" "$n" 4
+		stop_acceptor "$p"
+	done
+}
+
 @test "SIGTERM with 50 open connections: each gets its replies, then close 1001; the parent exits 0 and no wsfilter is left" {
 	start_acceptor
 	local k logs
@@ -207,6 +231,55 @@ need_unshare() {
 	[ "$cf" -gt "$pf" ] || fail "the child has $cf filters, the parent $pf"
 	release "$T/hold" 1
 	assert_children_ended "$p" 1 4
+	stop_acceptor "$p"
+}
+
+@test "the parent at its open-files limit with a client waiting: 'cannot accept' once a second with a count, no CPU spin; the client is served once the limit rises" {
+	start_acceptor
+	# the first connection: systemd-socket-activate execs the parent in its place
+	check_page
+	local p n cpu0 cpu1 fails client i
+	p=$(acceptor_parent)
+	wait_child_ends "$p" 1
+	# a limit of the lowest descriptor it does not hold: accept4() fails with EMFILE. (The
+	# hard limit goes down to 64 only: raising a hard limit takes CAP_SYS_RESOURCE.)
+	n=$(lowest_free_fd "$p")
+	echo "# the parent holds $(ls "/proc/$p/fd" | wc -l) descriptors: RLIMIT_NOFILE $n" >&3
+	prlimit --pid "$p" --nofile="$n:64"
+	cpu0=$(proc_cpu "$p")
+	script_bg "$T/client" hs head text:hi frame close:1000 frame eof
+	client=${BG_PIDS[-1]}
+	wait_parent_line "$p" '^cannot accept: ' 2
+	sleep 3
+	cpu1=$(proc_cpu "$p")
+	fails=$(parent_lines "$p" | grep '^cannot accept: ' || true)
+	echo "# 3 s at EMFILE: $(wc -l <<<"$fails") 'cannot accept' lines, $(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { print b - a }') s of CPU" >&3
+	printf '%s\n' "$fails"
+	# once a second: the first one plain, the later ones with a count
+	within 2 5 "$(wc -l <<<"$fails")"
+	assert_equal "$(head -n 1 <<<"$fails")" 'cannot accept: Too many open files'
+	if tail -n +2 <<<"$fails" | grep -vxE 'cannot accept: Too many open files \([0-9]+ more times?\)'; then
+		fail "a later line without its count: $(tail -n +2 <<<"$fails")"
+	fi
+	within 0 0.3 "$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { print b - a }')"
+	# no answer meanwhile: the client waits in the backlog
+	! grep -q '^STATUS ' "$T/client" || fail "an answer came at the limit: $(cat "$T/client")"
+	kill -0 "$client"
+	# the limit rises: the waiting client gets its 101 within 2 s, and the connection works
+	prlimit --pid "$p" --nofile=64:64
+	for i in $(seq 1 20); do
+		grep -q '^STATUS ' "$T/client" && break
+		sleep 0.1
+	done
+	run cat "$T/client"
+	assert_line --index 0 'STATUS HTTP/1.1 101 Switching Protocols'
+	wait "$client" || fail "the client failed: $(cat "$T/client")"
+	run cat "$T/client"
+	assert_line 'ACCEPT ok'
+	assert_line --regexp '^TEXT hi - [0-9]+$'
+	assert_line 'CLOSE 1000'
+	assert_line 'EOF'
+	assert_children_ended "$p" 2 0
 	stop_acceptor "$p"
 }
 

@@ -22,6 +22,7 @@ teardown() {
 	for f in "$T"/*.pid; do
 		[ -e "$f" ] || continue
 		for p in $(cat "$f"); do
+			kill -CONT "$p" 2>/dev/null || true # a child a test stopped (stop-child)
 			kill -KILL -- "-$p" 2>/dev/null || true
 			kill -KILL "$p" 2>/dev/null || true
 		done
@@ -203,7 +204,7 @@ for line in sys.stdin:
 
 @test "yes floods a client that reads 200 kB/s: memory bounded; the client closes and yes is gone" {
 	ws 0 --rcvbuf 65536 hs head rate:200000 sleep:2 count:2 mem mark close:1000 count:10 elapsed eof -- \
-		sh -c 'echo $$ >"$0"; exec yes' "$T/yes.pid"
+		--grace 1 sh -c 'echo $$ >"$0"; exec yes' "$T/yes.pid"
 	assert_success
 	local pid hwm took
 	pid=$(pid_of "$T/yes.pid")
@@ -213,7 +214,8 @@ for line in sys.stdin:
 	took=$(sed -n 's/^ELAPSED //p' <<<"$output")
 	echo "# yes flood, client at 200 kB/s: VmHWM $hwm kB; close answered in $took s" >&3
 	if asan; then within 0 16384 "$hwm"; else within 0 4096 "$hwm"; fi
-	# yes never reads its stdin: SIGTERM one close timeout after the close
+	# yes never reads its stdin: SIGTERM one --grace after the close; what it wrote
+	# until then goes out before the close answer
 	assert_line --regexp "^LOG ${LOGP}.* close 1000 by client, program killed by SIGTERM, exit 0$"
 	within 0 5 "$took"
 	assert_gone "$pid"
@@ -264,6 +266,58 @@ for line in sys.stdin:
 	assert_line --index 1 'STATUS HTTP/1.1 500 Internal Server Error'
 	assert_line --regexp "^LOG ${LOGP}.* http 500 .*\(the program cannot be run: Permission denied\), exit 6$"
 	refute_line --partial 'never'
+}
+
+@test "the program's pipes cannot be created (open-files limit): HTTP 503 instead of the 101, the reason in the log, exit 6" {
+	# wsfilter holds fds 0, 1 and 2, and the program takes 5 pipes (10 descriptors): under
+	# RLIMIT_NOFILE 6 the second pipe2() fails, under 10 the fourth
+	local n
+	for n in 6 10; do
+		ws 6 --nofile "$n" hs head body eof -- cat
+		assert_success
+		assert_line --index 1 'STATUS HTTP/1.1 503 Service Unavailable'
+		refute_line --partial '101 Switching'
+		assert_line --regexp '^BODY [1-9][0-9]* '
+		assert_line "EXIT 6"
+		assert_line --regexp "^LOG ${LOGP}127\.0\.0\.1:[0-9]+ http 503 \"GET /\" [0-9.]+s \(cannot start the program: Too many open files\), exit 6$"
+		# that one line, as for any connection
+		assert_equal "$(grep -c '^LOG ' <<<"$output")" 1
+	done
+}
+
+# The child that is to exec the program is forked when wsfilter starts; stop-child stops it
+# (SIGSTOP) before the request is sent, so that its exec never comes and the request waits
+# for it. Its pid goes to $T/waiting.pid for teardown.
+@test "SIGTERM while the 101 waits for the program's exec: HTTP 503, exit 0, the waiting child killed" {
+	ws 0 --timeout 4 stop-child hs sleep:0.3 signal:TERM head body eof exit-within:3 -- cat
+	local kid
+	kid=$(sed -n 's/^STOPPED //p' <<<"$output")
+	[ -z "$kid" ] || echo "$kid" >"$T/waiting.pid"
+	assert_success
+	assert_line --index 1 --regexp '^STOPPED [0-9]+$'
+	# nothing came before the signal: the answer is the first byte
+	assert_line --index 2 'STATUS HTTP/1.1 503 Service Unavailable'
+	refute_line --partial '101 Switching'
+	assert_line --regexp '^BODY [1-9][0-9]* '
+	assert_line "EXITED 0"
+	assert_line "EXIT 0"
+	assert_line --regexp "^LOG ${LOGP}127\.0\.0\.1:[0-9]+ http 503 \"GET /\" [0-9.]+s \(server shutting down\), exit 0$"
+	assert_gone "$kid"
+}
+
+@test "the program's exec does not come within --handshake-timeout (its child stopped): HTTP 500, exit 6, the child killed, not left stopped" {
+	ws 6 --timeout 4 stop-child hs mark head body eof exit-within:3 -- --handshake-timeout 1 cat
+	local kid
+	kid=$(sed -n 's/^STOPPED //p' <<<"$output")
+	[ -z "$kid" ] || echo "$kid" >"$T/waiting.pid"
+	assert_success
+	assert_line --index 1 --regexp '^STOPPED [0-9]+$'
+	assert_line --index 2 'STATUS HTTP/1.1 500 Internal Server Error'
+	refute_line --partial '101 Switching'
+	assert_line "EXITED 6"
+	assert_line "EXIT 6"
+	assert_line --regexp "^LOG ${LOGP}127\.0\.0\.1:[0-9]+ http 500 \"GET /\" [0-9.]+s \(the program was not running within 1 s\), exit 6$"
+	assert_gone "$kid"
 }
 
 @test "the program has only its stdin, stdout and stderr open: none of wsfilter's descriptors" {
@@ -317,12 +371,12 @@ print(" ".join(str(fd) for fd in range(1024) if is_open(fd)))'
 	assert_line --regexp "^LOG ${LOGP}.* in 3 msg 3 B, out 3 msg 6 B, close 1000 by client, program exited 0, exit 0$"
 }
 
-@test "the client closes and the program neither answers nor ends: close 1000 after the close timeout, the program stopped" {
-	ws 0 hs head text:a close:1000 mark frame elapsed eof -- --close-timeout 1 \
+@test "the client closes and the program neither answers nor ends: close 1000 once SIGKILL (two --grace) has ended its output, the program stopped" {
+	ws 0 hs head text:a close:1000 mark frame elapsed eof -- --grace 1 \
 		sh -c 'echo $$ >"$0"; trap "" TERM; read l; sleep 30' "$T/slow.pid"
 	assert_success
 	assert_line --index 6 "CLOSE 1000"
-	assert_line --regexp '^ELAPSED (0\.9|1\.[0-9])'
+	assert_line --regexp '^ELAPSED (1\.9|2\.[0-9])'
 	assert_line "EXIT 0"
 	assert_gone "$(pid_of "$T/slow.pid")"
 }
@@ -336,8 +390,8 @@ print(" ".join(str(fd) for fd in range(1024) if is_open(fd)))'
 	assert_gone "$(pid_of "$T/cat.pid")"
 }
 
-@test "a program that ignores EOF and SIGTERM (and its child): SIGKILL to its group after 2 close timeouts, nothing left" {
-	ws 0 hs head text:hi frame mark close:1000 frame exit-within:6 elapsed eof -- --close-timeout 1 \
+@test "a program that ignores EOF and SIGTERM (and its child): SIGKILL to its group after two --grace, nothing left" {
+	ws 0 hs head text:hi frame mark close:1000 frame exit-within:6 elapsed eof -- --grace 1 \
 		sh -c 'trap "" TERM; sleep 100 & echo $$ $! >"$0"; read l; echo "$l"; while :; do sleep 1; done' "$T/prog.pid"
 	assert_success
 	assert_line "TEXT hi"
@@ -346,14 +400,14 @@ print(" ".join(str(fd) for fd in range(1024) if is_open(fd)))'
 	assert_line --regexp "^LOG ${LOGP}.* close 1000 by client, program killed by SIGKILL, exit 0$"
 	local took
 	took=$(sed -n 's/^ELAPSED //p' <<<"$output")
-	echo "# EOF, SIGTERM, SIGKILL with --close-timeout 1: wsfilter gone $took s after the close" >&3
+	echo "# EOF, SIGTERM, SIGKILL with --grace 1: wsfilter gone $took s after the close" >&3
 	within 1.9 3.5 "$took"
 	# shellcheck disable=SC2046
 	assert_gone $(cat "$T/prog.pid")
 }
 
 @test "SIGTERM to wsfilter: close 1001, then the same stop sequence for the program, exit 0" {
-	ws 0 hs head text:hi frame signal:TERM frame exit-within:6 elapsed eof -- --close-timeout 1 \
+	ws 0 hs head text:hi frame signal:TERM frame exit-within:6 elapsed eof -- --grace 1 \
 		sh -c 'trap "" TERM; sleep 100 & echo $$ $! >"$0"; read l; echo "$l"; exec sleep 100' "$T/prog.pid"
 	assert_success
 	assert_line "TEXT hi"
@@ -373,8 +427,8 @@ print(" ".join(str(fd) for fd in range(1024) if is_open(fd)))'
 	assert_line --regexp "^LOG ${LOGP}.* close 1001 by server \(server shutting down\), program exited 0, exit 0$"
 }
 
-@test "the program exits 0 but a child of its own keeps its stdout: close 1000 after the close timeout, the child killed" {
-	ws 0 hs head frame mark frame elapsed eof -- --close-timeout 1 \
+@test "the program exits 0 but a child of its own keeps its stdout: close 1000 once SIGTERM (one --grace) has ended it, the child killed" {
+	ws 0 hs head frame mark frame elapsed eof -- --grace 1 \
 		sh -c 'sleep 100 & echo $$ $! >"$0"; echo hi; exit 0' "$T/prog.pid"
 	assert_success
 	assert_line --index 6 "TEXT hi"
@@ -498,6 +552,133 @@ env_lines() {
 	ws 0 "send:${REQ}X-Forwarded-Proto: http\r\n\r\n" head wait:3 eof -- --trust-proxy --clear-env /usr/bin/env
 	assert_success
 	refute_line --regexp '^TEXT HTTPS='
+}
+
+# req_for TARGET [HEADER-LINE...]: an upgrade request for TARGET with these header lines
+# after the usual ones, as a send: step takes it (\r\n escapes).
+req_for() {
+	local r="GET $1 HTTP/1.1\r\nHost: h.example:99\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" h
+	shift
+	for h; do
+		r+="$h\r\n"
+	done
+	printf '%s\\r\\n' "$r"
+}
+
+# long_target PATH-BYTES QUERY-BYTES: "/p0001/p0002...?k0001=v&k0002=v...", a path of
+# PATH-BYTES bytes and a query (after the ?) of QUERY-BYTES.
+long_target() {
+	printf '%s?%s' "$(printf '/p%04d' $(seq 1 $(($1 / 6 + 1))) | head -c "$1")" \
+		"$(printf 'k%04d=v&' $(seq 1 $(($2 / 8 + 1))) | head -c "$2")"
+}
+
+@test "a long legal target: the program gets every request variable, none of wsfilter's own QUERY_STRING or HTTP_*" {
+	# a head of 7.7 KB: a target of 6.5 KB and a header of 1 KB. REQUEST_URI, PATH_INFO and
+	# QUERY_STRING repeat the target: the variables take more than the head (15 KB).
+	local target path query long req port name
+	target=$(long_target 3000 3500)
+	path=${target%%\?*} query=${target#*\?}
+	long=$(printf 'L%.0s' $(seq 1 1000))
+	req=$(req_for "$target" 'X-Custom: v' "X-Long: $long")
+	within 7000 8192 "$(printf '%b' "$req" | wc -c)"
+	ws 0 --env QUERY_STRING=stale --env HTTP_FOO=x "send:$req" head wait:3 eof -- /usr/bin/env
+	assert_success
+	assert_line --index 1 'STATUS HTTP/1.1 101 Switching Protocols'
+	assert_line 'ACCEPT ok'
+	assert_line "CLOSE 1000"
+	assert_line "EXIT 0"
+	port=$(sed -n 's/^CLIENT 127\.0\.0\.1://p' <<<"$output")
+	assert_line "TEXT REQUEST_URI=$target"
+	assert_line "TEXT PATH_INFO=$path"
+	assert_line "TEXT QUERY_STRING=$query"
+	assert_line "TEXT REMOTE_ADDR=127.0.0.1"
+	assert_line "TEXT REMOTE_PORT=$port"
+	assert_line "TEXT HTTP_HOST=h.example:99"
+	assert_line "TEXT HTTP_UPGRADE=websocket"
+	assert_line "TEXT HTTP_CONNECTION=Upgrade"
+	assert_line "TEXT HTTP_SEC_WEBSOCKET_KEY=dGhlIHNhbXBsZSBub25jZQ=="
+	assert_line "TEXT HTTP_SEC_WEBSOCKET_VERSION=13"
+	assert_line "TEXT HTTP_X_CUSTOM=v"
+	assert_line "TEXT HTTP_X_LONG=$long"
+	for name in REQUEST_URI PATH_INFO QUERY_STRING REMOTE_ADDR HTTP_HOST HTTP_X_LONG; do
+		assert_equal "$name: $(grep -c "^TEXT $name=" <<<"$output")" "$name: 1"
+	done
+	# wsfilter's own QUERY_STRING and HTTP_* are not the request's: neither reaches the program
+	refute_line "TEXT QUERY_STRING=stale"
+	refute_line --regexp '^TEXT HTTP_FOO='
+
+	# a Foo header: HTTP_FOO is its value alone
+	ws 0 --env HTTP_FOO=x "send:$(req_for "$target" 'Foo: bar' "X-Long: $long")" head wait:3 eof -- /usr/bin/env
+	assert_success
+	assert_line "TEXT HTTP_FOO=bar"
+	assert_equal "$(grep -c '^TEXT HTTP_FOO=' <<<"$output")" 1
+	assert_line "TEXT QUERY_STRING=$query"
+
+	# a head of 8,050 bytes, its target 7,900: still a 101, and with --clear-env exactly
+	# the request's variables
+	target=$(long_target 3900 3999)
+	path=${target%%\?*} query=${target#*\?}
+	req=$(req_for "$target")
+	within 8000 8192 "$(printf '%b' "$req" | wc -c)"
+	ws 0 "send:$req" head wait:3 eof -- --clear-env /usr/bin/env
+	assert_success
+	assert_line --index 1 'STATUS HTTP/1.1 101 Switching Protocols'
+	assert_line 'ACCEPT ok'
+	assert_line "CLOSE 1000"
+	assert_line "EXIT 0"
+	port=$(sed -n 's/^CLIENT 127\.0\.0\.1://p' <<<"$output")
+	assert_equal "$(env_lines)" "$(LC_ALL=C sort <<-EOF
+		GATEWAY_INTERFACE=CGI/1.1
+		SERVER_SOFTWARE=wsfilter/0.1.0
+		SERVER_PROTOCOL=HTTP/1.1
+		REQUEST_METHOD=GET
+		REQUEST_URI=$target
+		SCRIPT_NAME=
+		PATH_INFO=$path
+		QUERY_STRING=$query
+		SERVER_NAME=h.example
+		SERVER_PORT=99
+		REMOTE_ADDR=127.0.0.1
+		REMOTE_PORT=$port
+		HTTP_HOST=h.example:99
+		HTTP_UPGRADE=websocket
+		HTTP_CONNECTION=Upgrade
+		HTTP_SEC_WEBSOCKET_KEY=dGhlIHNhbXBsZSBub25jZQ==
+		HTTP_SEC_WEBSOCKET_VERSION=13
+	EOF
+	)"
+}
+
+@test "no HTTP_PROXY from a request (httpoxy), and a header name with _ is no variable: the program sees wsfilter's HTTP_PROXY and the real X-Forwarded-For only" {
+	# a Proxy header would be HTTP_PROXY, the proxy many HTTP clients use; X_Forwarded_For
+	# would pass for X-Forwarded-For
+	ws 0 --env HTTP_PROXY=http://admin:3128 \
+		"send:$(req_for /app 'Proxy: http://attacker:8080' 'X_Forwarded_For: 6.6.6.6')" head wait:3 eof -- /usr/bin/env
+	assert_success
+	assert_line --index 1 'STATUS HTTP/1.1 101 Switching Protocols'
+	assert_line 'ACCEPT ok'
+	assert_line "CLOSE 1000"
+	assert_line "EXIT 0"
+	assert_line "TEXT HTTP_PROXY=http://admin:3128"
+	assert_equal "$(grep -c '^TEXT HTTP_PROXY=' <<<"$output")" 1
+	refute_line --partial attacker
+	refute_line --regexp '^TEXT HTTP_X_FORWARDED_FOR='
+	refute_line --partial 6.6.6.6
+
+	# no HTTP_PROXY of wsfilter's (--clear-env): none at all; a real X-Forwarded-For among
+	# look-alikes before and after it: its value only
+	ws 0 "send:$(req_for /app 'pRoXy: http://attacker:8080' 'X_Forwarded_For: 6.6.6.6' \
+		'X-Forwarded-For: 127.0.0.2' 'x_forwarded_for: 7.7.7.7')" head wait:3 eof -- --clear-env /usr/bin/env
+	assert_success
+	assert_line --index 1 'STATUS HTTP/1.1 101 Switching Protocols'
+	assert_line 'ACCEPT ok'
+	assert_line "EXIT 0"
+	refute_line --regexp '^TEXT HTTP_PROXY='
+	refute_line --partial attacker
+	assert_line "TEXT HTTP_X_FORWARDED_FOR=127.0.0.2"
+	assert_equal "$(grep -c '^TEXT HTTP_X_FORWARDED_FOR=' <<<"$output")" 1
+	refute_line --partial 6.6.6.6
+	refute_line --partial 7.7.7.7
 }
 
 @test "LISTEN_* never reach the program, not even those of another process" {

@@ -227,3 +227,37 @@ assert_children_ended_well() {
 		fail "a wsfilter ended badly: $(grep -vE 'code [0-5]$' "$1" | grep '^Child ' | head -3)"
 	fi
 }
+
+# assert_imf_fixdate VALUE: VALUE is an HTTP date in the preferred format, IMF-fixdate
+# (RFC 9110 5.6.7: "Sun, 06 Nov 1994 08:49:37 GMT"), its weekday right for its date,
+# and within 10 s of now.
+assert_imf_fixdate() {
+	LC_ALL=C "$PY" - "$1" <<-'EOF' || fail "Date '$1' is not an IMF-fixdate within 10 s of now"
+		import calendar, re, sys, time
+		v = sys.argv[1]
+		days = "Mon|Tue|Wed|Thu|Fri|Sat|Sun"
+		months = "Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec"
+		if not re.fullmatch(r"(%s), [0-3][0-9] (%s) [0-9]{4} [0-2][0-9]:[0-5][0-9]:[0-6][0-9] GMT" % (days, months), v):
+		    sys.exit("not in IMF-fixdate form: %r" % v)
+		t = calendar.timegm(time.strptime(v, "%a, %d %b %Y %H:%M:%S GMT"))
+		if time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(t)) != v:
+		    sys.exit("not a real date (weekday or day of month): %r" % v)
+		if abs(t - time.time()) > 10:
+		    sys.exit("%r is %+.0f s from now" % (v, t - time.time()))
+	EOF
+}
+
+# proc_cpu PID: the CPU time PID has used so far (utime + stime), in seconds.
+proc_cpu() {
+	awk -v tck="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.3f\n", ($12 + $13) / tck }' "/proc/$1/stat"
+}
+
+# lowest_free_fd PID: the lowest descriptor number PID does not hold: the next one
+# it would get from accept(2), open(2) or pipe(2).
+lowest_free_fd() {
+	local fd=0
+	while [ -e "/proc/$1/fd/$fd" ]; do
+		fd=$((fd + 1))
+	done
+	echo "$fd"
+}

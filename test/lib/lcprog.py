@@ -15,6 +15,7 @@ Then it ends as END says:
   closeout       close stdout and stderr, then read stdin until EOF, exit 0
   bghold         start a background job (sleep) that keeps stdout open, exit 0
   bgfree         start a background job with stdin, stdout, stderr on /dev/null, then cat
+  bgexit         the same background job, then exit 0
   flood          write lines until stdout fails (no count: what it wrote is unknown)
 Every wait is bounded: nothing of it lasts past 120 s.
 """
@@ -106,10 +107,11 @@ def main():
     if end == "bghold":
         subprocess.Popen(["sleep", "120"], stdin=subprocess.DEVNULL)
         sys.exit(0)
-    if end == "bgfree":
+    if end in ("bgfree", "bgexit"):
         subprocess.Popen(["sleep", "120"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
-        copy_stdin(120)
+        if end == "bgfree":
+            copy_stdin(120)
         sys.exit(0)
     if end == "flood":
         os.unlink(os.path.join(state, "count"))  # what it wrote is not known

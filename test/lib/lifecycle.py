@@ -56,7 +56,7 @@ QUIET = 1.5          # a reading client with nothing for this long sends its clo
 BOUND = 30.0         # seconds a connection may take in all
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-ENDS = ["exit0", "exit3", "killed", "cat", "ignore", "closeout", "bghold", "bgfree", "flood"]
+ENDS = ["exit0", "exit3", "killed", "cat", "ignore", "closeout", "bghold", "bgfree", "bgexit", "flood"]
 CLIENTS = ["fast", "slow", "pause", "close", "halfclose", "rst", "stop"]
 SHAPES = [(0, 10), (5, 20), (50, 200), (400, 1000), (2000, 100), (30, 70000)]
 
@@ -607,7 +607,7 @@ def judge(c, obs, rc, log, conn_pid, count, fig):
     # which endings the case can have
     end, ev, cl = c["end"], c["event"], c["client"]
     can = set()
-    if end == "exit0" or end == "bghold":
+    if end in ("exit0", "bghold", "bgexit"):
         can.add("prog0")
     if end in ("exit3", "killed"):
         can.add("progfail")
@@ -669,7 +669,7 @@ def judge(c, obs, rc, log, conn_pid, count, fig):
         if m and int(m.group(1)) != len(obs["msgs"]):
             fails.append("log: says %s messages out, the client got %d" % (m.group(1), len(obs["msgs"])))
     moved = sum(len(p) for _, p in obs["msgs"])
-    limit = 0.3 + 0.1 * fig.get("wall", 0) + moved / 15e6
+    limit = (0.3 + 0.1 * fig.get("wall", 0) + moved / 15e6) * (4 if W.sanitizer_build() else 1)
     if fig.get("cpu", 0) > limit:
         fails.append("cpu: the connection process used %.2f s of CPU in %.1f s (limit %.2f)" %
                      (fig["cpu"], fig["wall"], limit))

@@ -582,6 +582,21 @@ def deny_seccomp():
         raise OSError(ctypes.get_errno(), "deny_seccomp: prctl failed")
 
 
+def preexec_for(no_seccomp=False, nofile=None):
+    """preexec_fn for wsfilter: deny_seccomp, and/or RLIMIT_NOFILE (soft and hard) set
+    to nofile, so that opening descriptor number nofile or above fails with EMFILE."""
+    if not no_seccomp and nofile is None:
+        return None
+
+    def preexec():
+        if nofile is not None:
+            import resource
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+        if no_seccomp:
+            deny_seccomp()
+    return preexec
+
+
 TIME_BIN = "/usr/bin/time"
 LIVE = set()  # every Wsfilter not reaped yet: killed when the tool exits
 
@@ -606,7 +621,7 @@ class Wsfilter:
 
     def __init__(self, args=(), transport="socketpair", env=None, clear_peer_env=False,
                  sndbuf=None, rcvbuf=None, server_buf=None, no_seccomp=False, binary=None, timed=False,
-                 rcvbuf_first=None):
+                 rcvbuf_first=None, nofile=None):
         lazy()
         self.args = list(args)
         self.transport = transport
@@ -663,7 +678,7 @@ class Wsfilter:
             argv = [TIME_BIN, "-f", "%M %U %S", "-o", self.timefile] + argv
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen(argv, stdin=fds[0], stdout=fds[1], stderr=stderr, env=e, close_fds=True,
-                                     preexec_fn=deny_seccomp if no_seccomp else None)
+                                     preexec_fn=preexec_for(no_seccomp, nofile))
         self.pid = self.proc.pid
         if self.timefile:
             self.pid = self.find_child()
@@ -1053,7 +1068,7 @@ class Conversation:
 
     def __init__(self, a):
         self.w = Wsfilter(a.args, a.transport, env=spawn_env(a, a.clear_peer_env),
-                          no_seccomp=a.no_seccomp)
+                          no_seccomp=a.no_seccomp, nofile=a.nofile)
         self.pipes = a.transport == "pipes"
         self.can_sync = a.transport in ("pipes", "socketpair")
         if self.pipes:
@@ -1559,6 +1574,9 @@ SCRIPT_HELP = """steps (a step that runs out of time prints "TIMEOUT <step>" and
                       exit once exit-within has seen it exit
   cpu                 "CPU <s>": wsfilter's CPU time so far (utime + stime)
   pid                 "PID <n>": wsfilter's process id
+  stop-child          SIGSTOP wsfilter's child (with PROGRAM: the one that waits to exec
+                      it; waits for it to exist), once it is stopped: "STOPPED <pid>".
+                      It is left stopped: the test checks what becomes of it and kills it
   count:S             read frames for S seconds or until a close frame, data messages only
                       counted: "COUNTED <n> messages <b> B", then the close frame if one came
   mem                 "VmHWM <kB>": wsfilter's peak resident memory so far
@@ -1745,6 +1763,36 @@ class PipeEnds:
             self.w.rfd = None
 
 
+def stop_child(pid, deadline):
+    """SIGSTOP the first child of pid (waiting until deadline for it to exist) and wait
+    until it is stopped; its pid, or None."""
+    path = "/proc/%d/task/%d/children" % (pid, pid)
+    while time.monotonic() < deadline:
+        try:
+            with open(path) as f:
+                kids = f.read().split()
+        except OSError:
+            return None  # pid is gone
+        if kids:
+            kid = int(kids[0])
+            try:
+                os.kill(kid, signal.SIGSTOP)
+            except ProcessLookupError:
+                return None
+            while time.monotonic() < deadline:
+                try:
+                    with open("/proc/%d/stat" % kid) as f:
+                        state = f.read().rsplit(")", 1)[1].split()[0]
+                except OSError:
+                    return None
+                if state in ("T", "t"):
+                    return kid
+                time.sleep(0.002)
+            return None
+        time.sleep(0.002)
+    return None
+
+
 def show(b):
     return b.decode("utf-8", "backslashreplace").replace("\r", "\\r").replace("\n", "\\n")
 
@@ -1771,7 +1819,7 @@ def cmd_script(a):
         if a.pipes:
             transport = "pipes"
         w = Wsfilter(a.args, transport, env=spawn_env(a, True), sndbuf=buf, rcvbuf=buf,
-                     server_buf=buf, rcvbuf_first=a.rcvbuf)
+                     server_buf=buf, rcvbuf_first=a.rcvbuf, nofile=a.nofile)
         if a.pipes:
             cs = PipeEnds(w)
             print("CLIENT pipes")
@@ -1963,6 +2011,13 @@ def cmd_script(a):
                 c.out("CPU %.2f" % (state[2] if state else w.cpu_s))
             elif name == "pid":
                 c.out("PID %d" % w.pid)
+            elif name == "stop-child":
+                kid = stop_child(w.pid, deadline)
+                if kid is None:
+                    c.out("NO CHILD of wsfilter stopped in %gs" % a.timeout)
+                    failed = True
+                    break
+                c.out("STOPPED %d" % kid)
             elif name == "count":
                 end, msgs, size = time.monotonic() + float(arg), 0, 0
                 closing = None
@@ -2160,6 +2215,8 @@ def build_parser():
     p.add_argument("--clear-peer-env", action="store_true", help="no launcher variables in the environment")
     p.add_argument("--no-seccomp", action="store_true",
                    help="run wsfilter where installing a seccomp filter fails (EINVAL)")
+    p.add_argument("--nofile", type=int, metavar="N",
+                   help="run wsfilter with RLIMIT_NOFILE N (soft and hard): no descriptor >= N")
     p.add_argument("--connect", metavar="HOST:PORT", help="talk to a launcher instead of starting wsfilter")
     p.add_argument("--tls", action="store_true", help="with --connect: TLS")
     p.add_argument("--cafile", help="with --tls: trust this certificate (else no verification)")
@@ -2204,6 +2261,8 @@ def build_parser():
                    help="the client's SO_RCVBUF, set before connect (the window it announces; "
                    "wins over --small-buffers)")
     p.add_argument("--pipes", action="store_true", help="wsfilter's stdin and stdout are two pipes")
+    p.add_argument("--nofile", type=int, metavar="N",
+                   help="run wsfilter with RLIMIT_NOFILE N (soft and hard): no descriptor >= N")
     p.add_argument("--max-show", type=int, default=0, metavar="N",
                    help="show frames over N bytes in short (<pattern N>, or size and hash)")
     p.add_argument("steps", nargs="*")
