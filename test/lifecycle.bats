@@ -44,11 +44,15 @@ one_case() {
 @test "a program writes 400 KB and exits while the client reads at 60 KB/s: every byte, and wsfilter's CPU stays near zero" {
 	one_case lines=400 size=1000 client=slow
 	one_case lines=30 size=70000 client=pause pause=3.0
+	# past the last stop step (3 s with --grace 1) the pipe still holds what it wrote
+	one_case lines=400 size=1000 client=pause pause=4.5
 }
 
 @test "SIGTERM while the client is 1.5 s behind a program that wrote 2,000 lines and exited: all of them, then 1001 (launched and acceptor)" {
 	one_case lines=2000 size=100 client=pause pause=1.5 event=sigterm et=0.5
 	one_case lines=2000 size=100 client=pause pause=1.5 event=sigterm et=0.5 mode=acceptor
+	# 2 MB: more than the queues hold when the signal comes
+	one_case lines=2000 size=1000 client=pause pause=1.5 event=sigterm et=0.5
 }
 
 @test "SIGTERM while the program still writes: what it writes until its stdout ends reaches the client, then 1001" {

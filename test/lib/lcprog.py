@@ -3,7 +3,8 @@
 
     lcprog.py STATE LINES SIZE RATE END
 
-Writes its process group to STATE/pgid and "lcprog start" to stderr, then LINES
+Writes its process group to STATE/pgid, the request's variables it was given to
+STATE/env (JSON), and "lcprog start" to stderr, then LINES
 lines of SIZE bytes each (line i is "%07d " then a pattern, then "\\n"), all at once
 (RATE 0) or RATE lines a second; STATE/count says how many lines are written so far.
 Then it ends as END says:
@@ -28,6 +29,10 @@ import time
 
 sys.dont_write_bytecode = True
 LETTERS = b"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ" * 4
+
+
+ENV_SEEN = ("REQUEST_URI", "QUERY_STRING", "PATH_INFO", "REMOTE_ADDR", "HTTP_HOST", "HTTP_X_CASE",
+            "HTTP_PROXY", "HTTP_X_FORWARDED_FOR", "HTTP_FOO")
 
 
 def line(i, size):
@@ -66,6 +71,10 @@ def copy_stdin(limit):
 def main():
     state, lines, size, rate, end = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
     put(state, "pgid", os.getpgrp())
+    import json
+    with open(os.path.join(state, "env.tmp"), "w") as f:
+        json.dump({k: os.environ.get(k) for k in ENV_SEEN}, f)
+    os.rename(os.path.join(state, "env.tmp"), os.path.join(state, "env"))
     os.write(2, b"lcprog start\n")
     if end == "ignore":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -89,10 +89,22 @@ def draw(rng):
         c["lines"] = 400000 // c["size"]  # 7 s at 60 KB/s
     if c["end"] == "flood":
         c["size"] = max(c["size"], 1000)  # fewer, larger messages for the client to check
+    c["req"] = rng.choice(["plain"] * 8 + ["long"] * 2 + ["hostile"] * 2 + ["starved"])
+    if c["req"] == "starved":
+        c["mode"] = "launched"  # the open-files limit of a launched wsfilter
+    elif rng.random() < 0.05:
+        c["event"] = "sigexec"
     return c
 
 
-FIELDS = ["mode", "bin", "lines", "size", "rate", "end", "msgs", "client", "at", "pause", "event", "et"]
+FIELDS = ["mode", "bin", "lines", "size", "rate", "end", "msgs", "client", "at", "pause", "event", "et", "req"]
+# the request: plain; a long legal target (a head near 8 KiB, the target three times
+# in the variables); hostile headers (Proxy, a name with '_'); starved: wsfilter under an
+# open-files limit that leaves no room for the program's pipes (503).  The event sigexec
+# stops the child that is to exec the program, then sends SIGTERM while the request
+# waits for that exec (503).
+LONG_PATH = "/lc/" + "p" * 2500
+LONG_QUERY = "q=" + "v" * 4000
 
 
 def spec(c):
@@ -101,6 +113,7 @@ def spec(c):
 
 def parse_spec(text):
     c = dict(kv.split("=", 1) for kv in text.split())
+    c.setdefault("req", "plain")
     for k in ("bin", "lines", "size", "msgs"):
         c[k] = int(c[k])
     for k in ("rate", "at", "pause", "et"):
@@ -367,11 +380,77 @@ def check_data(c, obs, count, must_be_complete, killed):
     return fails
 
 
+def refused(c, proc, parent, conn_pid, sock, req, errpath, err, fails):
+    """A request that must get 503 and no program: starved of descriptors, or a stop
+    signal while it waits for the program's exec (its child stopped)."""
+    kid = None
+    if c["event"] == "sigexec":
+        kid = W.stop_child(conn_pid, time.monotonic() + 5)
+        if not kid:
+            return fails + ["sigexec: no child to stop"]
+    sock.sendall(req)
+    if kid:
+        time.sleep(0.3)
+        os.kill(parent or conn_pid, signal.SIGTERM)
+    rd = W.Reader(sock)
+    h = rd.http_head(10.0)
+    status = h.split("\r\n")[0] if h else None
+    if status != "HTTP/1.1 503 Service Unavailable":
+        fails.append("refused: answer %r, expected 503" % status)
+    t = time.monotonic()
+    while proc_stat(conn_pid) and proc_stat(conn_pid)[0] != "Z" and time.monotonic() < t + 10:
+        time.sleep(0.02)
+    rc = None
+    try:
+        prc = proc.wait(10)
+        if parent and prc != 0:
+            fails.append("acceptor: the parent exited %d on SIGTERM, expected 0" % prc)
+        rc = None if parent else prc
+    except subprocess.TimeoutExpired:
+        fails.append("bounded: %s still runs 10 s after the answer" % ("the parent" if parent else "wsfilter"))
+    expect = (6, "(cannot start the program: Too many open files)") if c["req"] == "starved" \
+        else (0, "(server shutting down)")
+    if rc is not None and rc != expect[0]:
+        fails.append("ending: exit %s, expected %d" % (rc, expect[0]))
+    err.close()
+    log = open(errpath, "rb").read().decode("utf-8", "replace")
+    line = [l for l in log.splitlines() if l.startswith("wsfilter[%d]: " % conn_pid) and SUMMARY.match(l)]
+    if len(line) != 1 or ' http 503 "GET ' not in line[0] or not line[0].endswith("%s, exit %d" % (expect[1], expect[0])):
+        fails.append("log: expected one line 'http 503 ... %s, exit %d', got %r" % (expect[1], expect[0], line))
+    if kid:
+        t = time.monotonic()
+        while proc_stat(kid) and proc_stat(kid)[0] != "Z" and time.monotonic() < t + 2:
+            time.sleep(0.02)
+        if proc_stat(kid) and proc_stat(kid)[0] != "Z":
+            fails.append("group: the child that was to exec the program outlives the connection")
+            os.kill(kid, signal.SIGKILL)
+            os.kill(kid, signal.SIGCONT)
+    return fails
+
+
+def check_env(c, target, state):
+    """Failures of the env invariant: the request's variables, complete and its own."""
+    import json
+    try:
+        with open(os.path.join(state, "env")) as f:
+            env = json.load(f)
+    except (OSError, ValueError):
+        return []  # the program never ran
+    path, _, query = target.partition("?")
+    want = {"REQUEST_URI": target, "QUERY_STRING": query, "PATH_INFO": path, "REMOTE_ADDR": "127.0.0.1",
+            "HTTP_HOST": "127.0.0.1", "HTTP_X_CASE": c["req"], "HTTP_PROXY": "http://admin:3128",
+            "HTTP_X_FORWARDED_FOR": None, "HTTP_FOO": None}
+    return ["env: %s is %r, expected %r" % (k, (env.get(k) or "")[:40] if env.get(k) else env.get(k),
+                                             (v or "")[:40] if v else v)
+            for k, v in want.items() if env.get(k) != v]
+
+
 SUMMARY = re.compile(r"^wsfilter\[(\d+)\]: .* (websocket|http \d+|no request) .*, exit (\d+)$")
 
 
 def run_case(c, grace, keep=False):
     """Runs one case; returns (list of failures, figures dict)."""
+    W.lazy()
     tmp = tempfile.mkdtemp(prefix="lifecycle.")
     state = os.path.join(tmp, "state")
     os.mkdir(state)
@@ -384,6 +463,8 @@ def run_case(c, grace, keep=False):
         env = dict(os.environ)
         for k in W.PEER_VARS:
             env.pop(k, None)
+        # the program must never take these for the request's
+        env.update(QUERY_STRING="stale", HTTP_FOO="x", HTTP_PROXY="http://admin:3128")
         err = open(errpath, "wb")
         rcv = 16384 if c["client"] in ("slow", "pause", "stop") else None
         if c["mode"] == "launched":
@@ -398,7 +479,8 @@ def run_case(c, grace, keep=False):
             lst.close()
             lst = None
             proc = subprocess.Popen([W.wsfilter_path()] + args, stdin=theirs.fileno(), stdout=theirs.fileno(),
-                                    stderr=err, env=env, close_fds=True)
+                                    stderr=err, env=env, close_fds=True,
+                                    preexec_fn=W.preexec_for(nofile=8) if c["req"] == "starved" else None)
             theirs.close()
             conn_pid = proc.pid
         else:
@@ -439,8 +521,17 @@ def run_case(c, grace, keep=False):
         sampler.start()
 
         # the request, with the client's messages right behind it
-        req, accept = W.handshake("/lc?x=1")
+        if c["req"] == "long":
+            target, extra = LONG_PATH + "?" + LONG_QUERY, b"X-Case: long\r\n"
+        elif c["req"] == "hostile":
+            target = "/lc?x=1"
+            extra = b"X-Case: hostile\r\nProxy: http://attacker:8080\r\nX_Forwarded_For: 6.6.6.6\r\n"
+        else:
+            target, extra = "/lc?x=1", b"X-Case: plain\r\n"
+        req, accept = W.handshake(target, extra=extra)
         frames = b"".join(W.build_frame(W.OP_BINARY if c["bin"] else W.OP_TEXT, m) for m in client_msgs(c))
+        if c["req"] == "starved" or c["event"] == "sigexec":
+            return refused(c, proc, parent, conn_pid, sock, req, errpath, err, fails), fig
         sock.sendall(req + frames)
         head = W.Reader(sock)
         h = head.http_head(10.0)
@@ -549,6 +640,7 @@ def run_case(c, grace, keep=False):
         log = open(errpath, "rb").read().decode("utf-8", "replace")
         fig["log"] = log
         fails += judge(c, obs, rc, log, conn_pid, count, fig)
+        fails += check_env(c, target, state)
         return fails, fig
     except W.Fail as e:
         fails.append("client: %s" % e)
