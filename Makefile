@@ -55,15 +55,27 @@ run: wsfilter
 test: wsfilter wsfilter-test-forbidden wsfilter-test-abort
 	$(BATS) test
 
-# everything CI checks: warning-free under gcc and clang, the suite, the suite
-# under AddressSanitizer + UndefinedBehaviorSanitizer
-check:
+# everything CI checks, in two stages: check-fast builds warning-free under
+# gcc and clang and runs the suites that exercise wsfilter's own code paths,
+# also under AddressSanitizer + UndefinedBehaviorSanitizer; check-slow runs
+# the launchers, systemd in containers, the browser and the scale suites
+check: check-fast check-slow
+
+check-fast: suites-listed
 	$(MAKE) clean
 	$(MAKE) CC=clang CFLAGS="-O2 -g -Werror" wsfilter
 	$(MAKE) clean
-	$(MAKE) CC=gcc CFLAGS="-O2 -g -Werror" wsfilter
-	$(MAKE) test
+	$(MAKE) CC=gcc CFLAGS="-O2 -g -Werror" wsfilter wsfilter-test-forbidden wsfilter-test-abort
+	$(BATS) $(FAST_SUITE)
 	$(MAKE) test-asan
+
+check-slow: wsfilter wsfilter-test-forbidden wsfilter-test-abort
+	$(BATS) $(SLOW_SUITE)
+
+# every test/*.bats is in one of the two stages
+suites-listed:
+	@for f in test/*.bats; do case " $(FAST_SUITE) $(SLOW_SUITE) " in \
+		*" $$f "*) ;; *) echo "$$f is in neither FAST_SUITE nor SLOW_SUITE"; exit 1 ;; esac; done
 
 deps:
 	sh test/deps.sh
@@ -81,6 +93,10 @@ test-asan: wsfilter-asan wsfilter-test-forbidden wsfilter-test-abort
 SOAK_CASES = 3000
 soak: wsfilter
 	/usr/bin/python3 test/lib/lifecycle.py --cases $(SOAK_CASES) --jobs 6
+
+FAST_SUITE = $(ASAN_SUITE) test/endings.bats
+SLOW_SUITE = test/launchers.bats test/systemd.bats test/acceptor-systemd.bats \
+	test/browser.bats test/scale.bats
 
 # a representative subset under valgrind (slow: not part of check)
 VALGRIND_SUITE = test/handshake.bats test/close.bats test/framing.bats
@@ -139,4 +155,4 @@ clean:
 	rm -f wsfilter wsfilter-static wsfilter-asan wsfilter-test-forbidden wsfilter-test-abort web_index.h web_index.h.tmp
 	rm -rf test/fuzz/bin test/fuzz/out
 
-.PHONY: all static run test check deps test-asan test-valgrind mutants fuzz bench soak install uninstall clean
+.PHONY: all static run test check check-fast check-slow suites-listed deps test-asan test-valgrind mutants fuzz bench soak install uninstall clean

@@ -276,17 +276,13 @@ struct options {
 				      * -1: the default of the launcher */
 };
 
-/* The descriptors the loop polls.  A finished direction has fd -1.  The
- * acceptor's parent polls EP_LISTEN alone. */
+/* The descriptors the loop polls.  A finished direction has fd -1. */
 enum {
 	EP_CLIENT_IN, EP_CLIENT_OUT,
 	EP_PROG_EXEC, /* the program's exec: EOF when it succeeded, else errno */
 	EP_PROG_IN, EP_PROG_OUT, EP_PROG_ERR,
-	EP_LISTEN,
 	EP_COUNT
 };
-
-struct acceptor;
 
 struct endpoint {
 	int fd;
@@ -298,7 +294,6 @@ struct endpoint {
  * untouched so that a fresh process maps only the pages it uses. */
 struct conn {
 	const struct options *opt;
-	struct acceptor *acc;        /* the acceptor's parent; NULL: a connection */
 	struct endpoint ep[EP_COUNT];
 	int shared;                  /* one socket for both directions of the client */
 	int out_socket;              /* the client's output is a socket (else a pipe) */
@@ -485,10 +480,6 @@ static void log_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)))
 static void conn_end(struct conn *c, enum why why, int detail);
 static size_t conn_process(struct conn *c, int64_t now);
 static int64_t now_ms(void);
-static int acceptor_step(struct conn *c, int64_t now, int *handled);
-static int64_t acceptor_deadline(const struct conn *c);
-static void acceptor_accept(struct conn *c, int64_t now);
-static void acceptor_stop(struct conn *c, int64_t now, int status);
 
 /* ==== Helpers: SHA-1, base64, UTF-8, random, numbers ==================== */
 
@@ -2034,7 +2025,7 @@ static void conn_init(struct conn *c, const struct options *o, const int fds[2],
 	c->ep[EP_CLIENT_IN].fd = fds[0];
 	c->ep[EP_CLIENT_OUT].fd = fds[1];
 	c->ep[EP_PROG_EXEC].fd = c->ep[EP_PROG_IN].fd = c->ep[EP_PROG_OUT].fd = -1;
-	c->ep[EP_PROG_ERR].fd = c->ep[EP_LISTEN].fd = -1;
+	c->ep[EP_PROG_ERR].fd = -1;
 	c->prog_ctl = -1;
 	c->pout_cap = -1;
 	c->shared = fds[0] == fds[1];
@@ -2784,10 +2775,7 @@ static nfds_t conn_pollset(struct conn *c, struct pollfd *pfd, int *which)
 static void ep_ready(struct conn *c, int ep, short revents, int64_t now)
 {
 	if (revents & POLLNVAL) {
-		if (c->acc)
-			acceptor_stop(c, now, EXIT_INTERNAL);
-		else
-			conn_end(c, W_BAD_FD, 0);
+		conn_end(c, W_BAD_FD, 0);
 		return;
 	}
 	switch (ep) {
@@ -2797,7 +2785,6 @@ static void ep_ready(struct conn *c, int ep, short revents, int64_t now)
 	case EP_PROG_IN:    prog_write(c); break;
 	case EP_PROG_OUT:   prog_read(c); break;
 	case EP_PROG_ERR:   prog_err_read(c); break;
-	case EP_LISTEN:     acceptor_accept(c, now); break;
 	}
 }
 
@@ -2872,40 +2859,39 @@ static int conn_step(struct conn *c, int64_t now, int *handled)
 	return 1;
 }
 
-/* The loop: act on signals and timers, wait for the endpoints, move
- * bytes.  Returns when the connection is done, or, for the acceptor's
- * parent, when it has stopped. */
+/* ppoll until an endpoint is ready, a signal comes, or the deadline next
+ * (ms of CLOCK_MONOTONIC; 0: none); signals are let in only here.  A
+ * deadline already due polls with a zero timeout. */
+static int wait_for(struct pollfd *pfd, nfds_t n, int64_t now, int64_t next,
+		    const sigset_t *run_mask)
+{
+	int64_t wait = next > now ? next - now : 0;
+	struct timespec ts = { (time_t)(wait / 1000), (long)(wait % 1000) * 1000000 };
+
+	return ppoll(pfd, n, next ? &ts : NULL, run_mask);
+}
+
+/* The loop of one connection: act on signals and timers, wait for the
+ * endpoints, move bytes.  Returns when the connection is done. */
 static void conn_run(struct conn *c, const sigset_t *run_mask)
 {
 	struct pollfd pfd[EP_COUNT];
 	int which[EP_COUNT], handled = 0;
-	struct timespec ts;
 	int64_t now, next;
 	nfds_t n, k;
 
 	for (;;) {
 		now = now_ms();
-		if (c->acc ? acceptor_step(c, now, &handled) : conn_step(c, now, &handled))
+		if (conn_step(c, now, &handled))
 			break;
 		n = conn_pollset(c, pfd, which);
-		next = c->acc ? acceptor_deadline(c) : conn_deadline(c);
+		next = conn_deadline(c);
 		/* an endpoint or a timer always remains: the handshake, send,
-		 * close and keepalive timers cover every state; else a child
-		 * is left, whose end is a signal */
-		assert(n > 0 || next > 0 || (c->prog_pid && !c->prog_exited) || c->acc);
-		if (next) {
-			/* a deadline already due polls with a zero timeout */
-			int64_t wait = next > now ? next - now : 0;
-
-			ts.tv_sec = wait / 1000;
-			ts.tv_nsec = (long)(wait % 1000) * 1000000;
-		}
-		if (ppoll(pfd, n, next ? &ts : NULL, run_mask) < 0) {
-			if (errno == EINTR || errno == EAGAIN)
-				continue;
-			if (c->acc)
-				acceptor_stop(c, now, EXIT_INTERNAL);
-			else
+		 * close and keepalive timers cover every state; else the
+		 * program is left, whose end is a signal */
+		assert(n > 0 || next > 0 || (c->prog_pid && !c->prog_exited));
+		if (wait_for(pfd, n, now, next, run_mask) < 0) {
+			if (errno != EINTR && errno != EAGAIN)
 				conn_end(c, W_POLL, 0);
 			continue;
 		}
@@ -2913,8 +2899,7 @@ static void conn_run(struct conn *c, const sigset_t *run_mask)
 		for (k = 0; k < n; k++)
 			if (pfd[k].revents)
 				ep_ready(c, which[k], pfd[k].revents, now);
-		if (!c->acc)
-			conn_pump(c, now);
+		conn_pump(c, now);
 	}
 }
 
@@ -3572,8 +3557,10 @@ static int serve(struct conn *c, const struct options *o, const int fds[2],
  * fd 0), wsfilter accepts the connections itself and forks a child for
  * each, which serves it exactly as a launched wsfilter serves its one
  * connection: serve(), with its own filter, timers and log line, and no
- * exec.  The parent accepts, forks, reaps and signals, in the same loop as
- * a connection, where its one endpoint is EP_LISTEN.
+ * exec.  The parent has a short loop of its own, apart from the
+ * connection's (as sshd's accept loop is apart from its sessions): it
+ * waits on the listening socket, accepts, forks, reaps, signals and
+ * limits, and never touches a connection's state.
  *
  * At --max-connections the parent stops accepting: new connections wait
  * in the kernel's backlog.  Above --max-per-source a connection gets 429
@@ -3589,6 +3576,10 @@ struct child {
 };
 
 struct acceptor {
+	const struct options *opt;
+	int lfd;                     /* the listening socket; -1 once stopping */
+	short events;                /* what the loop waits for on it */
+	struct conn *conn;           /* for a child to serve its connection in */
 	struct child *kids;          /* the live children: kids[0, live) */
 	long long live;
 	long long idle_exit;         /* seconds without a child, 0: never */
@@ -3731,19 +3722,17 @@ static void acceptor_reap(struct acceptor *a, int64_t now)
 }
 
 /* A stop signal, or the loop cannot go on (status 1). */
-static void acceptor_stop(struct conn *c, int64_t now, int status)
+static void acceptor_stop(struct acceptor *a, int64_t now, int status)
 {
-	struct acceptor *a = c->acc;
-
 	if (status > a->status)
 		a->status = status;
 	if (!a->stopping) {
 		a->stopping = 1;
 		log_line("stopping: %lld connection%s", a->live, a->live == 1 ? "" : "s");
-		if (c->ep[EP_LISTEN].fd >= 0)
-			close(c->ep[EP_LISTEN].fd);
-		c->ep[EP_LISTEN].fd = -1;
-		a->stop_deadline = now + c->opt->stop_timeout * 1000;
+		if (a->lfd >= 0)
+			close(a->lfd);
+		a->lfd = -1;
+		a->stop_deadline = now + a->opt->stop_timeout * 1000;
 	}
 	/* a second signal: once more, and a child that is closing goes now */
 	acceptor_signal(a, SIGTERM);
@@ -3761,25 +3750,23 @@ static pid_t acceptor_fork(void)
 }
 
 /* The child: the connection alone, as if a launcher had started it. */
-static void acceptor_child(struct conn *c, int fd, pid_t parent, pid_t *pgid_slot)
+static void acceptor_child(const struct acceptor *a, int fd, pid_t *pgid_slot)
 	__attribute__((noreturn));
 
-static void acceptor_child(struct conn *c, int fd, pid_t parent, pid_t *pgid_slot)
+static void acceptor_child(const struct acceptor *a, int fd, pid_t *pgid_slot)
 {
-	const sigset_t *run_mask = c->acc->run_mask;
-	const struct options *o = c->opt;
 	int fds[2] = { fd, fd };
 
-	close(c->ep[EP_LISTEN].fd);
+	close(a->lfd);
 	/* written only when set: every page a child writes is its own copy */
 	if (stop_signal)
 		stop_signal = 0;
 	if (child_signal)
 		child_signal = 0;
 	/* the parent gone: end as on a stop */
-	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != parent)
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != a->parent)
 		_exit(EXIT_INTERNAL);
-	exit(serve(c, o, fds, run_mask, 1, pgid_slot));
+	exit(serve(a->conn, a->opt, fds, a->run_mask, 1, pgid_slot));
 }
 
 static void acceptor_accept_failed(struct acceptor *a, int64_t now, int err)
@@ -3798,10 +3785,9 @@ static void acceptor_accept_failed(struct acceptor *a, int64_t now, int err)
 	a->accept_errs = 0;
 }
 
-static void acceptor_accept(struct conn *c, int64_t now)
+static void acceptor_accept(struct acceptor *a, int64_t now)
 {
-	const struct options *o = c->opt;
-	struct acceptor *a = c->acc;
+	const struct options *o = a->opt;
 	struct sockaddr_storage ss;
 	unsigned char key[16];
 	char who[INET6_ADDRSTRLEN + 16];
@@ -3813,7 +3799,7 @@ static void acceptor_accept(struct conn *c, int64_t now)
 
 	for (i = 0; i < ACCEPT_BATCH && !acceptor_full(a, o); i++) {
 		sl = sizeof ss;
-		fd = accept4(c->ep[EP_LISTEN].fd, (struct sockaddr *)&ss, &sl,
+		fd = accept4(a->lfd, (struct sockaddr *)&ss, &sl,
 			     SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			return;
@@ -3834,7 +3820,7 @@ static void acceptor_accept(struct conn *c, int64_t now)
 		slot = a->pgids ? a->free_slots[--a->nfree] : -1;
 		pid = acceptor_fork();
 		if (pid == 0)
-			acceptor_child(c, fd, a->parent, slot >= 0 ? &a->pgids[slot] : NULL);
+			acceptor_child(a, fd, slot >= 0 ? &a->pgids[slot] : NULL);
 		close(fd);
 		if (pid < 0 && slot >= 0)
 			a->free_slots[a->nfree++] = slot;
@@ -3853,10 +3839,9 @@ static void acceptor_accept(struct conn *c, int64_t now)
 }
 
 /* The parent's step between waits.  Returns 1 when it is done. */
-static int acceptor_step(struct conn *c, int64_t now, int *handled)
+static int acceptor_step(struct acceptor *a, int64_t now, int *handled)
 {
-	const struct options *o = c->opt;
-	struct acceptor *a = c->acc;
+	const struct options *o = a->opt;
 
 	if (child_signal) {
 		child_signal = 0;
@@ -3864,7 +3849,7 @@ static int acceptor_step(struct conn *c, int64_t now, int *handled)
 	}
 	if (stop_signal != *handled) {
 		*handled = stop_signal;
-		acceptor_stop(c, now, EXIT_CLEAN);
+		acceptor_stop(a, now, EXIT_CLEAN);
 	}
 	if (a->stopping) {
 		if (a->stop_deadline && now >= a->stop_deadline && a->live) {
@@ -3887,22 +3872,94 @@ static int acceptor_step(struct conn *c, int64_t now, int *handled)
 	a->full = acceptor_full(a, o);
 	if (a->retry_at && now >= a->retry_at)
 		a->retry_at = 0;
-	c->ep[EP_LISTEN].events = a->full || a->retry_at ? 0 : POLLIN;
+	a->events = a->full || a->retry_at ? 0 : POLLIN;
 	return 0;
 }
 
-static int64_t acceptor_deadline(const struct conn *c)
+static int64_t acceptor_deadline(const struct acceptor *a)
 {
-	const struct acceptor *a = c->acc;
-
 	if (a->stopping)
 		return a->stop_deadline;
 	return earliest(a->retry_at, a->idle_exit && a->idle_since
 			? a->idle_since + a->idle_exit * 1000 : 0);
 }
 
-/* The parent: set up, confine, loop until stopped.  Returns its exit
- * status. */
+/* The acceptor's loop: signals, timers, and accepting while there is
+ * room.  Returns when it has stopped. */
+static void acceptor_loop(struct acceptor *a)
+{
+	struct pollfd pfd;
+	int handled = 0;
+	int64_t now;
+	nfds_t n;
+
+	for (;;) {
+		now = now_ms();
+		if (acceptor_step(a, now, &handled))
+			break;
+		pfd = (struct pollfd){ a->lfd, a->events, 0 };
+		n = a->lfd >= 0 && a->events;
+		if (wait_for(&pfd, n, now, acceptor_deadline(a), a->run_mask) < 0) {
+			if (errno != EINTR && errno != EAGAIN)
+				acceptor_stop(a, now, EXIT_INTERNAL);
+			continue;
+		}
+		if (n && (pfd.revents & POLLNVAL))
+			acceptor_stop(a, now, EXIT_INTERNAL);
+		else if (n && pfd.revents)
+			acceptor_accept(a, now_ms());
+	}
+}
+
+/* inetd wait: the listening socket is fds 0, 1 and 2.  The children get
+ * /dev/null there, and the socket stays in the parent alone, above 2.
+ * Returns it, or -1. */
+static int acceptor_inetd(struct options *o)
+{
+	int lfd = fcntl(0, F_DUPFD_CLOEXEC, 3), nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+	if (lfd < 0 || nul < 0 || dup2(nul, 0) < 0 || dup2(nul, 1) < 0 || dup2(nul, 2) < 0) {
+		log_line("cannot set up the inetd socket: %s", strerror(errno));
+		return -1;
+	}
+	close(nul);
+	if (o->idle_exit < 0)
+		o->idle_exit = DEF_IDLE_INETD;
+	return lfd;
+}
+
+/* The tables: the children, parent's alone (a child gets it wiped, so
+ * that the pages the parent writes after a fork are not left to the
+ * child as copies of its own); with a PROGRAM, the program groups (shared
+ * with the children) and their free entries.  -1 when out of memory. */
+static int acceptor_tables(struct acceptor *a, long long max)
+{
+	long long i;
+
+	a->kids = mmap(NULL, (size_t)max * sizeof *a->kids, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (a->kids == MAP_FAILED)
+		return -1;
+#ifdef MADV_WIPEONFORK
+	(void)madvise(a->kids, (size_t)max * sizeof *a->kids, MADV_WIPEONFORK);
+#endif
+	if (!a->opt->program)
+		return 0;
+	a->pgids = mmap(NULL, (size_t)max * sizeof *a->pgids, PROT_READ | PROT_WRITE,
+			MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	a->free_slots = mmap(NULL, (size_t)max * sizeof *a->free_slots, PROT_READ | PROT_WRITE,
+			     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (a->pgids == MAP_FAILED || a->free_slots == MAP_FAILED)
+		return -1;
+	for (i = 0; i < max; i++)
+		a->free_slots[i] = (int)(max - 1 - i);
+	a->nfree = max;
+	return 0;
+}
+
+/* The parent: set up, confine, loop until stopped.  The connection
+ * struct c is left untouched for the children to serve in.  Returns its
+ * exit status. */
 static int acceptor_run(struct conn *c, struct options *o, int lfd, const sigset_t *run_mask)
 {
 	static struct acceptor acc;
@@ -3910,59 +3967,23 @@ static int acceptor_run(struct conn *c, struct options *o, int lfd, const sigset
 	socklen_t sl = sizeof ss;
 	unsigned char key[16];
 	char where[INET6_ADDRSTRLEN + 16] = "?";
-	int fds[2] = { -1, -1 }, nul;
 
-	if (lfd == 0) {
-		/* inetd wait: the socket is fds 0, 1 and 2; the children get
-		 * /dev/null there, and the socket only in the parent */
-		lfd = fcntl(0, F_DUPFD_CLOEXEC, 3);
-		nul = open("/dev/null", O_RDWR | O_CLOEXEC);
-		if (lfd < 0 || nul < 0 || dup2(nul, 0) < 0 || dup2(nul, 1) < 0 || dup2(nul, 2) < 0) {
-			log_line("cannot set up the inetd socket: %s", strerror(errno));
-			return EXIT_INTERNAL;
-		}
-		close(nul);
-		if (o->idle_exit < 0)
-			o->idle_exit = DEF_IDLE_INETD;
-	}
+	if (lfd == 0 && (lfd = acceptor_inetd(o)) < 0)
+		return EXIT_INTERNAL;
 	if (o->idle_exit < 0)
 		o->idle_exit = 0;
-	/* the table is the parent's alone: a child gets it wiped, so that
-	 * the pages the parent writes after a fork are not left to the
-	 * child as copies of its own */
-	acc.kids = mmap(NULL, (size_t)o->max_conn * sizeof *acc.kids, PROT_READ | PROT_WRITE,
-			MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (acc.kids == MAP_FAILED)
-		acc.kids = NULL;
-#ifdef MADV_WIPEONFORK
-	if (acc.kids)
-		(void)madvise(acc.kids, (size_t)o->max_conn * sizeof *acc.kids, MADV_WIPEONFORK);
-#endif
-	if (acc.kids && o->program) {
-		long long i;
-
-		acc.pgids = mmap(NULL, (size_t)o->max_conn * sizeof *acc.pgids, PROT_READ | PROT_WRITE,
-				 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-		acc.free_slots = mmap(NULL, (size_t)o->max_conn * sizeof *acc.free_slots,
-				      PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (acc.pgids == MAP_FAILED || acc.free_slots == MAP_FAILED)
-			acc.kids = NULL;
-		for (i = 0; acc.kids && i < o->max_conn; i++)
-			acc.free_slots[i] = (int)(o->max_conn - 1 - i);
-		acc.nfree = o->max_conn;
-	}
-	if (!acc.kids) {
+	acc.opt = o;
+	if (acceptor_tables(&acc, o->max_conn) < 0) {
 		log_line("cannot allocate the table of %lld connections", o->max_conn);
 		return EXIT_INTERNAL;
 	}
 	fd_nonblock(lfd);
+	acc.lfd = lfd;
+	acc.conn = c;
 	acc.idle_exit = o->idle_exit;
 	acc.run_mask = run_mask;
 	acc.parent = getpid();
-	conn_init(c, o, fds, now_ms(), 0);
-	c->ep[EP_LISTEN].fd = lfd;
-	c->acc = &acc;
-	acc.idle_since = c->start_ms;
+	acc.idle_since = now_ms();
 	if (getsockname(lfd, (struct sockaddr *)&ss, &sl) == 0)
 		source_text(key, source_of(&ss, key), where, sizeof where);
 	log_line("accepting on %s, at most %lld connection%s", where, o->max_conn,
@@ -3971,7 +3992,7 @@ static int acceptor_run(struct conn *c, struct options *o, int lfd, const sigset
 	 * children fork it: then only they are confined */
 	if (!o->program && sandbox_start(o, 0, 1) < 0)
 		return EXIT_INTERNAL;
-	conn_run(c, run_mask);
+	acceptor_loop(&acc);
 	return acc.status;
 }
 

@@ -45,7 +45,7 @@ teardown_file() {
 @test "node ws: 10,000 pipelined messages all come back in order with the suffix" {
 	local before
 	before=$(status_count "$STATUS_FILE" 0)
-	cd "$TOP" # node resolves ws from $TOP/node_modules
+	cd "$TOP" # node resolves ws from test/node_modules, above the script
 	run timeout 90 node "$CLIENTS/node_ws.js" "ws://127.0.0.1:$PORT/" 10000 1000
 	echo "# node ws: ${lines[0]}" >&3
 	assert_success

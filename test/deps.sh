@@ -23,4 +23,5 @@ apt-get install -y -qq --no-install-recommends \
 if ! command -v node >/dev/null 2>&1; then
 	apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
 fi
-npm ci --no-audit --no-fund --loglevel=error
+# the npm modules are the tests': test/package.json, into test/node_modules
+(cd test && npm ci --no-audit --no-fund --loglevel=error)

@@ -111,7 +111,7 @@ teardown() {
 @test "node ws: 10,000 pipelined messages over wss:// through HAProxy all come back" {
 	local before
 	before=$(lines_for 10.77.9.2 | wc -l)
-	cd "$TOP" # node resolves ws from $TOP/node_modules
+	cd "$TOP" # node resolves ws from test/node_modules, above the script
 	run in_ns c env NODE_EXTRA_CA_CERTS="$BATS_FILE_TMPDIR/ca.pem" \
 		timeout 90 node "$BATS_TEST_DIRNAME/clients/node_ws.js" "$URI" 10000 1000
 	echo "# node ws through HAProxy: ${lines[0]}" >&3

@@ -1,5 +1,5 @@
 // Benchmark peer: a WebSocket server on Node's `ws` package (from the
-// repository's node_modules).  Every message comes back with " - N"
+// tests' node_modules, test/node_modules).  Every message comes back with " - N"
 // appended (N uniform in 1..1000).  Usage: node peer_ws.mjs PORT [HOST]
 import { WebSocketServer } from 'ws';
 

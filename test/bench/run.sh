@@ -341,7 +341,7 @@ machine() {
 	echo "- OS: $(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME")"
 	echo "- Load average at start: $LOAD_START; at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "- wsfilter: $("$WSFILTER" -V 2>&1 | head -1) ($(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo "no commit")$(git -C "$TOP" diff --quiet HEAD -- wsfilter.c 2>/dev/null || echo ", wsfilter.c changed since")), cc $("$CC" -dumpversion 2>/dev/null) -O2 for wsload/lineecho"
-	echo "- Peers: python3-websockets $("$PY" -c 'import websockets; print(websockets.__version__)' 2>/dev/null), node $(node --version 2>/dev/null) with ws $(node -p 'require("'"$TOP"'/node_modules/ws/package.json").version' 2>/dev/null), websocketd $(websocketd --version 2>&1 | awk '{ print $2; exit }'), $(socat -V 2>/dev/null | awk '/socat version/ { print "socat " $3; exit }'), systemd-socket-activate $(systemd-socket-activate --version 2>/dev/null | awk 'NR == 1 { print $2 }')"
+	echo "- Peers: python3-websockets $("$PY" -c 'import websockets; print(websockets.__version__)' 2>/dev/null), node $(node --version 2>/dev/null) with ws $(node -p 'require("'"$TOP"'/test/node_modules/ws/package.json").version' 2>/dev/null), websocketd $(websocketd --version 2>&1 | awk '{ print $2; exit }'), $(socat -V 2>/dev/null | awk '/socat version/ { print "socat " $3; exit }'), systemd-socket-activate $(systemd-socket-activate --version 2>/dev/null | awk 'NR == 1 { print $2 }')"
 }
 
 report() {
