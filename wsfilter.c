@@ -18,10 +18,13 @@
  * timeout, keepalive pings find dead peers, and a client that takes none of
  * the pending output for the send timeout is gone.
  *
- * The file reads top to bottom: limits, types, the table of endings,
- * helpers, the output queue, ending a connection, the handshake, frames,
- * the protocol core (conn_init, conn_process: no globals, no system calls),
- * timers, the I/O loop, the sandbox, and options and main.
+ * The file reads top to bottom: limits, types (struct core, the
+ * protocol's state, inside struct conn, the process's), the table of
+ * endings, helpers, logging, the output queue, ending a connection, the
+ * handshake, frames and the filter, a program's bytes, the protocol core
+ * (core_init, conn_process: no globals, no system calls), timers, a
+ * program's process, the I/O loop of one connection, the sandbox, options
+ * and main, and the acceptor with its own loop.
  */
 
 #define _GNU_SOURCE
@@ -187,7 +190,7 @@ enum why {
 	/* the program */
 	W_PROG_DONE, W_PROG_EXIT, W_PROG_KILLED, W_PROG_EXEC, W_PROG_SLOW,
 	W_PROG_PREPARE, W_ENV_TOO_LARGE,
-	W_SIGNAL, W_SIGNAL_EARLY, W_SIGNAL_STARTING, W_RESET, W_STALL, W_BAD_FD, W_POLL,
+	W_SIGNAL, W_SIGNAL_EARLY, W_SIGNAL_STARTING, W_RESET, W_STALL, W_BAD_FD, W_POLL, W_NO_ROOM,
 	W_COUNT
 };
 
@@ -289,14 +292,14 @@ struct endpoint {
 	short events;                /* what the loop waits for on it */
 };
 
-/* Everything one connection needs.  Buffers are fixed and come last:
- * nothing grows with what the client sends, and conn_init leaves them
- * untouched so that a fresh process maps only the pages it uses. */
-struct conn {
+/* The protocol core's state: everything conn_process and the timers read
+ * and write, and nothing of the process around them (no descriptor, no
+ * pid).  Tests and fuzzers drive a struct core alone.  Buffers are fixed
+ * and come last: nothing grows with what the client sends, and core_init
+ * leaves them untouched so that a fresh process maps only the pages it
+ * uses. */
+struct core {
 	const struct options *opt;
-	struct endpoint ep[EP_COUNT];
-	int shared;                  /* one socket for both directions of the client */
-	int out_socket;              /* the client's output is a socket (else a pipe) */
 	enum conn_state state;
 	enum why why;                /* how it ended, W_NONE while it runs */
 	int why_detail;              /* the reason's detail: seconds, a status, a signal */
@@ -342,6 +345,42 @@ struct conn {
 
 	uint64_t rng[4];             /* xoshiro256** state */
 
+	/* a program per connection, as the protocol sees it: its bytes
+	 * both ways, the request's variables for it, and when its output
+	 * ends the connection */
+	int prog_errno;              /* its pipes or process could not be made */
+	int prog_go;                 /* the request is accepted: start the program */
+	char accept[29];             /* Sec-WebSocket-Accept, for the 101 */
+	int pin_closed;              /* its stdin is closed: its input is dropped */
+	int prog_eof;                /* its stdout has ended */
+	int pmsg_open;               /* a text message from it is open (fragmented) */
+	int peer_closed;             /* the client's close came: the program's answers
+				      * go out first, until its output ends */
+	int stopping;                /* a stop signal came: close 1001 once its
+				      * output ends */
+	unsigned char close_echo[2]; /* the code our close will echo */
+	size_t close_echo_len;
+	size_t pin_off, pin_len;     /* queued for its stdin */
+	size_t pout_off, pout_len;   /* read from its stdout, not yet framed */
+	size_t env_len;              /* the CGI variables, NAME=VALUE\0 each */
+	int env_full;                /* one did not fit */
+	char peer_addr[INET6_ADDRSTRLEN + 8], peer_port[8], local_port[8];
+
+	unsigned char in[IN_BUF_SIZE];
+	unsigned char out[OUT_BUF_SIZE];
+	unsigned char pin[PIPE_BUF_SIZE];
+	unsigned char pout[PIPE_BUF_SIZE];
+	char env[ENV_MAX];
+};
+
+/* One connection in its process: the core, and the descriptors and the
+ * program's process around it, which only the I/O loop touches. */
+struct conn {
+	struct core k;
+	struct endpoint ep[EP_COUNT];
+	int shared;                  /* one socket for both directions of the client */
+	int out_socket;              /* the client's output is a socket (else a pipe) */
+
 	/* A program per connection.  Its stdin, stdout and stderr are the
 	 * endpoints EP_PROG_*, each with an end of its own; its process
 	 * group ends with the connection.  Once its input has ended (the
@@ -351,40 +390,18 @@ struct conn {
 	 * they hold and closed.  The connection ends only when the
 	 * client's side is done and the program's is (prog_finished). */
 	int prog_pid;                /* 0: the built-in filter */
-	int prog_errno;              /* its pipes or process could not be made */
 	int prog_ctl;                /* to the waiting child: the environment, then EOF */
-	int prog_go;                 /* the request is accepted: start the program */
 	int prog_ran;                /* its exec succeeded */
-	char accept[29];             /* Sec-WebSocket-Accept, for the 101 */
 	int prog_exited;             /* it exited (kept a zombie, so that its process
 				      * group's id stays ours until prog_end) */
 	int prog_status;             /* wait(2) status */
-	int prog_eof;                /* its stdout has ended */
-	int pmsg_open;               /* a text message from it is open (fragmented) */
-	int peer_closed;             /* the client's close came: the program's answers
-				      * go out first, until its output ends */
-	int stopping;                /* a stop signal came: close 1001 once its
-				      * output ends */
-	unsigned char close_echo[2]; /* the code our close will echo */
-	size_t close_echo_len;
 	int64_t input_end;           /* when its input ended; 0: not yet */
 	int stop_step;               /* 0; 1 SIGTERM; 2 SIGKILL; 3 its output cut */
 	int64_t stop_at;             /* when the next stop step is due; 0: none */
 	long long pout_cap;          /* after the cut: bytes of its stdout still read */
 	pid_t *pgid_slot;            /* the acceptor's record of the group, or NULL */
-	size_t pin_off, pin_len;     /* queued for its stdin */
-	size_t pout_off, pout_len;   /* read from its stdout, not yet framed */
 	size_t perr_len;             /* a partial line of its stderr */
-	size_t env_len;              /* the CGI variables, NAME=VALUE\0 each */
-	int env_full;                /* one did not fit */
-	char peer_addr[INET6_ADDRSTRLEN + 8], peer_port[8], local_port[8];
-
-	unsigned char in[IN_BUF_SIZE];
-	unsigned char out[OUT_BUF_SIZE];
-	unsigned char pin[PIPE_BUF_SIZE];
-	unsigned char pout[PIPE_BUF_SIZE];
 	char perr[ERR_LINE_MAX];
-	char env[ENV_MAX];
 };
 
 /* ==== How a connection ends ============================================ */
@@ -456,6 +473,7 @@ static const struct ending endings[W_COUNT] = {
 	[W_STALL]           = { 0, 0, EXIT_TIMEOUT, E_NOW | E_SECONDS, "client took no bytes for" },
 	[W_BAD_FD]          = { 0, 0, EXIT_INTERNAL, E_NOW, "client descriptor not open" },
 	[W_POLL]            = { 0, 0, EXIT_INTERNAL, E_NOW, "poll failed" },
+	[W_NO_ROOM]         = { 0, 0, EXIT_INTERNAL, E_NOW, "the 101 does not fit the output queue" },
 };
 
 /* Process-wide state of the shell around the core: none of it is read by
@@ -477,8 +495,8 @@ static_assert(sizeof web_index + HTTP_HEAD_MAX + CLOSE_RESERVE <= OUT_BUF_SIZE,
 /* ==== Prototypes ======================================================= */
 
 static void log_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void conn_end(struct conn *c, enum why why, int detail);
-static size_t conn_process(struct conn *c, int64_t now);
+static void conn_end(struct core *c, enum why why, int detail);
+static size_t conn_process(struct core *c, int64_t now);
 static int64_t now_ms(void);
 
 /* ==== Helpers: SHA-1, base64, UTF-8, random, numbers ==================== */
@@ -790,7 +808,7 @@ static void log_line(const char *fmt, ...)
 
 /* Room for n more bytes at the tail, moving the queue to the front of the
  * buffer when that makes the room.  NULL when the queue is too full. */
-static unsigned char *out_reserve(struct conn *c, size_t n)
+static unsigned char *out_reserve(struct core *c, size_t n)
 {
 	if (OUT_BUF_SIZE - c->out_off - c->out_len < n && c->out_off > 0) {
 		memmove(c->out, c->out + c->out_off, c->out_len);
@@ -801,19 +819,19 @@ static unsigned char *out_reserve(struct conn *c, size_t n)
 	return c->out + c->out_off + c->out_len;
 }
 
-static size_t out_room(const struct conn *c)
+static size_t out_room(const struct core *c)
 {
 	return OUT_BUF_SIZE - c->out_len;
 }
 
-static void out_commit(struct conn *c, size_t n)
+static void out_commit(struct core *c, size_t n)
 {
 	c->out_len += n;
 	c->out_total += n;
 }
 
 /* Queue bytes that must go out whole (HTTP answers, control frames). */
-static int out_put(struct conn *c, const void *p, size_t n)
+static int out_put(struct core *c, const void *p, size_t n)
 {
 	unsigned char *dst = out_reserve(c, n);
 
@@ -858,7 +876,7 @@ static void meter_pass(struct out_meter *m, const unsigned char *p, size_t n)
 }
 
 /* n queued bytes have been written: drop them from the queue. */
-static void out_consume(struct conn *c, size_t n)
+static void out_consume(struct core *c, size_t n)
 {
 	const unsigned char *p = c->out + c->out_off;
 	uint64_t skip = 0;
@@ -901,7 +919,7 @@ static size_t reason_text(enum why why, int detail, char *buf, size_t size)
 }
 
 /* Queue a control frame (payload at most 125 bytes). */
-static void ctrl_frame(struct conn *c, int opcode, const unsigned char *p, size_t n)
+static void ctrl_frame(struct core *c, int opcode, const unsigned char *p, size_t n)
 {
 	unsigned char f[2 + CTRL_MAX];
 	int queued;
@@ -918,7 +936,7 @@ static void ctrl_frame(struct conn *c, int opcode, const unsigned char *p, size_
 }
 
 /* RFC 6455 5.5.1: a close frame with our code and reason. */
-static void close_frame(struct conn *c, int code, enum why why, int detail)
+static void close_frame(struct core *c, int code, enum why why, int detail)
 {
 	unsigned char p[CTRL_MAX];
 	char text[REASON_MAX];
@@ -934,13 +952,13 @@ static void close_frame(struct conn *c, int code, enum why why, int detail)
 	c->close_by = BY_SERVER;
 }
 
-static void http_error(struct conn *c, enum why why);
+static void http_error(struct core *c, enum why why);
 
 /* The one place a connection's end is decided: the HTTP answer or close
  * frame that tells the client, the exit status, the reason for the log,
  * and whether to flush and linger or go at once.  An end that comes while
  * another is under way cuts the linger short; the first decision stands. */
-static void conn_end(struct conn *c, enum why why, int detail)
+static void conn_end(struct core *c, enum why why, int detail)
 {
 	const struct ending *e = &endings[why];
 
@@ -1026,19 +1044,41 @@ static struct span span_trim(const char *p, size_t len)
 	return (struct span){ p, len };
 }
 
-/* Whether a comma-separated header value holds the token (RFC 9110 5.6.1). */
+/* The next item of a comma-separated header value (RFC 9110 5.6.1),
+ * trimmed, from *p on; 0 at the end. */
+static int list_next(const char **p, const char *end, struct span *item)
+{
+	const char *q;
+
+	if (*p >= end)
+		return 0;
+	q = memchr(*p, ',', (size_t)(end - *p));
+	if (!q)
+		q = end;
+	*item = span_trim(*p, (size_t)(q - *p));
+	*p = q + 1;
+	return 1;
+}
+
+/* Whether a comma-separated header value holds the token. */
 static int list_has(struct span v, const char *token)
 {
-	const char *end = v.p + v.len, *p = v.p, *q;
+	const char *p = v.p;
+	struct span item;
 
-	for (; p < end; p = q + 1) {
-		q = memchr(p, ',', (size_t)(end - p));
-		if (!q)
-			q = end;
-		if (span_eq(span_trim(p, (size_t)(q - p)), token))
+	while (list_next(&p, v.p + v.len, &item))
+		if (span_eq(item, token))
 			return 1;
-	}
 	return 0;
+}
+
+/* Where a line of the head that starts at line ends: its CRLF, or the
+ * end of the head. */
+static const char *line_end(const char *line, const char *end)
+{
+	const char *eol = memmem(line, (size_t)(end - line), "\r\n", 2);
+
+	return eol ? eol : end;
 }
 
 static int is_tchar(unsigned char ch)
@@ -1155,9 +1195,7 @@ static enum why hs_parse(const char *head, size_t len, struct hs_request *r)
 
 	memset(r, 0, sizeof *r);
 	for (line = head; line < end || line == head; line = eol + 2) {
-		eol = memmem(line, (size_t)(end - line), "\r\n", 2);
-		if (!eol)
-			eol = end;
+		eol = line_end(line, end);
 		why = line == head ? hs_request_line(line, eol, r) : hs_field(line, eol, r);
 		if (why != W_NONE)
 			return why;
@@ -1194,7 +1232,7 @@ static enum why hs_route(const struct hs_request *r)
 static enum why hs_policy(const struct options *o, const struct hs_request *r,
 			  const char **protocol)
 {
-	int i, j, k;
+	int i, j;
 
 	if (!r->upgrade_ws)
 		return hs_route(r);
@@ -1221,24 +1259,20 @@ static enum why hs_policy(const struct options *o, const struct hs_request *r,
 	}
 	*protocol = NULL;
 	for (i = 0; i < r->nprotocols && !*protocol; i++) {
-		struct span v = r->protocols[i];
-		const char *end = v.p + v.len, *p, *q;
+		const char *p = r->protocols[i].p;
+		struct span item;
 
-		for (p = v.p; p < end && !*protocol; p = q + 1) {
-			q = memchr(p, ',', (size_t)(end - p));
-			if (!q)
-				q = end;
-			for (j = 0, k = 0; j < o->nprotocols && !k; j++)
-				if ((k = span_is(span_trim(p, (size_t)(q - p)), o->protocols[j])))
+		while (!*protocol && list_next(&p, r->protocols[i].p + r->protocols[i].len, &item))
+			for (j = 0; j < o->nprotocols && !*protocol; j++)
+				if (span_is(item, o->protocols[j]))
 					*protocol = o->protocols[j];
-		}
 	}
 	return W_NONE;
 }
 
 /* Queue an HTTP answer: status line, Date, the given headers, the body
  * (none for HEAD). */
-static void http_answer(struct conn *c, int status, const char *extra,
+static void http_answer(struct core *c, int status, const char *extra,
 			const char *ctype, const void *body, size_t blen)
 {
 	char hdr[HTTP_HEAD_MAX], date[40];
@@ -1263,7 +1297,7 @@ static void http_answer(struct conn *c, int status, const char *extra,
 }
 
 /* The answer to a refused request: its status and a one-line body. */
-static void http_error(struct conn *c, enum why why)
+static void http_error(struct core *c, enum why why)
 {
 	int status = endings[why].http;
 	const char *extra = NULL;
@@ -1289,7 +1323,7 @@ static void http_error(struct conn *c, enum why why)
 
 /* One NAME=VALUE for the program's environment.  The block is bounded:
  * a request head is at most HEAD_MAX bytes. */
-static void env_add(struct conn *c, const char *name, size_t nlen, const char *v, size_t vlen)
+static void env_add(struct core *c, const char *name, size_t nlen, const char *v, size_t vlen)
 {
 	if (c->env_len + nlen + vlen + 2 > ENV_MAX) {
 		c->env_full = 1; /* cannot happen (ENV_MAX): refused all the same */
@@ -1302,7 +1336,7 @@ static void env_add(struct conn *c, const char *name, size_t nlen, const char *v
 	c->env[c->env_len++] = '\0';
 }
 
-static void env_set(struct conn *c, const char *name, struct span v)
+static void env_set(struct core *c, const char *name, struct span v)
 {
 	env_add(c, name, strlen(name), v.p ? v.p : "", v.p ? v.len : 0);
 }
@@ -1317,7 +1351,7 @@ static struct span span_of(const char *s)
  * be taken for the one spelt with '-' (X_Forwarded_For past a proxy that
  * removes X-Forwarded-For), and Proxy would become HTTP_PROXY, which
  * programs take for their proxy (httpoxy): neither is passed. */
-static void env_header(struct conn *c, struct span name, struct span value)
+static void env_header(struct core *c, struct span name, struct span value)
 {
 	char var[5 + 64];
 	size_t i, n = 5 + name.len, at;
@@ -1348,7 +1382,7 @@ static void env_header(struct conn *c, struct span name, struct span value)
 /* The request as CGI/1.1 meta-variables (RFC 3875 4.1) and HTTP_* for
  * every header field, for the program's environment.  The peer comes from
  * the same sources as the log line's. */
-static void cgi_env(struct conn *c, const char *head, size_t len, const struct hs_request *r)
+static void cgi_env(struct core *c, const char *head, size_t len, const struct hs_request *r)
 {
 	const char *end = head + len, *line, *eol, *colon, *q;
 	struct span host = r->host, port = { NULL, 0 };
@@ -1378,11 +1412,9 @@ static void cgi_env(struct conn *c, const char *head, size_t len, const struct h
 	env_set(c, "REMOTE_PORT", span_of(c->peer_port));
 	if (c->opt->trust_proxy && span_eq(r->forwarded_proto, "https"))
 		env_set(c, "HTTPS", span_of("on"));
-	line = memmem(head, len, "\r\n", 2);
-	for (line = line ? line + 2 : end; line < end; line = eol + 2) {
-		eol = memmem(line, (size_t)(end - line), "\r\n", 2);
-		if (!eol)
-			eol = end;
+	line = line_end(head, end);
+	for (line = line < end ? line + 2 : end; line < end; line = eol + 2) {
+		eol = line_end(line, end);
 		colon = memchr(line, ':', (size_t)(eol - line));
 		if (colon)
 			env_header(c, (struct span){ line, (size_t)(colon - line) },
@@ -1393,7 +1425,7 @@ static void cgi_env(struct conn *c, const char *head, size_t len, const struct h
 static const char ws_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /* The 101, and the connection is open. */
-static void hs_open(struct conn *c)
+static void hs_open(struct core *c)
 {
 	char resp[256];
 	int n = snprintf(resp, sizeof resp,
@@ -1410,8 +1442,7 @@ static void hs_open(struct conn *c)
 
 	/* a protocol name is an option of at most a few hundred bytes */
 	if (n < 0 || (size_t)n >= sizeof resp || out_put(c, resp, (size_t)n) < 0) {
-		c->status = EXIT_INTERNAL;
-		c->state = CS_DONE;
+		conn_end(c, W_NO_ROOM, 0);
 		return;
 	}
 	c->http_status = HTTP_SWITCHING;
@@ -1419,27 +1450,12 @@ static void hs_open(struct conn *c)
 	c->meter.frames_from = c->out_total;
 	if (c->opt->ping_interval)
 		c->next_ping_ms = c->now + c->opt->ping_interval * 1000;
-#ifdef WSFILTER_TEST_FORBIDDEN
-	/* test builds only: a call outside the allow-list proves the kill */
-	(void)!open("/dev/null", O_RDONLY);
-#endif
-#ifdef WSFILTER_TEST_ABORT
-	{
-		/* test builds only: a _FORTIFY_SOURCE failure (the peer's name
-		 * into 4 bytes) must die by SIGABRT with its message logged */
-		char small[4];
-		const char *volatile src = c->peer;
-
-		strcpy(small, src);
-		c->peer[0] = small[0];
-	}
-#endif
 }
 
 /* The request is a valid upgrade.  Sec-WebSocket-Accept is
  * base64(SHA-1(key + GUID)).  With a program, the 101 waits until its
  * exec has succeeded (prog_started): one that cannot run gets a 500. */
-static void hs_accept(struct conn *c, const struct hs_request *r, const char *head, size_t len)
+static void hs_accept(struct core *c, const struct hs_request *r, const char *head, size_t len)
 {
 	unsigned char keybuf[24 + sizeof ws_guid - 1], digest[20];
 
@@ -1465,7 +1481,7 @@ static void hs_accept(struct conn *c, const struct hs_request *r, const char *he
 }
 
 /* The program's exec succeeded (err 0) or failed with errno err. */
-static void prog_started(struct conn *c, int err)
+static void prog_started(struct core *c, int err)
 {
 	if (c->state != CS_STARTING)
 		return;
@@ -1475,28 +1491,36 @@ static void prog_started(struct conn *c, int err)
 		hs_open(c);
 }
 
-/* The head is complete (len bytes, CRLFCRLF included): answer it. */
-static void hs_complete(struct conn *c, const char *head, size_t len)
+/* What the log line tells of the request: method and target, HEAD, the
+ * kind, and with --trust-proxy the client the proxy names. */
+static void hs_note(struct core *c, const struct hs_request *r)
 {
-	struct hs_request r;
-	enum why why = hs_parse(head, len - 2, &r);
 	char raw[REQ_MAX];
 	int n;
 
-	if (r.method.len) {
-		n = snprintf(raw, sizeof raw, "%.*s %.*s", (int)r.method.len, r.method.p,
-			     (int)(r.target.len < REQ_MAX ? r.target.len : REQ_MAX), r.target.p);
+	if (r->method.len) {
+		n = snprintf(raw, sizeof raw, "%.*s %.*s", (int)r->method.len, r->method.p,
+			     (int)(r->target.len < REQ_MAX ? r->target.len : REQ_MAX), r->target.p);
 		sanitize(c->request, sizeof c->request, raw, n < 0 ? 0 : strlen(raw));
 	}
-	c->head_only = span_is(r.method, "HEAD");
-	c->kind = r.upgrade_ws ? HK_WEBSOCKET : HK_HTTP;
-	if (c->opt->trust_proxy && r.forwarded.p) {
+	c->head_only = span_is(r->method, "HEAD");
+	c->kind = r->upgrade_ws ? HK_WEBSOCKET : HK_HTTP;
+	if (c->opt->trust_proxy && r->forwarded.p) {
 		size_t l = strlen(c->peer);
 		char fwd[PEER_MAX];
 
-		sanitize(fwd, sizeof fwd, r.forwarded.p, r.forwarded.len);
+		sanitize(fwd, sizeof fwd, r->forwarded.p, r->forwarded.len);
 		snprintf(c->peer + l, sizeof c->peer - l, " for %s", fwd);
 	}
+}
+
+/* The head is complete (len bytes, CRLFCRLF included): answer it. */
+static void hs_complete(struct core *c, const char *head, size_t len)
+{
+	struct hs_request r;
+	enum why why = hs_parse(head, len - 2, &r);
+
+	hs_note(c, &r);
 	if (why == W_NONE)
 		why = hs_policy(c->opt, &r, &c->protocol);
 	switch (why) {
@@ -1524,7 +1548,7 @@ static void hs_complete(struct conn *c, const char *head, size_t len)
 
 /* Look for the end of the head in the input; answer it when complete.
  * Returns the bytes consumed (the head) or 0 while it is incomplete. */
-static size_t hs_feed(struct conn *c)
+static size_t hs_feed(struct core *c)
 {
 	const char *p = (const char *)c->in + c->in_off;
 	size_t n = c->in_len - c->in_off, scan = n < HEAD_MAX ? n : HEAD_MAX;
@@ -1666,13 +1690,13 @@ static int close_code_valid(unsigned code)
 
 /* A whole control frame with its unmasked payload. */
 /* Our close in answer to the client's. */
-static void close_answer(struct conn *c)
+static void close_answer(struct core *c)
 {
 	ctrl_frame(c, OP_CLOSE, c->close_echo, c->close_echo_len);
 	conn_end(c, W_CLIENT_CLOSE, 0);
 }
 
-static void ctrl_handle(struct conn *c, int opcode, const unsigned char *p, size_t n)
+static void ctrl_handle(struct core *c, int opcode, const unsigned char *p, size_t n)
 {
 	struct utf8 u;
 	size_t bad;
@@ -1720,7 +1744,7 @@ static void ctrl_handle(struct conn *c, int opcode, const unsigned char *p, size
 
 /* A data frame header: check it against the message in progress, then
  * make it the frame whose payload streams through. */
-static enum why msg_start(struct conn *c, const struct frame_header *h)
+static enum why msg_start(struct core *c, const struct frame_header *h)
 {
 	struct message *m = &c->msg;
 	uint64_t max = (uint64_t)c->opt->max_message;
@@ -1750,7 +1774,7 @@ static enum why msg_start(struct conn *c, const struct frame_header *h)
 
 /* chunk bytes of the current frame's payload are through; the frame, and
  * with its last byte the message, may be done. */
-static long frame_consumed(struct conn *c, size_t chunk, int last)
+static long frame_consumed(struct core *c, size_t chunk, int last)
 {
 	c->bytes_in += chunk;
 	c->frame.pos += chunk;
@@ -1764,29 +1788,55 @@ static long frame_consumed(struct conn *c, size_t chunk, int last)
 	return (long)chunk;
 }
 
+/* How much of the current frame's payload moves now: the n bytes at
+ * hand, at most the rest of the frame and room.  -1: none fits yet. */
+static long frame_chunk(const struct frame *f, size_t n, size_t room)
+{
+	uint64_t rem = f->len - f->pos;
+	size_t chunk = n < rem ? n : (size_t)rem;
+
+	if (chunk > room)
+		chunk = room;
+	return chunk == 0 && rem > 0 ? -1 : (long)chunk;
+}
+
+/* Unmask a chunk of the current frame's payload into dst and check it as
+ * text: -1 when it is not UTF-8, and the connection ends with 1007 at
+ * once (RFC 6455 8.1).  final: the message ends with it. */
+static int payload_take(struct core *c, unsigned char *dst, const unsigned char *p, size_t chunk,
+			int final)
+{
+	struct message *m = &c->msg;
+	size_t bad;
+
+	unmask(dst, p, chunk, c->frame.mask, c->frame.pos);
+	if (m->opcode == OP_TEXT && (utf8_run(&m->utf8, dst, chunk, &bad) < 0 || (final && m->utf8.need))) {
+		conn_end(c, W_UTF8, 0);
+		return -1;
+	}
+	return 0;
+}
+
 /* The filter: forward as much of the current frame's payload as is here
  * and fits, as one output frame, unmasked and checked; a message's last
  * frame gets the " - N" suffix.  Returns the bytes consumed, or -1 when
  * nothing can move until more input or more room comes. */
-static long msg_forward(struct conn *c, const unsigned char *p, size_t n)
+static long msg_forward(struct core *c, const unsigned char *p, size_t n)
 {
 	struct frame *f = &c->frame;
 	struct message *m = &c->msg;
-	uint64_t rem = f->len - f->pos;
-	size_t room = out_room(c), chunk, hlen, slen = 0, bad;
+	size_t room = out_room(c), chunk, hlen, slen = 0;
 	char suffix[SUFFIX_MAX];
 	unsigned char *dst;
 	int last, final;
+	long k;
 
 	if (room < OUT_FRAME_MIN)
 		return -1;
-	room -= CLOSE_RESERVE + 10 + SUFFIX_MAX;
-	chunk = n < rem ? n : (size_t)rem;
-	if (chunk > room)
-		chunk = room;
-	if (chunk == 0 && rem > 0)
+	if ((k = frame_chunk(f, n, room - (CLOSE_RESERVE + 10 + SUFFIX_MAX))) < 0)
 		return -1;
-	last = chunk == rem;
+	chunk = (size_t)k;
+	last = chunk == f->len - f->pos;
 	final = last && f->fin;
 	if (chunk == 0 && !final) {
 		f->active = 0; /* an empty non-final fragment: nothing to forward */
@@ -1799,13 +1849,8 @@ static long msg_forward(struct conn *c, const unsigned char *p, size_t n)
 	dst = out_reserve(c, 10 + chunk + slen);
 	assert(dst);
 	hlen = frame_head(dst, final, m->out_started ? OP_CONT : m->opcode, chunk + slen);
-	unmask(dst + hlen, p, chunk, f->mask, f->pos);
-	if (m->opcode == OP_TEXT && (utf8_run(&m->utf8, dst + hlen, chunk, &bad) < 0 ||
-				     (final && m->utf8.need))) {
-		/* RFC 6455 8.1: fail at once; the invalid bytes are never queued */
-		conn_end(c, W_UTF8, 0);
-		return (long)chunk;
-	}
+	if (payload_take(c, dst + hlen, p, chunk, final) < 0)
+		return (long)chunk; /* the invalid bytes are never queued */
 	memcpy(dst + hlen + chunk, suffix, slen);
 	out_commit(c, hlen + chunk + slen);
 	m->out_started = 1;
@@ -1829,32 +1874,23 @@ static size_t buf_room(unsigned char *buf, size_t *off, size_t len)
  * message ends with a newline.  Returns the bytes consumed, or -1 when
  * the queue is full.  Once the program has closed its stdin, its input is
  * dropped. */
-static long prog_forward(struct conn *c, const unsigned char *p, size_t n)
+static long prog_forward(struct core *c, const unsigned char *p, size_t n)
 {
 	struct frame *f = &c->frame;
-	struct message *m = &c->msg;
-	uint64_t rem = f->len - f->pos;
-	size_t room = buf_room(c->pin, &c->pin_off, c->pin_len), chunk, bad;
+	size_t room = buf_room(c->pin, &c->pin_off, c->pin_len), chunk;
 	int nl = !c->opt->binary, last;
 	unsigned char *dst = c->pin + c->pin_len;
+	long k;
 
-	if (room <= (size_t)nl)
+	if (room <= (size_t)nl || (k = frame_chunk(f, n, room - (size_t)nl)) < 0)
 		return -1;
-	chunk = n < rem ? n : (size_t)rem;
-	if (chunk > room - (size_t)nl)
-		chunk = room - (size_t)nl;
-	if (chunk == 0 && rem > 0)
-		return -1;
-	last = chunk == rem;
-	unmask(dst, p, chunk, f->mask, f->pos);
-	if (m->opcode == OP_TEXT && (utf8_run(&m->utf8, dst, chunk, &bad) < 0 ||
-				     (last && f->fin && m->utf8.need))) {
-		conn_end(c, W_UTF8, 0);
+	chunk = (size_t)k;
+	last = chunk == f->len - f->pos;
+	if (payload_take(c, dst, p, chunk, last && f->fin) < 0)
 		return (long)chunk;
-	}
 	if (last && f->fin && nl)
 		dst[chunk] = '\n';
-	if (c->ep[EP_PROG_IN].fd >= 0)
+	if (!c->pin_closed)
 		c->pin_len += chunk + (last && f->fin ? (size_t)nl : 0);
 	return frame_consumed(c, chunk, last);
 }
@@ -1900,63 +1936,76 @@ static size_t utf8_clean(unsigned char *dst, const unsigned char *src, size_t n,
 	return o;
 }
 
+/* --binary: what arrived, as one binary message (room: payload bytes
+ * that fit).  Returns the bytes taken. */
+static size_t prog_frame_bytes(struct core *c, const unsigned char *src, size_t room)
+{
+	size_t take = c->pout_len < room ? c->pout_len : room;
+	unsigned char *dst = out_reserve(c, 10 + take);
+	size_t hlen = frame_head(dst, 1, OP_BINARY, take);
+
+	memcpy(dst + hlen, src, take);
+	out_commit(c, hlen + take);
+	return take;
+}
+
+/* Text: the next line as a text message (or its next fragment), made
+ * valid UTF-8.  Returns the bytes taken, its newline included, or 0 when
+ * the line, or a character of it, is still to come. */
+static size_t prog_frame_line(struct core *c, const unsigned char *src, size_t room)
+{
+	const unsigned char *nl = memchr(src, '\n', c->pout_len);
+	size_t take = nl ? (size_t)(nl - src) : c->pout_len, used, k, hlen, bad;
+	int eol = nl != NULL, fin;
+	unsigned char *dst;
+	struct utf8 u;
+
+	if (!nl && c->pout_len < PIPE_BUF_SIZE && !c->prog_eof)
+		return 0; /* the rest of the line is still to come */
+	if (take > room / 3) {
+		take = room / 3;
+		eol = 0;
+	}
+	fin = eol || (c->prog_eof && take == c->pout_len);
+	dst = out_reserve(c, 10 + 3 * take);
+	assert(dst);
+	utf8_reset(&u);
+	if (utf8_run(&u, src, take, &bad) == 0 && !u.need) {
+		/* valid, the common case: the header, then the line */
+		hlen = frame_head(dst, fin, c->pmsg_open ? OP_CONT : OP_TEXT, take);
+		memcpy(dst + hlen, src, take);
+		k = used = take;
+	} else {
+		/* the payload first, 10 bytes in; the header once its length
+		 * is known */
+		k = utf8_clean(dst + 10, src, take, fin, &used);
+		if (!fin && used == 0 && take == c->pout_len && c->pout_len < PIPE_BUF_SIZE)
+			return 0; /* only a cut character is here */
+		hlen = frame_head(dst, fin, c->pmsg_open ? OP_CONT : OP_TEXT, k);
+		memmove(dst + hlen, dst + 10, k);
+	}
+	out_commit(c, hlen + k);
+	c->pmsg_open = !fin;
+	return used + (eol && used == take ? 1 : 0);
+}
+
 /* Program to client: what it wrote, as messages.  In text mode each line
  * is a text message without its newline, made valid UTF-8; a line longer
  * than the buffer goes out as a fragmented message, and a last line
  * without a newline is sent when the program's stdout ends.  With
  * --binary, whatever arrived is one binary message. */
-static void prog_frame(struct conn *c)
+static void prog_frame(struct core *c)
 {
-	const unsigned char *src, *nl;
-	unsigned char *dst;
-	size_t room, take, used, k, hlen, bad;
-	struct utf8 u;
-	int fin, eol;
+	const unsigned char *src;
+	size_t room, used;
 
 	while (c->state == CS_OPEN && (c->pout_len || (c->prog_eof && c->pmsg_open)) &&
 	       out_room(c) >= OUT_FRAME_MIN) {
 		src = c->pout + c->pout_off;
 		room = out_room(c) - CLOSE_RESERVE - 10;
-		if (c->opt->binary) {
-			take = c->pout_len < room ? c->pout_len : room;
-			dst = out_reserve(c, 10 + take);
-			hlen = frame_head(dst, 1, OP_BINARY, take);
-			memcpy(dst + hlen, src, take);
-			out_commit(c, hlen + take);
-			c->pout_off += take;
-			c->pout_len -= take;
-			continue;
-		}
-		nl = memchr(src, '\n', c->pout_len);
-		take = nl ? (size_t)(nl - src) : c->pout_len;
-		if (!nl && c->pout_len < PIPE_BUF_SIZE && !c->prog_eof)
-			break; /* the rest of the line is still to come */
-		eol = nl != NULL;
-		if (take > room / 3) {
-			take = room / 3;
-			eol = 0;
-		}
-		fin = eol || (c->prog_eof && take == c->pout_len);
-		dst = out_reserve(c, 10 + 3 * take);
-		assert(dst);
-		utf8_reset(&u);
-		if (utf8_run(&u, src, take, &bad) == 0 && !u.need) {
-			/* valid, the common case: the header, then the line */
-			hlen = frame_head(dst, fin, c->pmsg_open ? OP_CONT : OP_TEXT, take);
-			memcpy(dst + hlen, src, take);
-			k = used = take;
-		} else {
-			/* the payload first, 10 bytes in; the header once its
-			 * length is known */
-			k = utf8_clean(dst + 10, src, take, fin, &used);
-			if (!fin && used == 0 && take == c->pout_len && c->pout_len < PIPE_BUF_SIZE)
-				break; /* only a cut character is here */
-			hlen = frame_head(dst, fin, c->pmsg_open ? OP_CONT : OP_TEXT, k);
-			memmove(dst + hlen, dst + 10, k);
-		}
-		out_commit(c, hlen + k);
-		c->pmsg_open = !fin;
-		used += eol && used == take ? 1 : 0;
+		used = c->opt->binary ? prog_frame_bytes(c, src, room) : prog_frame_line(c, src, room);
+		if (!used && !(c->prog_eof && c->pmsg_open && !c->pout_len))
+			break;
 		c->pout_off += used;
 		c->pout_len -= used;
 		if (!c->pout_len)
@@ -1969,7 +2018,7 @@ static void prog_frame(struct conn *c)
 /* Frames from the input, answers into the output.  Returns the bytes
  * consumed.  Stops when input runs out, when the output queue is too full
  * to go on (backpressure), or when the connection ends. */
-static size_t ws_feed(struct conn *c)
+static size_t ws_feed(struct core *c)
 {
 	const unsigned char *in = c->in + c->in_off;
 	size_t avail = c->in_len - c->in_off, used = 0;
@@ -2013,22 +2062,13 @@ static size_t ws_feed(struct conn *c)
 	return used;
 }
 
-/* A connection ready for its first byte: fds[0] and fds[1] are the
- * client's input and output, the same socket or two pipes.  The caller
- * seeds c->rng and names c->peer. */
-static void conn_init(struct conn *c, const struct options *o, const int fds[2],
-		      int64_t now, int64_t wall)
+/* A core ready for its first byte.  The caller seeds c->rng and names
+ * c->peer. */
+static void core_init(struct core *c, const struct options *o, int64_t now, int64_t wall)
 {
 	/* the buffers, at the end, stay untouched until used */
-	memset(c, 0, offsetof(struct conn, in));
+	memset(c, 0, offsetof(struct core, in));
 	c->opt = o;
-	c->ep[EP_CLIENT_IN].fd = fds[0];
-	c->ep[EP_CLIENT_OUT].fd = fds[1];
-	c->ep[EP_PROG_EXEC].fd = c->ep[EP_PROG_IN].fd = c->ep[EP_PROG_OUT].fd = -1;
-	c->ep[EP_PROG_ERR].fd = -1;
-	c->prog_ctl = -1;
-	c->pout_cap = -1;
-	c->shared = fds[0] == fds[1];
 	c->state = CS_HANDSHAKE;
 	c->now = c->start_ms = c->last_rx_ms = now;
 	c->wall_start = wall;
@@ -2038,7 +2078,7 @@ static void conn_init(struct conn *c, const struct options *o, const int fds[2],
 
 /* Consume what can be consumed of c->in, queue the answers in c->out.
  * No I/O, no globals: tests and fuzzers call it directly. */
-static size_t conn_process(struct conn *c, int64_t now)
+static size_t conn_process(struct core *c, int64_t now)
 {
 	size_t used, total = 0;
 
@@ -2066,7 +2106,7 @@ static int64_t earliest(int64_t a, int64_t b)
 
 /* A keepalive ping can be queued: none is out, and there is room (a due
  * ping that finds no room waits for POLLOUT, not for a timer). */
-static int ping_possible(const struct conn *c)
+static int ping_possible(const struct core *c)
 {
 	return c->opt->ping_interval && !c->ping_end && !c->ping_check && !c->pong_deadline &&
 	       out_room(c) >= OUT_FRAME_MIN;
@@ -2075,21 +2115,20 @@ static int ping_possible(const struct conn *c)
 /* Seconds without a byte written before a client is taken to have stopped
  * reading: the send timeout; the close timeout for one that was sent more
  * than DISCARD_MAX after the end and is no longer read. */
-static long long send_limit(const struct conn *c)
+static long long send_limit(const struct core *c)
 {
 	return c->state == CS_LINGER && c->discarded > DISCARD_MAX ? c->opt->close_timeout
 								   : c->opt->send_timeout;
 }
 
 /* When the next timer expires, in ms of CLOCK_MONOTONIC; 0: none runs. */
-static int64_t conn_deadline(const struct conn *c)
+static int64_t conn_deadline(const struct core *c)
 {
 	const struct options *o = c->opt;
 	int64_t t = 0;
 
 	if (c->send_since)
 		t = c->send_since + send_limit(c) * 1000;
-	t = earliest(t, c->stop_at);
 	switch (c->state) {
 	case CS_HANDSHAKE:
 	case CS_STARTING:
@@ -2116,7 +2155,7 @@ static int64_t conn_deadline(const struct conn *c)
 
 /* Whether a timer due by now needs acked_total: what the client has
  * taken of the bytes written, as only the kernel knows. */
-static int conn_wants_acked(const struct conn *c, int64_t now)
+static int conn_wants_acked(const struct core *c, int64_t now)
 {
 	return (c->send_since && now >= c->send_since + send_limit(c) * 1000) ||
 	       (c->ping_check && now >= c->ping_check);
@@ -2127,7 +2166,7 @@ static int conn_wants_acked(const struct conn *c, int64_t now)
  * clock runs from the write when it had by the first look, from the look
  * that saw it arrive when it was on its way; two looks without any
  * progress end the client. */
-static void ping_track(struct conn *c, int64_t now)
+static void ping_track(struct core *c, int64_t now)
 {
 	const struct options *o = c->opt;
 	int64_t half = o->ping_timeout * 500;
@@ -2163,7 +2202,7 @@ static void ping_track(struct conn *c, int64_t now)
 }
 
 /* Act on every timer that has expired by now. */
-static void conn_expire(struct conn *c, int64_t now)
+static void conn_expire(struct core *c, int64_t now)
 {
 	const struct options *o = c->opt;
 
@@ -2350,7 +2389,7 @@ static void prog_prepare(struct conn *c, const struct options *o)
 		;
 	pid = made == 5 ? fork() : -1;
 	if (pid < 0) {
-		c->prog_errno = errno;
+		c->k.prog_errno = errno;
 		for (i = 0; i < made; i++) {
 			close(p[i][0]);
 			close(p[i][1]);
@@ -2388,9 +2427,9 @@ static void prog_prepare(struct conn *c, const struct options *o)
 /* The request is accepted: hand the child its environment; EOF starts it. */
 static void prog_start(struct conn *c)
 {
-	if (c->prog_ctl < 0 || !c->prog_go)
+	if (c->prog_ctl < 0 || !c->k.prog_go)
 		return;
-	(void)!write(c->prog_ctl, c->env, c->env_len);
+	(void)!write(c->prog_ctl, c->k.env, c->k.env_len);
 	close(c->prog_ctl);
 	c->prog_ctl = -1;
 }
@@ -2400,6 +2439,8 @@ static void ep_close(struct conn *c, int i)
 	if (c->ep[i].fd >= 0)
 		close(c->ep[i].fd);
 	c->ep[i].fd = -1;
+	if (i == EP_PROG_IN)
+		c->k.pin_closed = 1; /* the core drops its input from now on */
 }
 
 /* What became of its exec: EOF, it runs; an errno, it cannot. */
@@ -2412,7 +2453,7 @@ static void prog_exec_read(struct conn *c)
 		return;
 	ep_close(c, EP_PROG_EXEC);
 	c->prog_ran = n == 0;
-	prog_started(c, n == 0 ? 0 : n == (ssize_t)sizeof e && e ? e : EIO);
+	prog_started(&c->k, n == 0 ? 0 : n == (ssize_t)sizeof e && e ? e : EIO);
 }
 
 /* Write what is queued for its stdin; returns the bytes written. */
@@ -2420,19 +2461,19 @@ static size_t prog_write(struct conn *c)
 {
 	ssize_t n;
 
-	if (c->ep[EP_PROG_IN].fd < 0 || !c->pin_len)
+	if (c->ep[EP_PROG_IN].fd < 0 || !c->k.pin_len)
 		return 0;
-	n = write(c->ep[EP_PROG_IN].fd, c->pin + c->pin_off, c->pin_len);
+	n = write(c->ep[EP_PROG_IN].fd, c->k.pin + c->k.pin_off, c->k.pin_len);
 	if (n > 0) {
-		c->pin_off += (size_t)n;
-		c->pin_len -= (size_t)n;
-		if (!c->pin_len)
-			c->pin_off = 0;
+		c->k.pin_off += (size_t)n;
+		c->k.pin_len -= (size_t)n;
+		if (!c->k.pin_len)
+			c->k.pin_off = 0;
 		return (size_t)n;
 	}
 	if (n < 0 && errno != EAGAIN && errno != EINTR) {
 		ep_close(c, EP_PROG_IN); /* it closed its stdin: drop its input */
-		c->pin_off = c->pin_len = 0;
+		c->k.pin_off = c->k.pin_len = 0;
 	}
 	return 0;
 }
@@ -2445,21 +2486,21 @@ static void prog_read(struct conn *c)
 	size_t room;
 	ssize_t n;
 
-	if (c->state != CS_OPEN)
-		c->pout_off = c->pout_len = 0;
-	room = buf_room(c->pout, &c->pout_off, c->pout_len);
+	if (c->k.state != CS_OPEN)
+		c->k.pout_off = c->k.pout_len = 0;
+	room = buf_room(c->k.pout, &c->k.pout_off, c->k.pout_len);
 	if (c->pout_cap >= 0 && (long long)room > c->pout_cap)
 		room = (size_t)c->pout_cap;
-	n = room ? read(c->ep[EP_PROG_OUT].fd, c->pout + c->pout_len, room) : 0;
+	n = room ? read(c->ep[EP_PROG_OUT].fd, c->k.pout + c->k.pout_len, room) : 0;
 	if (n > 0) {
-		if (c->state == CS_OPEN)
-			c->pout_len += (size_t)n;
+		if (c->k.state == CS_OPEN)
+			c->k.pout_len += (size_t)n;
 		if (c->pout_cap >= 0)
 			c->pout_cap -= n;
 	}
 	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR) || !c->pout_cap) {
 		ep_close(c, EP_PROG_OUT);
-		c->prog_eof = 1;
+		c->k.prog_eof = 1;
 	}
 }
 
@@ -2482,7 +2523,7 @@ static void prog_err_read(struct conn *c)
 			break;
 		k = nl ? (size_t)(nl - c->perr) : c->perr_len;
 		sanitize(line, sizeof line, c->perr, k);
-		log_line("%s program: %s", c->peer, line);
+		log_line("%s program: %s", c->k.peer, line);
 		k += nl ? 1 : 0;
 		memmove(c->perr, c->perr + k, c->perr_len - k);
 		c->perr_len -= k;
@@ -2531,24 +2572,24 @@ static long long pipe_held(int fd)
  * the group may still hold them). */
 static void prog_tend(struct conn *c, int64_t now)
 {
-	int64_t grace = c->opt->grace * 1000;
+	int64_t grace = c->k.opt->grace * 1000;
 
 	if (!c->prog_pid)
 		return;
-	if (c->state >= CS_LINGER && c->prog_ctl >= 0) {
+	if (c->k.state >= CS_LINGER && c->prog_ctl >= 0) {
 		close(c->prog_ctl); /* never started: the child exits */
 		c->prog_ctl = -1;
 	}
 	if (!c->prog_ran)
 		return;
-	if (!c->input_end && (c->peer_closed || c->stopping || c->state >= CS_LINGER ||
+	if (!c->input_end && (c->k.peer_closed || c->k.stopping || c->k.state >= CS_LINGER ||
 			      c->prog_exited || c->ep[EP_CLIENT_IN].fd < 0)) {
 		c->input_end = now;
 		c->stop_at = now + grace;
 	}
 	if (!c->input_end)
 		return;
-	if (!c->pin_len || c->stop_step)
+	if (!c->k.pin_len || c->stop_step)
 		ep_close(c, EP_PROG_IN);
 	if (prog_finished(c)) {
 		c->stop_at = 0;
@@ -2564,7 +2605,7 @@ static void prog_tend(struct conn *c, int64_t now)
 		c->pout_cap = pipe_held(c->ep[EP_PROG_OUT].fd);
 		if (!c->pout_cap)
 			ep_close(c, EP_PROG_OUT);
-		c->prog_eof = c->ep[EP_PROG_OUT].fd < 0;
+		c->k.prog_eof = c->ep[EP_PROG_OUT].fd < 0;
 		if (c->ep[EP_PROG_ERR].fd >= 0)
 			prog_err_read(c);
 		ep_close(c, EP_PROG_ERR);
@@ -2605,27 +2646,27 @@ static void client_read(struct conn *c, int64_t now)
 	struct endpoint *ep = &c->ep[EP_CLIENT_IN];
 	ssize_t n;
 
-	if (c->state == CS_LINGER) {
-		c->in_off = c->in_len = 0; /* past the end: input is dropped */
-	} else if (c->in_off) {
-		memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
-		c->in_len -= c->in_off;
-		c->in_off = 0;
+	if (c->k.state == CS_LINGER) {
+		c->k.in_off = c->k.in_len = 0; /* past the end: input is dropped */
+	} else if (c->k.in_off) {
+		memmove(c->k.in, c->k.in + c->k.in_off, c->k.in_len - c->k.in_off);
+		c->k.in_len -= c->k.in_off;
+		c->k.in_off = 0;
 	}
-	n = read(ep->fd, c->in + c->in_len, IN_BUF_SIZE - c->in_len);
-	if (n > 0 && c->state == CS_LINGER) {
+	n = read(ep->fd, c->k.in + c->k.in_len, IN_BUF_SIZE - c->k.in_len);
+	if (n > 0 && c->k.state == CS_LINGER) {
 		/* read only so that closing does not reset the connection
 		 * and destroy our last bytes, and so that a client blocked
 		 * sending gets to read them.  One that keeps sending gets
 		 * no more of our time: past DISCARD_MAX it is no longer
 		 * read, and has the close timeout to take what is queued
 		 * (send_limit) */
-		c->discarded += (size_t)n;
-		if (c->discarded > DISCARD_MAX && !c->out_len)
-			c->state = CS_DONE;
+		c->k.discarded += (size_t)n;
+		if (c->k.discarded > DISCARD_MAX && !c->k.out_len)
+			c->k.state = CS_DONE;
 	} else if (n > 0) {
-		c->in_len += (size_t)n;
-		c->last_rx_ms = now;
+		c->k.in_len += (size_t)n;
+		c->k.last_rx_ms = now;
 	} else if (n == 0) {
 		ep->fd = -1;
 	} else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
@@ -2637,7 +2678,7 @@ static void client_read(struct conn *c, int64_t now)
 }
 
 /* How a client that is gone without a close left. */
-static enum why left_why(const struct conn *c)
+static enum why left_why(const struct core *c)
 {
 	if (c->state == CS_HANDSHAKE)
 		return c->in_len ? W_LEFT_IN_HEAD : W_LEFT_EARLY;
@@ -2650,14 +2691,14 @@ static size_t client_write(struct conn *c, int64_t now)
 	struct endpoint *ep = &c->ep[EP_CLIENT_OUT];
 	ssize_t n;
 
-	if (ep->fd < 0 || !c->out_len)
+	if (ep->fd < 0 || !c->k.out_len)
 		return 0;
-	n = write(ep->fd, c->out + c->out_off, c->out_len);
+	n = write(ep->fd, c->k.out + c->k.out_off, c->k.out_len);
 	if (n > 0) {
-		out_consume(c, (size_t)n);
-		c->send_since = c->out_len ? now : 0;
+		out_consume(&c->k, (size_t)n);
+		c->k.send_since = c->k.out_len ? now : 0;
 		if (!c->out_socket) /* a pipe: what is written is taken */
-			c->acked_total = c->acked_mark = c->written_total;
+			c->k.acked_total = c->k.acked_mark = c->k.written_total;
 		return (size_t)n;
 	}
 	if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
@@ -2674,7 +2715,36 @@ static void client_acked(struct conn *c)
 
 	if (fd < 0 || !c->out_socket || ioctl(fd, SIOCOUTQ, &q) < 0 || q < 0)
 		q = 0;
-	c->acked_total = c->written_total - ((uint64_t)q < c->written_total ? (uint64_t)q : c->written_total);
+	c->k.acked_total = c->k.written_total - ((uint64_t)q < c->k.written_total ? (uint64_t)q : c->k.written_total);
+}
+
+/* Test builds only, once the 101 is queued and before it is written: a
+ * call outside the allow-list proves the kill (WSFILTER_TEST_FORBIDDEN); a
+ * _FORTIFY_SOURCE failure (the peer's name into 4 bytes) must die by
+ * SIGABRT with its message logged (WSFILTER_TEST_ABORT). */
+static void test_hooks(struct conn *c)
+{
+#if defined(WSFILTER_TEST_FORBIDDEN) || defined(WSFILTER_TEST_ABORT)
+	static int done;
+
+	if (done || c->k.state != CS_OPEN)
+		return;
+	done = 1;
+#ifdef WSFILTER_TEST_FORBIDDEN
+	(void)!open("/dev/null", O_RDONLY);
+#endif
+#ifdef WSFILTER_TEST_ABORT
+	{
+		char small[4];
+		const char *volatile src = c->k.peer;
+
+		strcpy(small, src);
+		c->k.peer[0] = small[0];
+	}
+#endif
+#else
+	(void)c;
+#endif
 }
 
 /* Feed the core and write what it queues until neither moves.  Never
@@ -2683,13 +2753,34 @@ static void client_acked(struct conn *c)
 static void conn_pump(struct conn *c, int64_t now)
 {
 	for (;;) {
-		if (c->state == CS_HANDSHAKE || c->state == CS_OPEN)
-			conn_process(c, now);
+		if (c->k.state == CS_HANDSHAKE || c->k.state == CS_OPEN)
+			conn_process(&c->k, now);
+		test_hooks(c);
 		if (!(client_write(c, now) + prog_write(c)) ||
-		    (c->in_off == c->in_len && !c->pout_len) ||
-		    (c->state != CS_HANDSHAKE && c->state != CS_OPEN))
+		    (c->k.in_off == c->k.in_len && !c->k.pout_len) ||
+		    (c->k.state != CS_HANDSHAKE && c->k.state != CS_OPEN))
 			break;
 	}
+}
+
+/* The program's output has ended and is queued: the answer to the
+ * client's close, the 1001 of a stop, or the close its exit earned (once
+ * it has exited). */
+static void prog_settle(struct conn *c)
+{
+	enum why why;
+	int detail;
+
+	if (c->k.state != CS_OPEN || !c->prog_ran || !c->k.prog_eof || c->k.pout_len ||
+	    c->k.pmsg_open)
+		return;
+	why = prog_why(c->prog_status, &detail);
+	if (c->k.peer_closed)
+		close_answer(&c->k);
+	else if (c->k.stopping)
+		conn_end(&c->k, W_SIGNAL, 0);
+	else if (c->prog_exited)
+		conn_end(&c->k, why, detail);
 }
 
 /* What the ends of the streams mean.  The client's EOF with room to spare
@@ -2702,45 +2793,31 @@ static void conn_settle(struct conn *c, int64_t now)
 {
 	struct endpoint *in = &c->ep[EP_CLIENT_IN], *out = &c->ep[EP_CLIENT_OUT];
 
-	if (c->state == CS_OPEN && c->prog_ran && c->prog_eof && !c->pout_len && !c->pmsg_open) {
-		/* its output has ended and is queued: the answer to the
-		 * client's close, the 1001 of a stop, or the close its
-		 * exit earned (once it has exited) */
-		int detail;
-		enum why why = prog_why(c->prog_status, &detail);
-
-		if (c->peer_closed)
-			close_answer(c);
-		else if (c->stopping)
-			conn_end(c, W_SIGNAL, 0);
-		else if (c->prog_exited)
-			conn_end(c, why, detail);
-	}
-	if (c->state == CS_HANDSHAKE || c->state == CS_STARTING || c->state == CS_OPEN) {
+	if (c->k.state == CS_HANDSHAKE || c->k.state == CS_STARTING || c->k.state == CS_OPEN) {
 		/* after its close, the client may shut its side down; what
 		 * it sent before its EOF waits for the program's exec */
-		if (in->fd < 0 && out_room(c) >= OUT_FRAME_MIN && !c->peer_closed &&
-		    c->state != CS_STARTING)
-			conn_end(c, left_why(c), 0);
+		if (in->fd < 0 && out_room(&c->k) >= OUT_FRAME_MIN && !c->k.peer_closed &&
+		    c->k.state != CS_STARTING)
+			conn_end(&c->k, left_why(&c->k), 0);
 		else if (out->fd < 0)
-			conn_end(c, W_RESET, 0);
+			conn_end(&c->k, W_RESET, 0);
 	}
-	if (c->state == CS_LINGER && out->fd < 0 && c->out_len)
-		c->state = CS_DONE; /* a write failed: nothing more will go out */
-	if (c->state == CS_LINGER && !c->linger_deadline && (!c->out_len || out->fd < 0)) {
+	if (c->k.state == CS_LINGER && out->fd < 0 && c->k.out_len)
+		c->k.state = CS_DONE; /* a write failed: nothing more will go out */
+	if (c->k.state == CS_LINGER && !c->k.linger_deadline && (!c->k.out_len || out->fd < 0)) {
 		if (out->fd >= 0 && shutdown(out->fd, SHUT_WR) < 0 && !c->shared)
 			close(out->fd); /* a pipe: closing it is the EOF */
 		out->fd = -1;
-		c->linger_deadline = now + c->opt->close_timeout * 1000;
-		c->discarded = 0; /* a budget again while waiting for EOF */
+		c->k.linger_deadline = now + c->k.opt->close_timeout * 1000;
+		c->k.discarded = 0; /* a budget again while waiting for EOF */
 	}
-	if (c->state == CS_LINGER && in->fd < 0 && out->fd < 0)
-		c->state = CS_DONE;
+	if (c->k.state == CS_LINGER && in->fd < 0 && out->fd < 0)
+		c->k.state = CS_DONE;
 	/* the send clock runs while output waits */
-	if (!c->out_len || out->fd < 0)
-		c->send_since = 0;
-	else if (!c->send_since)
-		c->send_since = now;
+	if (!c->k.out_len || out->fd < 0)
+		c->k.send_since = 0;
+	else if (!c->k.send_since)
+		c->k.send_since = now;
 }
 
 /* The poll set: every endpoint still open that waits for something.
@@ -2750,16 +2827,16 @@ static nfds_t conn_pollset(struct conn *c, struct pollfd *pfd, int *which)
 	nfds_t n = 0;
 	int i;
 
-	c->ep[EP_CLIENT_IN].events = (c->state == CS_LINGER ? c->discarded <= DISCARD_MAX :
-				      c->in_len < IN_BUF_SIZE || c->in_off) ? POLLIN : 0;
-	c->ep[EP_CLIENT_OUT].events = c->out_len ? POLLOUT : 0;
-	c->ep[EP_PROG_IN].events = c->pin_len ? POLLOUT : 0;
+	c->ep[EP_CLIENT_IN].events = (c->k.state == CS_LINGER ? c->k.discarded <= DISCARD_MAX :
+				      c->k.in_len < IN_BUF_SIZE || c->k.in_off) ? POLLIN : 0;
+	c->ep[EP_CLIENT_OUT].events = c->k.out_len ? POLLOUT : 0;
+	c->ep[EP_PROG_IN].events = c->k.pin_len ? POLLOUT : 0;
 	/* its output waits in the pipe until the 101 is queued */
-	c->ep[EP_PROG_OUT].events = c->state == CS_STARTING ? 0 :
-				    c->pout_len < PIPE_BUF_SIZE || c->state != CS_OPEN ? POLLIN : 0;
+	c->ep[EP_PROG_OUT].events = c->k.state == CS_STARTING ? 0 :
+				    c->k.pout_len < PIPE_BUF_SIZE || c->k.state != CS_OPEN ? POLLIN : 0;
 	c->ep[EP_PROG_EXEC].events = POLLIN;
 	c->ep[EP_PROG_ERR].events = POLLIN;
-	if (c->state == CS_DONE) /* only the program is left to wait for */
+	if (c->k.state == CS_DONE) /* only the program is left to wait for */
 		c->ep[EP_CLIENT_IN].events = c->ep[EP_CLIENT_OUT].events = 0;
 	for (i = 0; i < EP_COUNT; i++) {
 		if (c->ep[i].fd < 0 || !c->ep[i].events)
@@ -2775,7 +2852,7 @@ static nfds_t conn_pollset(struct conn *c, struct pollfd *pfd, int *which)
 static void ep_ready(struct conn *c, int ep, short revents, int64_t now)
 {
 	if (revents & POLLNVAL) {
-		conn_end(c, W_BAD_FD, 0);
+		conn_end(&c->k, W_BAD_FD, 0);
 		return;
 	}
 	switch (ep) {
@@ -2797,27 +2874,27 @@ static void ep_ready(struct conn *c, int ep, short revents, int64_t now)
 static void conn_stop(struct conn *c, int first)
 {
 	if (!first) {
-		conn_end(c, W_SIGNAL_EARLY, 0);
+		conn_end(&c->k, W_SIGNAL_EARLY, 0);
 		if (c->prog_ran && c->stop_step < 2) {
 			(void)kill(-c->prog_pid, SIGKILL);
-			c->input_end = c->input_end ? c->input_end : c->now;
+			c->input_end = c->input_end ? c->input_end : c->k.now;
 			c->stop_step = 2;
-			c->stop_at = c->now;
+			c->stop_at = c->k.now;
 		}
 		return;
 	}
-	switch (c->state) {
+	switch (c->k.state) {
 	case CS_HANDSHAKE:
-		conn_end(c, W_SIGNAL_EARLY, 0);
+		conn_end(&c->k, W_SIGNAL_EARLY, 0);
 		break;
 	case CS_STARTING:
-		conn_end(c, W_SIGNAL_STARTING, 0);
+		conn_end(&c->k, W_SIGNAL_STARTING, 0);
 		break;
 	case CS_OPEN:
 		if (c->prog_ran)
-			c->stopping = 1;
+			c->k.stopping = 1;
 		else
-			conn_end(c, W_SIGNAL, 0);
+			conn_end(&c->k, W_SIGNAL, 0);
 		break;
 	case CS_LINGER:
 	case CS_DONE:
@@ -2837,7 +2914,7 @@ static void on_signal(int sig)
  * the streams, the program.  Returns 1 when the connection is done. */
 static int conn_step(struct conn *c, int64_t now, int *handled)
 {
-	c->now = now;
+	c->k.now = now;
 	if (stop_signal != *handled) {
 		conn_stop(c, *handled == 0);
 		*handled = stop_signal;
@@ -2846,14 +2923,15 @@ static int conn_step(struct conn *c, int64_t now, int *handled)
 		child_signal = 0;
 		prog_poll_exit(c);
 	}
-	if (conn_wants_acked(c, now))
+	if (conn_wants_acked(&c->k, now))
 		client_acked(c);
-	conn_expire(c, now);
+	conn_expire(&c->k, now);
+	prog_settle(c);
 	conn_settle(c, now);
 	prog_start(c);
 	prog_tend(c, now);
 	/* the one rule: the client's side is done, and the program's */
-	if (c->state != CS_DONE || !prog_finished(c))
+	if (c->k.state != CS_DONE || !prog_finished(c))
 		return 0;
 	prog_end(c);
 	return 1;
@@ -2885,14 +2963,14 @@ static void conn_run(struct conn *c, const sigset_t *run_mask)
 		if (conn_step(c, now, &handled))
 			break;
 		n = conn_pollset(c, pfd, which);
-		next = conn_deadline(c);
+		next = earliest(conn_deadline(&c->k), c->stop_at);
 		/* an endpoint or a timer always remains: the handshake, send,
 		 * close and keepalive timers cover every state; else the
 		 * program is left, whose end is a signal */
 		assert(n > 0 || next > 0 || (c->prog_pid && !c->prog_exited));
 		if (wait_for(pfd, n, now, next, run_mask) < 0) {
 			if (errno != EINTR && errno != EAGAIN)
-				conn_end(c, W_POLL, 0);
+				conn_end(&c->k, W_POLL, 0);
 			continue;
 		}
 		now = now_ms();
@@ -3375,7 +3453,52 @@ static void log_setup(enum log_mode want, const int fds[2])
 	}
 }
 
-/* Who the client is, for the log line, in the launchers' own words. */
+/* The address as a 16-byte key, and its port. */
+static unsigned source_of(const struct sockaddr_storage *ss, unsigned char key[16])
+{
+	memset(key, 0, 16);
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+
+		key[10] = key[11] = 0xff;
+		memcpy(key + 12, &s4->sin_addr, 4);
+		return ntohs(s4->sin_port);
+	}
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+
+		memcpy(key, &s6->sin6_addr, 16);
+		return ntohs(s6->sin6_port);
+	}
+	return 0;
+}
+
+/* The address of a 16-byte key (IPv4 as ::ffff:a.b.c.d) as text. */
+static void key_addr(const unsigned char key[16], char *addr, size_t size)
+{
+	static const unsigned char v4[12] = { [10] = 0xff, [11] = 0xff };
+
+	if (!inet_ntop(memcmp(key, v4, sizeof v4) ? AF_INET6 : AF_INET,
+		       memcmp(key, v4, sizeof v4) ? key : key + 12, addr, (socklen_t)size))
+		snprintf(addr, size, "?");
+}
+
+/* The client's address and port for the program's REMOTE_ADDR and
+ * REMOTE_PORT, and as the log line's peer ("a.b.c.d:port",
+ * "[v6]:port"), capped and sanitized: it may come from the environment. */
+static void peer_set(struct core *c, const char *a, const char *port)
+{
+	char raw[2 * PEER_MAX + 8];
+
+	snprintf(c->peer_addr, sizeof c->peer_addr, "%s", a);
+	snprintf(c->peer_port, sizeof c->peer_port, "%s", port ? port : "");
+	snprintf(raw, sizeof raw, port && strchr(a, ':') ? "[%.*s]:%.8s" : port ? "%.*s:%.8s" : "%.*s",
+		 PEER_MAX, a, port ? port : "");
+	sanitize(c->peer, sizeof c->peer, raw, strlen(raw));
+}
+
+/* Who the client is, in the launchers' own words, else as the socket
+ * says; and the local port, for SERVER_PORT. */
 static void peer_name(struct conn *c, int fd, int from_env)
 {
 	static const char *const vars[][2] = {
@@ -3385,44 +3508,31 @@ static void peer_name(struct conn *c, int fd, int from_env)
 	};
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof ss;
-	char addr[INET6_ADDRSTRLEN], portbuf[8], raw[2 * PEER_MAX + 8];
+	char addr[INET6_ADDRSTRLEN], portbuf[8];
 	const char *a = NULL, *port = NULL;
+	unsigned char key[16];
 	size_t i;
 
 	for (i = 0; i < sizeof vars / sizeof vars[0] && !a && from_env; i++) {
 		a = getenv(vars[i][0]);
 		port = getenv(vars[i][1]);
 	}
-	sl = sizeof ss;
 	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 &&
 	    (ss.ss_family == AF_INET || ss.ss_family == AF_INET6))
-		snprintf(c->local_port, sizeof c->local_port, "%u", ntohs(ss.ss_family == AF_INET
-			 ? ((struct sockaddr_in *)&ss)->sin_port : ((struct sockaddr_in6 *)&ss)->sin6_port));
+		snprintf(c->k.local_port, sizeof c->k.local_port, "%u", source_of(&ss, key));
 	sl = sizeof ss;
 	if (!a && getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
-		if (ss.ss_family == AF_INET) {
-			struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-			a = inet_ntop(AF_INET, &s4->sin_addr, addr, sizeof addr);
-			snprintf(portbuf, sizeof portbuf, "%u", ntohs(s4->sin_port));
-			port = portbuf;
-		} else if (ss.ss_family == AF_INET6) {
-			struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-			a = inet_ntop(AF_INET6, &s6->sin6_addr, addr, sizeof addr);
-			snprintf(portbuf, sizeof portbuf, "%u", ntohs(s6->sin6_port));
+		if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
+			snprintf(portbuf, sizeof portbuf, "%u", source_of(&ss, key));
+			key_addr(key, addr, sizeof addr);
+			a = addr;
 			port = portbuf;
 		} else if (ss.ss_family == AF_UNIX) {
 			a = "unix";
 		}
 	}
-	if (!a)
-		return;
-	/* for the program's REMOTE_ADDR and REMOTE_PORT */
-	snprintf(c->peer_addr, sizeof c->peer_addr, "%s", a);
-	snprintf(c->peer_port, sizeof c->peer_port, "%s", port ? port : "");
-	/* peer text from the environment: capped before use */
-	snprintf(raw, sizeof raw, port && strchr(a, ':') ? "[%.*s]:%.8s" : port ? "%.*s:%.8s" : "%.*s",
-		 PEER_MAX, a, port ? port : "");
-	sanitize(c->peer, sizeof c->peer, raw, strlen(raw));
+	if (a)
+		peer_set(&c->k, a, port);
 }
 
 /* Set up a client descriptor: no delayed ACKs and little unsent data in
@@ -3430,15 +3540,13 @@ static void peer_name(struct conn *c, int fd, int from_env)
  * directions.  A terminal is left as it is (others share it). */
 static void fd_setup(int fd)
 {
-	int one = 1, lowat = NOTSENT_LOWAT, fl;
+	int one = 1, lowat = NOTSENT_LOWAT;
 
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof lowat);
 	if (!is_socket(fd) && isatty(fd))
 		return;
-	fl = fcntl(fd, F_GETFL);
-	if (fl >= 0)
-		(void)fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+	fd_nonblock(fd);
 }
 
 static const char *const kind_names[] = {
@@ -3449,20 +3557,20 @@ static const char *const kind_names[] = {
 /* The connection's one log line. */
 static void log_summary(const struct conn *c, int64_t now)
 {
-	int64_t ms = now - c->start_ms;
+	int64_t ms = now - c->k.start_ms;
 	char close_txt[64] = "", reason[REASON_MAX + 8] = "", text[REASON_MAX], unsent[48] = "";
 	char prog[64] = "";
 
-	if (c->why != W_NONE && reason_text(c->why, c->why_detail, text, sizeof text))
+	if (c->k.why != W_NONE && reason_text(c->k.why, c->k.why_detail, text, sizeof text))
 		snprintf(reason, sizeof reason, " (%s)", text);
-	if (c->http_status == HTTP_SWITCHING) {
-		if (c->close_code)
-			snprintf(close_txt, sizeof close_txt, ", close %d by %s", c->close_code,
-				 c->close_by == BY_CLIENT ? "client" : "server");
-		if (c->out_total > c->written_total)
+	if (c->k.http_status == HTTP_SWITCHING) {
+		if (c->k.close_code)
+			snprintf(close_txt, sizeof close_txt, ", close %d by %s", c->k.close_code,
+				 c->k.close_by == BY_CLIENT ? "client" : "server");
+		if (c->k.out_total > c->k.written_total)
 			snprintf(unsent, sizeof unsent, ", %llu B unsent",
-				 (unsigned long long)(c->out_total - c->written_total));
-		if (c->prog_exited && c->prog_go && c->why != W_PROG_EXIT && c->why != W_PROG_KILLED) {
+				 (unsigned long long)(c->k.out_total - c->k.written_total));
+		if (c->prog_exited && c->k.prog_go && c->k.why != W_PROG_EXIT && c->k.why != W_PROG_KILLED) {
 			int detail;
 			enum why pw = prog_why(c->prog_status, &detail);
 
@@ -3471,18 +3579,18 @@ static void log_summary(const struct conn *c, int64_t now)
 				reason_text(pw, detail, prog + 2, sizeof prog - 2);
 		}
 		log_line("%s websocket%s%s %lld.%03llds, in %llu msg %llu B, out %llu msg %llu B%s%s%s%s, exit %d",
-			 c->peer, c->protocol ? " " : "", c->protocol ? c->protocol : "",
+			 c->k.peer, c->k.protocol ? " " : "", c->k.protocol ? c->k.protocol : "",
 			 (long long)(ms / 1000), (long long)(ms % 1000),
-			 (unsigned long long)c->msgs_in, (unsigned long long)c->bytes_in,
-			 (unsigned long long)c->meter.msgs, (unsigned long long)c->meter.bytes,
-			 unsent, close_txt, reason, prog, c->status);
-	} else if (c->http_status) {
-		log_line("%s http %d%s \"%s\" %lld.%03llds%s, exit %d", c->peer, c->http_status,
-			 kind_names[c->kind], c->request, (long long)(ms / 1000),
-			 (long long)(ms % 1000), reason, c->status);
+			 (unsigned long long)c->k.msgs_in, (unsigned long long)c->k.bytes_in,
+			 (unsigned long long)c->k.meter.msgs, (unsigned long long)c->k.meter.bytes,
+			 unsent, close_txt, reason, prog, c->k.status);
+	} else if (c->k.http_status) {
+		log_line("%s http %d%s \"%s\" %lld.%03llds%s, exit %d", c->k.peer, c->k.http_status,
+			 kind_names[c->k.kind], c->k.request, (long long)(ms / 1000),
+			 (long long)(ms % 1000), reason, c->k.status);
 	} else {
-		log_line("%s no request %lld.%03llds%s, exit %d", c->peer, (long long)(ms / 1000),
-			 (long long)(ms % 1000), reason, c->status);
+		log_line("%s no request %lld.%03llds%s, exit %d", c->k.peer, (long long)(ms / 1000),
+			 (long long)(ms % 1000), reason, c->k.status);
 	}
 }
 
@@ -3524,6 +3632,23 @@ static int sandbox_start(const struct options *o, int child, int acceptor)
 	return 0;
 }
 
+/* A connection ready for its first byte: fds[0] and fds[1] are the
+ * client's input and output, the same socket or two pipes. */
+static void conn_init(struct conn *c, const struct options *o, const int fds[2],
+		      int64_t now, int64_t wall)
+{
+	core_init(&c->k, o, now, wall);
+	memset((char *)c + offsetof(struct conn, ep), 0,
+	       offsetof(struct conn, perr) - offsetof(struct conn, ep));
+	c->ep[EP_CLIENT_IN].fd = fds[0];
+	c->ep[EP_CLIENT_OUT].fd = fds[1];
+	c->ep[EP_PROG_EXEC].fd = c->ep[EP_PROG_IN].fd = c->ep[EP_PROG_OUT].fd = -1;
+	c->ep[EP_PROG_ERR].fd = -1;
+	c->prog_ctl = -1;
+	c->pout_cap = -1;
+	c->shared = fds[0] == fds[1];
+}
+
 /* One connection on fds, handed over by a launcher or by the acceptor
  * (accepted: the peer comes from the socket alone, not from a launcher's
  * variables): set it up, confine the process, run the loop.  Returns the
@@ -3540,7 +3665,7 @@ static int serve(struct conn *c, const struct options *o, const int fds[2],
 	fd_setup(fds[0]);
 	if (fds[1] != fds[0])
 		fd_setup(fds[1]);
-	rng_seed(c->rng);
+	rng_seed(c->k.rng);
 	c->pgid_slot = pgid_slot;
 	if (o->program)
 		prog_prepare(c, o);
@@ -3548,7 +3673,7 @@ static int serve(struct conn *c, const struct options *o, const int fds[2],
 		return EXIT_INTERNAL;
 	conn_run(c, run_mask);
 	log_summary(c, now_ms());
-	return c->status;
+	return c->k.status;
 }
 
 /* ==== The acceptor ===================================================== */
@@ -3606,34 +3731,10 @@ struct acceptor {
 /* A source as log text: "a.b.c.d:port" or "[::1]:port". */
 static void source_text(const unsigned char key[16], unsigned port, char *text, size_t size)
 {
-	static const unsigned char v4[12] = { [10] = 0xff, [11] = 0xff };
-	char addr[INET6_ADDRSTRLEN] = "?";
+	char addr[INET6_ADDRSTRLEN];
 
-	if (!memcmp(key, v4, sizeof v4))
-		inet_ntop(AF_INET, key + 12, addr, sizeof addr);
-	else
-		inet_ntop(AF_INET6, key, addr, sizeof addr);
+	key_addr(key, addr, sizeof addr);
 	snprintf(text, size, strchr(addr, ':') ? "[%s]:%u" : "%s:%u", addr, port);
-}
-
-/* The address as a 16-byte key, and its port. */
-static unsigned source_of(const struct sockaddr_storage *ss, unsigned char key[16])
-{
-	memset(key, 0, 16);
-	if (ss->ss_family == AF_INET) {
-		const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
-
-		key[10] = key[11] = 0xff;
-		memcpy(key + 12, &s4->sin_addr, 4);
-		return ntohs(s4->sin_port);
-	}
-	if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
-
-		memcpy(key, &s6->sin6_addr, 16);
-		return ntohs(s6->sin6_port);
-	}
-	return 0;
 }
 
 /* At --max-connections: accept nothing more until a child ends. */

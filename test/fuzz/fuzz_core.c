@@ -1,6 +1,6 @@
 /*
- * libFuzzer target for wsfilter's protocol core: bytes in, frames out, no
- * descriptors.  The first input byte picks options and how the rest is cut
+ * libFuzzer target for wsfilter's protocol core, a struct core alone:
+ * bytes in, frames out, no descriptors.  The first input byte picks options and how the rest is cut
  * into reads (down to one byte at a time); the output is then checked: after
  * a 101, it must parse as whole, unmasked, minimally encoded server frames.
  * With the option byte's top bit a program serves the connection, and each
@@ -20,7 +20,7 @@ static int program_mode; /* text frames must then be valid UTF-8 each */
 
 /* What the I/O loop would write: kept for the check, then consumed the
  * way a write consumes it. */
-static void drain(struct conn *c)
+static void drain(struct core *c)
 {
 	size_t n = c->out_len;
 
@@ -94,9 +94,8 @@ static void check_output(void)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static struct conn conn;
-	static const int fds[2] = { 0, 1 };
-	struct conn *c = &conn;
+	static struct core core;
+	struct core *c = &core;
 	struct options o;
 	size_t off, step, n, room;
 	uint8_t sel;
@@ -131,7 +130,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	o.ping_timeout = o.ping_interval;
 	o.send_timeout = 1;
 	log_to = LOG_NONE;
-	conn_init(c, &o, fds, now, 1700000000);
+	core_init(c, &o, now, 1700000000);
 	nsent = 0;
 
 	/* reads of 1, 2, 7, 64 or up to 64 KiB bytes */
