@@ -87,7 +87,7 @@ ASAN_SUITE = test/cli.bats test/handshake.bats test/framing.bats test/utf8.bats 
 	test/operations.bats test/hostile.bats test/exec.bats test/acceptor.bats \
 	test/lifecycle.bats
 test-asan: wsfilter-asan wsfilter-test-forbidden wsfilter-test-abort
-	WSFILTER=$$(pwd)/wsfilter-asan LIFECYCLE_MINUTES=1 $(BATS) $(ASAN_SUITE)
+	WSFILTER=$$(pwd)/wsfilter-asan LIFECYCLE_MINUTES=0.5 $(BATS) $(ASAN_SUITE)
 
 # the lifecycle suite's random cases, thousands of them (SEED=N replays a run)
 SOAK_CASES = 3000
