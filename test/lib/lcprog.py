@@ -59,13 +59,17 @@ def write_all(data):
         view = view[n:]
 
 
-def copy_stdin(limit):
+def copy_stdin(state, limit):
+    """Copies stdin to stdout; the state's "echoed" is the bytes written so far."""
     deadline = time.monotonic() + limit
+    echoed = 0
     while time.monotonic() < deadline:
         data = os.read(0, 65536)
         if not data:
             return
         write_all(data)
+        echoed += len(data)
+        put(state, "echoed", echoed)
 
 
 def main():
@@ -99,7 +103,7 @@ def main():
     if end == "killed":
         os.kill(os.getpid(), signal.SIGKILL)
     if end == "cat":
-        copy_stdin(120)
+        copy_stdin(state, 120)
         sys.exit(0)
     if end == "ignore":
         deadline = time.monotonic() + 120
@@ -120,7 +124,7 @@ def main():
         subprocess.Popen(["sleep", "120"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
         if end == "bgfree":
-            copy_stdin(120)
+            copy_stdin(state, 120)
         sys.exit(0)
     if end == "flood":
         os.unlink(os.path.join(state, "count"))  # what it wrote is not known
