@@ -22,46 +22,22 @@ SOCKET=wsfilter-acceptor.socket
 FORBIDDEN=/usr/local/lib/wsfilter-test/wsfilter-test-forbidden
 DROPIN_DIR=/run/systemd/system/$UNIT.d
 
-# acceptor_install DIR: `make install PREFIX=DIR/prefix` without rebuilding;
-# UNITDIR is where the units went.
-acceptor_install() {
-	make -s -C "$TOP" -o wsfilter -o web_index.h install PREFIX="$1/prefix" >/dev/null
-	UNITDIR=$1/prefix/lib/systemd/system
-	[ -f "$UNITDIR/$UNIT" ] && [ -f "$UNITDIR/$SOCKET" ] ||
-		fail "make install did not install $SOCKET and $UNIT"
+# the forbidden-call test build, where FORBIDDEN says
+nspawn_stage_extra() {
+	if [ -x "$TOP/wsfilter-test-forbidden" ]; then
+		mkdir -p "$1$(dirname "$FORBIDDEN")"
+		cp "$TOP/wsfilter-test-forbidden" "$1$FORBIDDEN"
+	fi
 }
 
+# Only the address and port differ from the shipped socket, set as an
+# administrator would: a drop-in (one ListenStream=, loopback only).
 setup_file() {
-	[ -x "$TOP/wsfilter" ] || return 0 # each test reports the missing binary
-	local t0 t1 reason
-	export NSPAWN_SKIP=
-	if reason=$(nspawn_unavailable); then
-		export NSPAWN_SKIP=$reason
-		return 0
-	fi
-	t0=$(date +%s)
-	nspawn_image
-	t1=$(date +%s)
-	export STAGE
-	STAGE=$(mktemp -d /tmp/wsfilter-stage.XXXXXX)
-	nspawn_stage "$STAGE"
-	if [ -x "$TOP/wsfilter-test-forbidden" ]; then
-		mkdir -p "$STAGE$(dirname "$FORBIDDEN")"
-		cp "$TOP/wsfilter-test-forbidden" "$STAGE$FORBIDDEN"
-	fi
-	nspawn_boot "$STAGE" "$BATS_FILE_TMPDIR/nspawn.log"
-	export NSPAWN_PID CONTAINER_PID
-	echo "# image ready in $((t1 - t0)) s, container booted in $(($(date +%s) - t1)) s" >&3
-
-	# Only the address and port differ from the shipped socket, set as an
-	# administrator would: a drop-in (one ListenStream=, loopback only).
-	export PORT HOST=127.0.0.1 SCHEME=ws
-	nspawn_socket_port "$SOCKET" 'ListenStream=127.0.0.1:$PORT'
+	nspawn_setup_file "$SOCKET" 'ListenStream=127.0.0.1:$PORT'
 }
 
 teardown_file() {
-	nspawn_shutdown
-	[ -z "${STAGE:-}" ] || rm -rf "$STAGE"
+	nspawn_teardown_file
 }
 
 setup() {
@@ -82,11 +58,16 @@ teardown() {
 	fi
 }
 
-need_container() {
-	[ -z "$NSPAWN_SKIP" ] || skip "$NSPAWN_SKIP"
-	if [ -z "${CONTAINER_PID:-}" ] || ! kill -0 "$CONTAINER_PID" 2>/dev/null; then
-		fail "the container is not running (see $BATS_FILE_TMPDIR/nspawn.log)"
-	fi
+# use_dropin NAME COMMAND: the service's ExecStart= replaced by COMMAND in a
+# runtime drop-in NAME (teardown removes it), the service stopped (the next
+# connection starts it), and the journal marked.
+use_dropin() {
+	DROPIN=$1
+	in_container sh -c "mkdir -p $DROPIN_DIR && printf '%s\n' '[Service]' 'ExecStart=' \
+		'ExecStart=$2' >$DROPIN_DIR/$DROPIN"
+	in_container systemctl daemon-reload
+	in_container systemctl stop "$UNIT"
+	journal_mark
 }
 
 # journal_mark: from now on journal_since prints only newer lines.
@@ -156,31 +137,22 @@ wait_main() {
 # ---- static checks ----------------------------------------------------------
 
 @test "make install puts the acceptor pair in place, with @BINDIR@ replaced in wsfilter-acceptor.service" {
-	acceptor_install "$T"
+	units_install "$UNIT" "$SOCKET"
 	run grep -c '@BINDIR@' "$UNITDIR/$UNIT"
 	assert_output 0
-	run grep -x "ExecStart=$T/prefix/bin/wsfilter" "$UNITDIR/$UNIT"
+	run grep -x "ExecStart=$INSTALL_PREFIX/bin/wsfilter" "$UNITDIR/$UNIT"
 	assert_success
 	cmp "$TOP/systemd/$SOCKET" "$UNITDIR/$SOCKET"
 }
 
 @test "systemd-analyze verify prints nothing for the acceptor pair" {
-	acceptor_install "$T"
-	# MANPATH lets it find the installed man page named by Documentation=.
-	run env MANPATH="$T/prefix/share/man" systemd-analyze verify "$UNITDIR/$SOCKET" "$UNITDIR/$UNIT"
-	assert_success
-	assert_output ''
+	units_install "$UNIT" "$SOCKET"
+	assert_units_verify "$SOCKET" "$UNIT"
 }
 
 @test "systemd-analyze security rates wsfilter-acceptor.service's exposure at most 1.0" {
-	acceptor_install "$T"
-	run systemd-analyze security --offline=true "$UNITDIR/$UNIT"
-	assert_success
-	local score
-	score=$(sed -n 's/.*Overall exposure level for wsfilter-acceptor\.service: \([0-9.]*\) .*/\1/p' <<<"$output")
-	echo "exposure $score"
-	[ -n "$score" ]
-	awk -v s="$score" 'BEGIN { exit !(s <= 1.0) }'
+	units_install "$UNIT" "$SOCKET"
+	assert_exposure "$UNIT" 1.0
 }
 
 # ---- systemd as PID 1 in a container ----------------------------------------
@@ -248,12 +220,7 @@ wait_main() {
 
 @test "container: --max-connections 5 set on ExecStart= by a drop-in: five connections are served, a sixth waits until one of them closes" {
 	need_container
-	DROPIN=limit.conf
-	in_container sh -c "mkdir -p $DROPIN_DIR && printf '%s\n' '[Service]' 'ExecStart=' \
-		'ExecStart=/usr/local/bin/wsfilter --max-connections 5' >$DROPIN_DIR/$DROPIN"
-	in_container systemctl daemon-reload
-	in_container systemctl stop "$UNIT"
-	journal_mark
+	use_dropin limit.conf '/usr/local/bin/wsfilter --max-connections 5'
 	# the first client starts the service
 	hold_clients 5 "$T/hold"
 	wait_main
@@ -267,54 +234,22 @@ wait_main() {
 	need_container
 	[ -x "$TOP/wsfilter-test-forbidden" ] || fail "no $TOP/wsfilter-test-forbidden (make wsfilter-test-forbidden)"
 	WSFILTER=$TOP/wsfilter-test-forbidden
-	DROPIN=forbidden.conf
-	in_container sh -c "mkdir -p $DROPIN_DIR && printf '%s\n' '[Service]' 'ExecStart=' \
-		'ExecStart=$FORBIDDEN --handshake-timeout 20' >$DROPIN_DIR/$DROPIN"
-	in_container systemctl daemon-reload
-	in_container systemctl stop "$UNIT"
-	journal_mark
-	# A: a plain HTTP request in two parts, 5 s apart (its connection starts
-	# the service)
-	script_bg "$T/a" 'send:GET /healthz HTTP/1.1\r\n' sleep:5 'send:Host: 127.0.0.1\r\nConnection: close\r\n\r\n' head body eof
-	local a=${BG_PIDS[-1]} i
+	use_dropin forbidden.conf "$FORBIDDEN --handshake-timeout 20"
+	# A's connection starts the service
+	sigsys_start_a
 	wait_main
 	assert_equal "$(cat "/proc/$HP/comm")" wsfilter-test-f
-	for i in $(seq 1 100); do
-		[ "$(count_wsfilter "$HP")" = 1 ] && break
-		sleep 0.05
-	done
-	assert_equal "$(count_wsfilter "$HP")" 1
-	# B: a WebSocket; the test build opens a file after the handshake
-	run wst run --connect "$(hostport)" hs --random-key --host localhost
-	echo "B: $output"
-	refute_output --partial CLOSE
-	wait_parent_line "$P" '^127\.0\.0\.1:[0-9]+ connection [0-9]+ killed by SIGSYS$'
-	kill -0 "$a" || fail "A ended before the crash was logged (a slow machine?): $(cat "$T/a")"
-	wait "$a" || fail "A failed: $(cat "$T/a")"
-	run cat "$T/a"
-	assert_line 'STATUS HTTP/1.1 200 OK'
-	assert_line 'BODY 2 ok'
-	check_page
+	check_sigsys_child "$P" "$HP"
+	# the service's main process lives on
 	assert_equal "$(main_pid)" "$P"
 	assert_equal "$(in_container systemctl is-active "$UNIT")" active
-	assert_equal "$(parent_lines "$P" | grep -cE ' connection [0-9]+ killed by ')" 1
-	wait_child_ends "$P" 2
-	run child_ends "$P"
-	assert_equal "${#lines[@]}" 2
-	assert_line --index 0 --regexp '^wsfilter\[[0-9]+\]: 127\.0\.0\.1:[0-9]+ http 200 health check .*, exit 0$'
-	assert_line --index 1 --regexp '^wsfilter\[[0-9]+\]: 127\.0\.0\.1:[0-9]+ http 200 page .*, exit 0$'
 }
 
 @test "container: systemctl stop with 50 open connections: each gets its replies, then close 1001; the service ends cleanly, no wsfilter is left, and the socket starts it again" {
 	need_container
 	service_up
 	journal_mark
-	local k logs
-	for k in $(seq 1 50); do
-		script_bg "$T/c.$k" hs head text:one text:two text:three frame sleep:2 wait:30 close:1001 eof
-	done
-	mapfile -t logs < <(seq -f "$T/c.%g" 1 50)
-	wait_files_match 50 '^TEXT one - [0-9]+$' "${logs[@]}"
+	busy_clients_start 50
 	assert_equal "$(count_wsfilter "$HP")" 50
 	run in_container systemctl stop "$UNIT"
 	assert_success
@@ -323,14 +258,7 @@ wait_main() {
 	assert_line Result=success
 	assert_line ExecMainCode=1
 	assert_line ExecMainStatus=0
-	for k in "${BG_PIDS[@]}"; do
-		wait "$k" || fail "a client failed: $(tail -n 3 "${logs[@]}")"
-	done
-	local got
-	for k in $(seq 1 50); do
-		got=$(grep -E '^(TEXT|CLOSE|EOF|EXTRA)' "$T/c.$k" | sed -E 's/ - [0-9]+$//; s/^(CLOSE [0-9]+).*/\1/' | paste -sd,)
-		[[ $got =~ ^TEXT\ one,(TEXT\ two,(TEXT\ three,)?)?CLOSE\ 1001,EOF$ ]] || fail "client $k got: $got"
-	done
+	busy_clients_closed 50
 	run parent_lines "$P"
 	assert_line 'stopping: 50 connections'
 	assert_line 'stopped'

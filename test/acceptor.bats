@@ -23,10 +23,6 @@ teardown() {
 	stop_launchers
 }
 
-need_unshare() {
-	unshare --mount true 2>/dev/null || skip "unshare --mount is not permitted here (needs root)"
-}
-
 # ---- systemd-socket-activate without --accept: the listening socket is fd 3 --
 
 @test "systemd-socket-activate -l (no --accept): 300 clients at once each get 100 replies from one wsfilter" {
@@ -111,31 +107,14 @@ need_unshare() {
 
 @test "SIGTERM with 50 open connections: each gets its replies, then close 1001; the parent exits 0 and no wsfilter is left" {
 	start_acceptor
-	local k logs
-	# each client sends three messages, reads one reply and then reads nothing
-	# for 2 s: the other replies wait for it when the signal comes
-	for k in $(seq 1 50); do
-		script_bg "$T/c.$k" hs head text:one text:two text:three frame sleep:2 wait:30 close:1001 eof
-	done
-	mapfile -t logs < <(seq -f "$T/c.%g" 1 50)
-	wait_files_match 50 '^TEXT one - [0-9]+$' "${logs[@]}"
+	# the replies wait for each client when the signal comes
+	busy_clients_start 50
 	local p kids
 	p=$(acceptor_parent)
 	mapfile -t kids < <(descendants "$ROOT_PID")
 	assert_equal "${#kids[@]}" 50
 	stop_acceptor "$p"
-	for k in "${BG_PIDS[@]}"; do
-		wait "$k" || fail "a client failed: $(tail -n 3 "${logs[@]}")"
-	done
-	local got all=0
-	for k in $(seq 1 50); do
-		# the replies in order (the last ones may have been read after the
-		# signal, or not at all), then the close, then the end
-		got=$(grep -E '^(TEXT|CLOSE|EOF|EXTRA)' "$T/c.$k" | sed -E 's/ - [0-9]+$//; s/^(CLOSE [0-9]+).*/\1/' | paste -sd,)
-		[[ $got =~ ^TEXT\ one,(TEXT\ two,(TEXT\ three,)?)?CLOSE\ 1001,EOF$ ]] || fail "client $k got: $got"
-		[[ $got == *three* ]] && all=$((all + 1))
-	done
-	echo "# $all of 50 clients had all three replies before the close" >&3
+	busy_clients_closed 50
 	run parent_lines "$p"
 	assert_line 'stopping: 50 connections'
 	assert_children_ended "$p" 50 0
@@ -172,45 +151,18 @@ need_unshare() {
 	[ -x "$TOP/wsfilter-test-forbidden" ] || fail "no $TOP/wsfilter-test-forbidden (make wsfilter-test-forbidden)"
 	WSFILTER=$TOP/wsfilter-test-forbidden
 	start_acceptor --handshake-timeout 20
-	# A: a plain HTTP request sent in two parts, 5 s apart; its process is
-	# running when the other one dies
-	script_bg "$T/a" 'send:GET /healthz HTTP/1.1\r\n' sleep:5 'send:Host: 127.0.0.1\r\nConnection: close\r\n\r\n' head body eof
-	local a=${BG_PIDS[-1]} i
-	for i in $(seq 1 100); do
-		[ "$(count_wsfilter "$ROOT_PID")" = 1 ] && break
-		sleep 0.05
-	done
-	assert_equal "$(count_wsfilter "$ROOT_PID")" 1
+	sigsys_start_a
 	local p
 	p=$(acceptor_parent)
-	# B: a WebSocket; the test build opens a file after the handshake
-	run wst run --connect "$(hostport)" hs --random-key --host localhost
-	echo "B: $output"
-	refute_output --partial CLOSE
-	wait_parent_line "$p" '^127\.0\.0\.1:[0-9]+ connection [0-9]+ killed by SIGSYS$'
-	kill -0 "$a" || fail "A ended before the crash was logged (a slow machine?): $(cat "$T/a")"
-	wait "$a" || fail "A failed: $(cat "$T/a")"
-	run cat "$T/a"
-	assert_line 'STATUS HTTP/1.1 200 OK'
-	assert_line 'BODY 2 ok'
-	assert_line 'EOF'
-	# the parent lives on and accepts
+	check_sigsys_child "$p" "$ROOT_PID"
+	# the parent lives on, the only one
 	kill -0 "$ROOT_PID"
-	check_page
 	assert_equal "$(acceptor_parents | wc -l)" 1
-	assert_equal "$(parent_lines "$p" | grep -cE ' connection [0-9]+ killed by ')" 1
-	wait_child_ends "$p" 2
-	run child_ends "$p"
-	assert_equal "${#lines[@]}" 2
-	assert_line --index 0 --regexp '^wsfilter\[[0-9]+\]: 127\.0\.0\.1:[0-9]+ http 200 health check .*, exit 0$'
-	assert_line --index 1 --regexp '^wsfilter\[[0-9]+\]: 127\.0\.0\.1:[0-9]+ http 200 page .*, exit 0$'
 	stop_acceptor "$p"
 }
 
 @test "the parent and each connection's process run under seccomp (Seccomp: 2), the child's filter on top of the parent's" {
-	if grep -qa __asan_init "$WSFILTER"; then
-		skip "the sanitizer build runs without the seccomp filter"
-	fi
+	skip_if_sanitized "it runs without the seccomp filter"
 	start_acceptor
 	hold_clients 1 "$T/hold"
 	local p kids

@@ -6,7 +6,7 @@ load lib/common
 @test "a client close 1000 gets a close 1000, then wsfilter ends the connection and exits 0" {
 	# --hold: we keep our side open until wsfilter ends its side (RFC 6455 7.1.1: the
 	# server closes the TCP connection first), as a browser would
-	answer --expect 0 --hold hs + frame --opcode close --code 1000
+	answer --expect 0 --hold hs + $(close_frame)
 	assert_success
 	assert_line --index 4 'CLOSE 1000'
 	assert_equal "${#lines[@]}" 6
@@ -93,7 +93,7 @@ load lib/common
 }
 
 @test "a close in the middle of a fragmented message is answered and ends cleanly" {
-	answer --expect 0 --hold hs + frame --fin 0 --text 'half a mess' + frame --opcode close --code 1000 -- --random-max 1
+	answer --expect 0 --hold hs + frame --fin 0 --text 'half a mess' + $(close_frame) -- --random-max 1
 	assert_success
 	assert_line 'CLOSE 1000'
 	refute_line --regexp '^TEXT'
@@ -183,7 +183,7 @@ load lib/common
 }
 
 @test "a clean close after messages exits 0" {
-	answer --expect 0 hs + frame --text one + frame --opcode close --code 1000 -- --random-max 1
+	answer --expect 0 hs + frame --text one + $(close_frame) -- --random-max 1
 	assert_success
 	assert_line 'TEXT "one - 1"'
 	assert_line 'EXIT 0'

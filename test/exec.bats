@@ -29,8 +29,6 @@ teardown() {
 	done
 }
 
-asan() { grep -qa __asan_init "$WSFILTER"; }
-
 # ws STATUS [SCRIPT-OPTION...] STEP... [-- WSFILTER-ARGS]: a scripted conversation over
 # TCP (wstest.py script); wsfilter must end with exit STATUS. --close-timeout 1 unless
 # the arguments set another.
@@ -183,7 +181,7 @@ for line in sys.stdin:
 	local hwm
 	hwm=$(sed -n 's/^VmHWM //p' <<<"$output")
 	echo "# --binary 3 MiB through cat: VmHWM $hwm kB" >&3
-	if asan; then within 0 16384 "$hwm"; else within 0 4096 "$hwm"; fi
+	if sanitized; then within 0 16384 "$hwm"; else within 0 4096 "$hwm"; fi
 	assert_line --regexp "^LOG ${LOGP}.* in 4 msg 3145733 B, out [0-9]+ msg 3145733 B, close 1000 by client, program exited 0, exit 0$"
 }
 
@@ -213,7 +211,7 @@ for line in sys.stdin:
 	hwm=$(sed -n 's/^VmHWM //p' <<<"$output")
 	took=$(sed -n 's/^ELAPSED //p' <<<"$output")
 	echo "# yes flood, client at 200 kB/s: VmHWM $hwm kB; close answered in $took s" >&3
-	if asan; then within 0 16384 "$hwm"; else within 0 4096 "$hwm"; fi
+	if sanitized; then within 0 16384 "$hwm"; else within 0 4096 "$hwm"; fi
 	# yes never reads its stdin: SIGTERM one --grace after the close; what it wrote
 	# until then goes out before the close answer
 	assert_line --regexp "^LOG ${LOGP}.* close 1000 by client, program killed by SIGTERM, exit 0$"
@@ -228,7 +226,7 @@ for line in sys.stdin:
 	assert_line "EXIT 4"
 	local hwm
 	hwm=$(sed -n 's/^VmHWM //p' <<<"$output")
-	if asan; then within 0 16384 "$hwm"; else within 0 4096 "$hwm"; fi
+	if sanitized; then within 0 16384 "$hwm"; else within 0 4096 "$hwm"; fi
 	assert_gone "$(pid_of "$T/yes.pid")"
 }
 
@@ -285,39 +283,40 @@ for line in sys.stdin:
 	done
 }
 
-# The child that is to exec the program is forked when wsfilter starts; stop-child stops it
-# (SIGSTOP) before the request is sent, so that its exec never comes and the request waits
-# for it. Its pid goes to $T/waiting.pid for teardown.
-@test "SIGTERM while the 101 waits for the program's exec: HTTP 503, exit 0, the waiting child killed" {
-	ws 0 --timeout 4 stop-child hs sleep:0.3 signal:TERM head body eof exit-within:3 -- cat
-	local kid
-	kid=$(sed -n 's/^STOPPED //p' <<<"$output")
-	[ -z "$kid" ] || echo "$kid" >"$T/waiting.pid"
+# ws_stopped_child STATUS STEP... [-- WSFILTER-ARGS]: ws with the child that is to exec
+# the program stopped (stop-child: it is forked when wsfilter starts, and SIGSTOP
+# reaches it before the request is sent), so that its exec never comes and the request
+# waits for it; KID is its pid (also in $T/waiting.pid, for teardown). The transcript
+# names it before anything else, and never a 101.
+ws_stopped_child() {
+	local expect=$1
+	shift
+	ws "$expect" --timeout 4 stop-child "$@"
+	KID=$(sed -n 's/^STOPPED //p' <<<"$output")
+	[ -z "$KID" ] || echo "$KID" >"$T/waiting.pid"
 	assert_success
 	assert_line --index 1 --regexp '^STOPPED [0-9]+$'
+	refute_line --partial '101 Switching'
+}
+
+@test "SIGTERM while the 101 waits for the program's exec: HTTP 503, exit 0, the waiting child killed" {
+	ws_stopped_child 0 hs sleep:0.3 signal:TERM head body eof exit-within:3 -- cat
 	# nothing came before the signal: the answer is the first byte
 	assert_line --index 2 'STATUS HTTP/1.1 503 Service Unavailable'
-	refute_line --partial '101 Switching'
 	assert_line --regexp '^BODY [1-9][0-9]* '
 	assert_line "EXITED 0"
 	assert_line "EXIT 0"
 	assert_line --regexp "^LOG ${LOGP}127\.0\.0\.1:[0-9]+ http 503 \"GET /\" [0-9.]+s \(server shutting down\), exit 0$"
-	assert_gone "$kid"
+	assert_gone "$KID"
 }
 
 @test "the program's exec does not come within --handshake-timeout (its child stopped): HTTP 500, exit 6, the child killed, not left stopped" {
-	ws 6 --timeout 4 stop-child hs mark head body eof exit-within:3 -- --handshake-timeout 1 cat
-	local kid
-	kid=$(sed -n 's/^STOPPED //p' <<<"$output")
-	[ -z "$kid" ] || echo "$kid" >"$T/waiting.pid"
-	assert_success
-	assert_line --index 1 --regexp '^STOPPED [0-9]+$'
+	ws_stopped_child 6 hs mark head body eof exit-within:3 -- --handshake-timeout 1 cat
 	assert_line --index 2 'STATUS HTTP/1.1 500 Internal Server Error'
-	refute_line --partial '101 Switching'
 	assert_line "EXITED 6"
 	assert_line "EXIT 6"
 	assert_line --regexp "^LOG ${LOGP}127\.0\.0\.1:[0-9]+ http 500 \"GET /\" [0-9.]+s \(the program was not running within 1 s\), exit 6$"
-	assert_gone "$kid"
+	assert_gone "$KID"
 }
 
 @test "the program has only its stdin, stdout and stderr open: none of wsfilter's descriptors" {
@@ -503,33 +502,38 @@ env_lines() {
 	sed -n 's/^TEXT //p' <<<"$output" | LC_ALL=C sort
 }
 
+# assert_cgi_env TARGET [VARIABLE=VALUE...]: the program's environment (env_lines)
+# is exactly the CGI/1.1 variables of an upgrade request for TARGET with the Host
+# of REQ and req_for, from the transcript's client, and these.
+assert_cgi_env() {
+	local target=$1
+	shift
+	assert_equal "$(env_lines)" "$(printf '%s\n' \
+		GATEWAY_INTERFACE=CGI/1.1 \
+		SERVER_SOFTWARE=wsfilter/0.1.0 \
+		SERVER_PROTOCOL=HTTP/1.1 \
+		REQUEST_METHOD=GET \
+		"REQUEST_URI=$target" \
+		SCRIPT_NAME= \
+		"PATH_INFO=${target%%\?*}" \
+		"QUERY_STRING=$([[ $target == *\?* ]] && echo "${target#*\?}")" \
+		SERVER_NAME=h.example \
+		SERVER_PORT=99 \
+		REMOTE_ADDR=127.0.0.1 \
+		"REMOTE_PORT=$(client_port)" \
+		HTTP_HOST=h.example:99 \
+		HTTP_UPGRADE=websocket \
+		HTTP_CONNECTION=Upgrade \
+		HTTP_SEC_WEBSOCKET_KEY=dGhlIHNhbXBsZSBub25jZQ== \
+		HTTP_SEC_WEBSOCKET_VERSION=13 \
+		"$@" | LC_ALL=C sort)"
+}
+
 @test "CGI/1.1 variables of the request; --clear-env leaves only them" {
 	ws 0 "send:$REQ\r\n" head wait:3 eof -- --clear-env /usr/bin/env
 	assert_success
 	assert_line "CLOSE 1000"
-	local port
-	port=$(sed -n 's/^CLIENT 127\.0\.0\.1://p' <<<"$output")
-	assert_equal "$(env_lines)" "$(LC_ALL=C sort <<-EOF
-		GATEWAY_INTERFACE=CGI/1.1
-		SERVER_SOFTWARE=wsfilter/0.1.0
-		SERVER_PROTOCOL=HTTP/1.1
-		REQUEST_METHOD=GET
-		REQUEST_URI=/app/x?y=1
-		SCRIPT_NAME=
-		PATH_INFO=/app/x
-		QUERY_STRING=y=1
-		SERVER_NAME=h.example
-		SERVER_PORT=99
-		REMOTE_ADDR=127.0.0.1
-		REMOTE_PORT=$port
-		HTTP_HOST=h.example:99
-		HTTP_UPGRADE=websocket
-		HTTP_CONNECTION=Upgrade
-		HTTP_SEC_WEBSOCKET_KEY=dGhlIHNhbXBsZSBub25jZQ==
-		HTTP_SEC_WEBSOCKET_VERSION=13
-		HTTP_X_CUSTOM=v
-	EOF
-	)"
+	assert_cgi_env /app/x?y=1 HTTP_X_CUSTOM=v
 }
 
 @test "without --clear-env: wsfilter's environment too, the request's variables win; no HTTPS without --trust-proxy" {
@@ -626,27 +630,7 @@ long_target() {
 	assert_line 'ACCEPT ok'
 	assert_line "CLOSE 1000"
 	assert_line "EXIT 0"
-	port=$(sed -n 's/^CLIENT 127\.0\.0\.1://p' <<<"$output")
-	assert_equal "$(env_lines)" "$(LC_ALL=C sort <<-EOF
-		GATEWAY_INTERFACE=CGI/1.1
-		SERVER_SOFTWARE=wsfilter/0.1.0
-		SERVER_PROTOCOL=HTTP/1.1
-		REQUEST_METHOD=GET
-		REQUEST_URI=$target
-		SCRIPT_NAME=
-		PATH_INFO=$path
-		QUERY_STRING=$query
-		SERVER_NAME=h.example
-		SERVER_PORT=99
-		REMOTE_ADDR=127.0.0.1
-		REMOTE_PORT=$port
-		HTTP_HOST=h.example:99
-		HTTP_UPGRADE=websocket
-		HTTP_CONNECTION=Upgrade
-		HTTP_SEC_WEBSOCKET_KEY=dGhlIHNhbXBsZSBub25jZQ==
-		HTTP_SEC_WEBSOCKET_VERSION=13
-	EOF
-	)"
+	assert_cgi_env "$target"
 }
 
 @test "no HTTP_PROXY from a request (httpoxy), and a header name with _ is no variable: the program sees wsfilter's HTTP_PROXY and the real X-Forwarded-For only" {
@@ -713,7 +697,7 @@ long_target() {
 	# the program's own line ($$), then wsfilter's ($PPID)
 	assert_line --index 8 --regexp "^TEXT /proc/[0-9]+/status:Seccomp:"$'\t'"0$"
 	refute_line --index 8 --partial "/proc/$pid/"
-	if asan; then
+	if sanitized; then
 		echo "# the sanitizer build runs without the seccomp filter: its Seccomp: 2 not checked" >&3
 		return 0
 	fi

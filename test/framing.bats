@@ -14,8 +14,6 @@ fails_with_1002() {
 	assert_line 'EXIT 3'
 }
 
-close_frame() { echo "frame --opcode close --code 1000"; }
-
 @test "a text message comes back as text with ' - N' appended, N in 1..1000" {
 	answer --expect 0 hs + frame --text 'Hello there' + $(close_frame)
 	assert_success

@@ -4,10 +4,27 @@
 
 load lib/common
 
-@test "the RFC 6455 example key gets the RFC's Sec-WebSocket-Accept" {
-	answer --expect 4 hs --key dGhlIHNhbXBsZSBub25jZQ==
+# refused CODE CONVERSATION [-- WSFILTER-ARGS]: the request is refused: a well-formed
+# answer with status CODE, then wsfilter exits 3.
+refused() {
+	local code=$1
+	shift
+	answer --expect 3 "$@"
+	assert_success
+	assert_line --index 0 --regexp "^HTTP/1\.1 $code "
+	assert_line 'EXIT 3'
+}
+
+# upgraded CONVERSATION [-- WSFILTER-ARGS]: a well-formed 101; the client then
+# leaves (exit 4).
+upgraded() {
+	answer --expect 4 "$@"
 	assert_success
 	assert_line --index 0 --regexp '^HTTP/1\.1 101 '
+}
+
+@test "the RFC 6455 example key gets the RFC's Sec-WebSocket-Accept" {
+	upgraded hs --key dGhlIHNhbXBsZSBub25jZQ==
 	assert_line 'Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo='
 	assert_line 'Upgrade: websocket'
 	assert_line 'Connection: Upgrade'
@@ -21,153 +38,96 @@ load lib/common
 }
 
 @test "a client that leaves after the handshake makes wsfilter exit 4" {
-	answer --expect 4 hs
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 101 '
+	upgraded hs
 	assert_line 'EXIT 4'
 }
 
 @test "lower-case header names are accepted" {
-	answer --expect 4 hs --header-case lower
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 101 '
+	upgraded hs --header-case lower
 }
 
 @test "upper-case header names and tokens are accepted" {
-	answer --expect 4 hs --header-case upper --upgrade WEBSOCKET --connection UPGRADE
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 101 '
+	upgraded hs --header-case upper --upgrade WEBSOCKET --connection UPGRADE
 }
 
 @test "Connection with several tokens (keep-alive, Upgrade) is accepted" {
-	answer --expect 4 hs --connection 'keep-alive, Upgrade'
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 101 '
+	upgraded hs --connection 'keep-alive, Upgrade'
 }
 
 @test "the upgrade works on any path" {
-	answer --expect 4 hs --path '/chat/room?id=7'
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 101 '
+	upgraded hs --path '/chat/room?id=7'
 }
 
 @test "a request line without an HTTP version gets 400" {
-	answer --expect 3 hs --request-line 'GET /'
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
-	assert_line 'EXIT 3'
+	refused 400 hs --request-line 'GET /'
 }
 
 @test "a request line with an unknown protocol gets 400" {
-	answer --expect 3 hs --request-line 'GET / FTP/1.1'
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
-	assert_line 'EXIT 3'
+	refused 400 hs --request-line 'GET / FTP/1.1'
 }
 
 @test "a garbage request line gets 400" {
-	answer --expect 3 hs --request-line $'\x01\x02 garbage'
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
-	assert_line 'EXIT 3'
+	refused 400 hs --request-line $'\x01\x02 garbage'
 }
 
 @test "an HTTP/1.0 upgrade gets 400" {
-	answer --expect 3 hs --http HTTP/1.0
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
-	assert_line 'EXIT 3'
+	refused 400 hs --http HTTP/1.0
 }
 
 @test "an upgrade without Host gets 400" {
-	answer --expect 3 hs --no-host
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
-	assert_line 'EXIT 3'
+	refused 400 hs --no-host
 }
 
 @test "an upgrade without Sec-WebSocket-Key gets 400" {
-	answer --expect 3 hs --no-key
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
-	assert_line 'EXIT 3'
+	refused 400 hs --no-key
 }
 
 @test "a key of 15 bytes gets 400" {
-	answer --expect 3 hs --key "$("$PY" -c 'import base64; print(base64.b64encode(b"x"*15).decode())')"
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
-	assert_line 'EXIT 3'
+	refused 400 hs --key "$("$PY" -c 'import base64; print(base64.b64encode(b"x"*15).decode())')"
 }
 
 @test "a key of 17 bytes gets 400" {
-	answer --expect 3 hs --key "$("$PY" -c 'import base64; print(base64.b64encode(b"x"*17).decode())')"
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
-	assert_line 'EXIT 3'
+	refused 400 hs --key "$("$PY" -c 'import base64; print(base64.b64encode(b"x"*17).decode())')"
 }
 
 @test "a key that is not base64 gets 400" {
-	answer --expect 3 hs --key 'dGhlIHNhbXBsZSBub25j!!=='
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
-	assert_line 'EXIT 3'
+	refused 400 hs --key 'dGhlIHNhbXBsZSBub25j!!=='
 }
 
 @test "a key with base64 padding in the middle gets 400" {
-	answer --expect 3 hs --key 'dGhlIHNhbX=sZSBub25jZQ=='
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
-	assert_line 'EXIT 3'
+	refused 400 hs --key 'dGhlIHNhbX=sZSBub25jZQ=='
 }
 
 @test "Connection without the Upgrade token gets 400" {
-	answer --expect 3 hs --connection keep-alive
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
-	assert_line 'EXIT 3'
+	refused 400 hs --connection keep-alive
 }
 
 @test "a POST upgrade gets 405 with Allow: GET" {
-	answer --expect 3 hs --method POST
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 405 '
+	refused 405 hs --method POST
 	assert_line 'Allow: GET'
 	assert_line 'EXIT 3'
 }
 
 @test "Sec-WebSocket-Version 8 gets 426 with Sec-WebSocket-Version: 13" {
-	answer --expect 3 hs --version 8
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 426 '
+	refused 426 hs --version 8
 	assert_line 'Sec-WebSocket-Version: 13'
 	assert_line 'EXIT 3'
 }
 
 @test "with --origin a different Origin gets 403" {
-	answer --expect 3 hs --origin https://evil.example -- --origin https://good.example
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 403 '
-	assert_line 'EXIT 3'
+	refused 403 hs --origin https://evil.example -- --origin https://good.example
 }
 
 @test "with --origin the same Origin gets 101" {
-	answer --expect 4 hs --origin https://good.example -- --origin https://other.example --origin https://good.example
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 101 '
+	upgraded hs --origin https://good.example -- --origin https://other.example --origin https://good.example
 }
 
 @test "a head over 8 KiB gets 431" {
-	answer --expect 3 hs --pad 9000
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 431 '
-	assert_line 'EXIT 3'
+	refused 431 hs --pad 9000
 }
 
 @test "a head a little under 8 KiB is accepted" {
-	answer --expect 4 hs --pad 7000
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 101 '
+	upgraded hs --pad 7000
 }
 
 @test "a head that never completes gets 408 after --handshake-timeout" {
@@ -219,9 +179,7 @@ load lib/common
 }
 
 @test "GET /nope answers 404" {
-	answer --expect 3 http GET /nope
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 404 '
+	refused 404 http GET /nope
 }
 
 @test "every HTTP answer has Connection: close and a Content-Length matching its body" {
@@ -247,9 +205,7 @@ load lib/common
 }
 
 @test "--protocol selects the first protocol the client offers that the server knows" {
-	answer --expect 4 hs --protocol 'foo, superchat, chat' -- --protocol chat --protocol superchat
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 101 '
+	upgraded hs --protocol 'foo, superchat, chat' -- --protocol chat --protocol superchat
 	assert_line 'Sec-WebSocket-Protocol: superchat'
 }
 
@@ -260,28 +216,22 @@ load lib/common
 }
 
 @test "no common protocol: 101 without Sec-WebSocket-Protocol" {
-	answer --expect 4 hs --protocol 'foo, bar' -- --protocol chat
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 101 '
+	upgraded hs --protocol 'foo, bar' -- --protocol chat
 	refute_line --partial 'Sec-WebSocket-Protocol'
 }
 
 @test "without --protocol an offered protocol is not selected" {
-	answer --expect 4 hs --protocol chat
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 101 '
+	upgraded hs --protocol chat
 	refute_line --partial 'Sec-WebSocket-Protocol'
 }
 
 @test "a permessage-deflate offer gets no Sec-WebSocket-Extensions header" {
-	answer --expect 4 hs --extensions 'permessage-deflate; client_max_window_bits'
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 101 '
+	upgraded hs --extensions 'permessage-deflate; client_max_window_bits'
 	refute_line --partial 'Sec-WebSocket-Extensions'
 }
 
 @test "frames pipelined in the same write as the handshake are answered" {
-	answer --expect 0 hs + frame --text one + frame --text two + frame --opcode close --code 1000 -- --random-max 1
+	answer --expect 0 hs + frame --text one + frame --text two + $(close_frame) -- --random-max 1
 	assert_success
 	assert_line --index 0 --regexp '^HTTP/1\.1 101 '
 	assert_line 'TEXT "one - 1"'
@@ -292,7 +242,7 @@ load lib/common
 
 @test "the handshake gives the same answer in every chunking, one byte at a time included" {
 	answer --expect 0 --chunkings all,byte,random:1,random:2,7 \
-		hs --protocol 'x, chat' + frame --text hi + frame --opcode close --code 1000 -- --random-max 1 --protocol chat
+		hs --protocol 'x, chat' + frame --text hi + $(close_frame) -- --random-max 1 --protocol chat
 	assert_success
 	assert_line 'Sec-WebSocket-Protocol: chat'
 	assert_line 'TEXT "hi - 1"'
@@ -300,54 +250,32 @@ load lib/common
 }
 
 @test "an upgrade without Sec-WebSocket-Version gets 400, not 426" {
-	answer --expect 3 hs --no-version
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
+	refused 400 hs --no-version
 	refute_line 'Sec-WebSocket-Version: 13'
 	assert_line 'EXIT 3'
 }
 
 @test "two Host fields get 400, in an upgrade and in a plain request" {
-	answer --expect 3 hs --header 'Host: other.example'
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
-	answer --expect 3 http GET /healthz --header 'Host: other.example'
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
+	refused 400 hs --header 'Host: other.example'
+	refused 400 http GET /healthz --header 'Host: other.example'
 }
 
 @test "a header line without a colon gets 400" {
-	answer --expect 3 hs --header 'NoColonHere'
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
-	answer --expect 3 http GET /healthz --header 'NoColonHere'
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
+	refused 400 hs --header 'NoColonHere'
+	refused 400 http GET /healthz --header 'NoColonHere'
 }
 
 @test "a header with a control character gets 400" {
-	answer --expect 3 hs --header $'X-Note: a\x01b'
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
-	answer --expect 3 http GET /healthz --header 'X-Note: a\x1fb'
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
-	answer --expect 3 http GET /healthz --header 'X-\x02: b'
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
+	refused 400 hs --header $'X-Note: a\x01b'
+	refused 400 http GET /healthz --header 'X-Note: a\x1fb'
+	refused 400 http GET /healthz --header 'X-\x02: b'
 }
 
 @test "a request target that does not start with / gets 400" {
 	# (not the absolute form http://host/path, which HTTP/1.1 servers must accept)
-	answer --expect 3 hs --path 'x/y'
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
-	answer --expect 3 http GET 'x/y'
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
-	answer --expect 3 http GET '*'
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 400 '
+	refused 400 hs --path 'x/y'
+	refused 400 http GET 'x/y'
+	refused 400 http GET '*'
 }
 
 @test "POST to a plain path gets 405 with Allow: GET, HEAD" {
@@ -358,4 +286,128 @@ load lib/common
 		assert_line 'Allow: GET, HEAD'
 		assert_line 'EXIT 3'
 	done
+}
+
+# ---- strict HTTP heads over TCP: the answer, the log line, the Date ---------
+# (ops, expect_transcript, HEAD_101, UPG and assert_http_date: lib/common.bash)
+
+@test "a plain GET without Host gets 400 \"missing Host\", its body then EOF; logged, exit 3" {
+	run ops --expect 3 'send:GET / HTTP/1.1\r\n\r\n' head body eof
+	assert_success
+	assert_line --index 1 "STATUS HTTP/1.1 400 Bad Request"
+	assert_line --regexp '^BODY [0-9]+ 400 Bad Request: missing Host'
+	assert_equal "$(grep -A1 '^BODY ' <<<"$output" | sed 1d)" "EOF"
+	assert_line "EXIT 3"
+	assert_line --regexp "^LOG ${LOGP}127\.0\.0\.1:[0-9]+ http 400 \"GET /\" [0-9.]+s \(missing Host\), exit 3\$"
+	assert_http_date
+}
+
+@test "methods are case-sensitive: 'get' gets 405, Allow: GET with the upgrade headers and Allow: GET, HEAD without" {
+	run ops --expect 3 "send:get / HTTP/1.1\r\nHost: 127.0.0.1\r\n$UPG\r\n" head body eof
+	assert_success
+	assert_line --index 1 "STATUS HTTP/1.1 405 Method Not Allowed"
+	assert_line "H allow: GET"
+	refute_line --partial "101"
+	assert_line "EXIT 3"
+	assert_line --regexp "^LOG ${LOGP}.* http 405 \"get /\" .*, exit 3\$"
+	assert_http_date
+	# without the upgrade headers: an unknown method of plain HTTP
+	run ops --expect 3 'send:get / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n' head body eof
+	assert_success
+	assert_line --index 1 "STATUS HTTP/1.1 405 Method Not Allowed"
+	assert_line "H allow: GET, HEAD"
+	assert_line "EXIT 3"
+	assert_http_date
+}
+
+@test "HEAD /nope gets 404 with a Content-Length and not one body byte after the head" {
+	run ops --expect 3 req:HEAD:/nope head eof
+	assert_success
+	expect_transcript "STATUS HTTP/1.1 404 Not Found" \
+		"$(grep '^H date: ' <<<"$output")" \
+		"H content-type: text/plain; charset=utf-8" \
+		"$(grep '^H content-length: ' <<<"$output")" \
+		"H connection: close" "EOF" "EXIT 3" "$(grep '^LOG ' <<<"$output")"
+	assert_line --regexp '^H content-length: [1-9][0-9]*$'
+	assert_line --regexp "^LOG ${LOGP}.* http 404 \"HEAD /nope\" .*\(no such page\), exit 3\$"
+	assert_http_date
+}
+
+@test "a second Origin (evil, then the allowed one) gets 400, and so does a second Host, Sec-WebSocket-Key or Sec-WebSocket-Version" {
+	local base='GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n'
+	run ops --expect 3 "send:${base}Origin: http://evil.example\r\nOrigin: http://good.example\r\n$UPG\r\n" \
+		head body eof -- --origin http://good.example
+	assert_success
+	assert_line --index 1 "STATUS HTTP/1.1 400 Bad Request"
+	assert_line --regexp '^BODY [0-9]+ 400 Bad Request: more than one Origin'
+	assert_line "EXIT 3"
+	assert_http_date
+	# the allowed Origin alone is let in (the 400 above is for the second field)
+	run ops --expect 0 "send:${base}Origin: http://good.example\r\n$UPG\r\n" head close:1000 frame eof \
+		-- --origin http://good.example
+	assert_success
+	assert_line "ACCEPT ok"
+	local extra why
+	for extra in 'Host: 127.0.0.1\r\n:more than one Host' \
+		'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n:more than one Sec-WebSocket-Key' \
+		'Sec-WebSocket-Version: 13\r\n:more than one Sec-WebSocket-Version'; do
+		why=${extra##*:}
+		run ops --expect 3 "send:$base${extra%:*}$UPG\r\n" head body eof
+		assert_success
+		assert_line --index 1 "STATUS HTTP/1.1 400 Bad Request"
+		assert_line --regexp "^BODY [0-9]+ 400 Bad Request: $why"
+		assert_line "EXIT 3"
+		assert_http_date
+	done
+}
+
+@test "the absolute form GET http://x/ HTTP/1.1 is an upgrade with the upgrade headers (101, the right accept) and gets the page without them" {
+	run ops --expect 0 "send:GET http://x/ HTTP/1.1\r\nHost: x\r\n$UPG\r\n" head text:hi frame close:1000 frame eof -- --echo
+	assert_success
+	expect_transcript "${HEAD_101[@]}" "TEXT hi" "CLOSE 1000" "EOF" "EXIT 0" "$(grep '^LOG ' <<<"$output")"
+	local size
+	size=$(stat -c %s "$TOP/web/index.html")
+	run ops --expect 0 'send:GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n' head eof
+	assert_success
+	assert_line --index 1 "STATUS HTTP/1.1 200 OK"
+	assert_line "H content-length: $size"
+	assert_line --regexp "^EXTRA $size <!doctype html>"
+	assert_line --regexp "^LOG ${LOGP}.* http 200 page \"GET http://x/\" .*exit 0\$"
+	assert_http_date
+}
+
+@test "HTTP log lines carry the method and the target, control characters and quotes as '?'" {
+	run ops --expect 0 req:GET:/healthz?probe=1 head body eof
+	assert_success
+	assert_line --regexp "^LOG ${LOGP}127\.0\.0\.1:[0-9]+ http 200 health check \"GET /healthz\?probe=1\" [0-9]+\.[0-9]{3}s, exit 0\$"
+	assert_http_date
+	run ops --expect 3 'send:GET /a\x01b"c\x1b[1m HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n' head body eof
+	assert_success
+	assert_line --index 1 "STATUS HTTP/1.1 400 Bad Request"
+	assert_equal "$(grep -c '^LOG ' <<<"$output")" 1
+	assert_line --regexp "^LOG ${LOGP}.* http 400 \"GET /a\?b\?c\?\[1m\" [0-9.]+s \(malformed request target\), exit 3\$"
+	refute_output --partial $'\x1b'
+}
+
+@test "every plain HTTP answer carries a Date that is an IMF-fixdate within a minute of now" {
+	local req
+	for req in req:GET:/healthz req:HEAD:/ req:GET:/nope req:POST:/; do
+		run ops --expect "$([ "$req" = req:GET:/healthz ] || [ "$req" = req:HEAD:/ ] && echo 0 || echo 3)" \
+			"$req" head eof
+		assert_success
+		refute_line --regexp '^MALFORMED'
+		assert_http_date
+	done
+	run ops --expect 3 "send:GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n${UPG/13/8}\r\n" head body eof
+	assert_success
+	assert_line --index 1 "STATUS HTTP/1.1 426 Upgrade Required"
+	assert_http_date
+	run ops --expect 5 'send:GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n' head body eof -- --handshake-timeout 1
+	assert_success
+	assert_line --index 1 "STATUS HTTP/1.1 408 Request Timeout"
+	assert_http_date
+	# the 101 is not a plain answer: no Date there
+	run ops --expect 0 hs head close:1000 frame eof
+	assert_success
+	refute_line --partial "H date:"
 }

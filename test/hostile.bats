@@ -2,26 +2,16 @@
 # Hostile clients: wsfilter answers as RFC 6455 / HTTP say, exits within a
 # bounded time, and keeps its CPU time and peak RSS small (8 MiB; more for
 # sanitizer builds).  Each test runs one scenario of test/lib/hostile_cases.py
-# against wsfilter on a socketpair or an accepted loopback TCP socket,
-# wrapped in /usr/bin/time; the scenario checks the answer, the exit status
-# (a kill by a signal always fails), the timings, the memory and the log line.
-# HOSTILE_VERBOSE=1 prints the measured figures as TAP comments.
+# (lib/common.bash's hostile) against wsfilter on a socketpair or an accepted
+# loopback TCP socket, wrapped in /usr/bin/time; the scenario checks the
+# answer, the exit status (a kill by a signal always fails), the timings, the
+# memory and the log line. HOSTILE_VERBOSE=1 prints the measured figures as TAP
+# comments. (The idle timeout and the keepalive pings are in limits.bats.)
 
 load lib/common
 
 setup() {
 	[ -x "$WSFILTER" ] || fail "no $WSFILTER (run make)"
-	[ -x /usr/bin/time ] || fail "needs /usr/bin/time (Debian package time) to measure peak RSS and CPU"
-}
-
-# hostile NAME: run scenario NAME with a hard time limit
-hostile() {
-	run timeout -k 5 60 "$PY" "$LIB/hostile_cases.py" "$1"
-	assert_success
-	assert_output --partial "measure "
-	if [ -n "${HOSTILE_VERBOSE:-}" ]; then
-		printf '# %s\n' "${lines[@]}" >&3
-	fi
 }
 
 @test "slowloris: a request head dribbled a byte every 0.2 s gets 408 at the 2 s handshake timeout, exit 5" {
@@ -110,30 +100,6 @@ hostile() {
 
 @test "valid UTF-8 sequences split at every point across frames come back intact" {
 	hostile utf8-valid-split
-}
-
-@test "--idle-timeout 1 closes an idle connection with 1001 at about 1 s, exit 5" {
-	hostile idle-timeout
-}
-
-@test "--ping-interval 1 with a client that answers pings keeps the connection open past 3 s" {
-	hostile keepalive-answered
-}
-
-@test "--ping-interval 1 --ping-timeout 1 with a client that never answers closes with 1011, exit 5" {
-	hostile keepalive-unanswered
-}
-
-@test "--idle-timeout 2 with --ping-interval 1: the client's pongs count as input and keep it open" {
-	hostile idle-with-answered-pings
-}
-
-@test "--idle-timeout 2 ends a client that sends until wsfilter stops reading and never reads, exit 5" {
-	hostile idle-nonreader
-}
-
-@test "--idle-timeout 2 still ends such a client when --ping-interval 1 has a ping due that cannot be queued" {
-	hostile idle-nonreader-with-pings
 }
 
 @test "1000 messages and a close in one write: every reply comes before the server's close" {

@@ -1,16 +1,10 @@
 #!/usr/bin/env bats
-# Size limits, flat memory, back-pressure and timers.
+# Size limits, flat memory, back-pressure and timers: the idle timeout and the
+# keepalive pings (the timer tests run scenarios of test/lib/hostile_cases.py,
+# which also bound the time to exit, the CPU time and the peak RSS and check
+# the log line).
 
 load lib/common
-
-close_frame() { echo "frame --opcode close --code 1000"; }
-
-# A sanitizer build needs far more memory; the RSS checks only hold for a plain build.
-skip_if_sanitized() {
-	if grep -qa -e __asan_init -e __msan_init "$WSFILTER"; then
-		skip "sanitizer build: its RSS says nothing about wsfilter's"
-	fi
-}
 
 # hwm_below KB: the "VmHWM N kB" line of $output shows N < KB
 hwm_below() {
@@ -68,7 +62,7 @@ hwm_below() {
 }
 
 @test "a 256 MiB message streams through with peak RSS under 8 MiB" {
-	skip_if_sanitized
+	skip_if_sanitized "its RSS says nothing about wsfilter's"
 	run wst stream --expect 0 --size $((256 << 20)) --timeout 20 -- --random-max 1000
 	assert_success
 	assert_line --regexp '^received BINARY 26843546[0-9] bytes in [0-9]+ frames, payload ok, suffix " - ([1-9][0-9]{0,2}|1000)"$'
@@ -78,7 +72,7 @@ hwm_below() {
 }
 
 @test "a 64 MiB text message in 64 KiB fragments streams through with peak RSS under 8 MiB" {
-	skip_if_sanitized
+	skip_if_sanitized "its RSS says nothing about wsfilter's"
 	run wst stream --expect 0 --size $((64 << 20)) --frame-size 65536 --opcode text --timeout 20 -- --random-max 1
 	assert_success
 	assert_line --regexp '^received TEXT 67108868 bytes in [0-9]+ frames, payload ok, suffix " - 1"$'
@@ -93,38 +87,38 @@ hwm_below() {
 	assert_line 'EXIT 0'
 }
 
-@test "a client that sends pings without reading makes wsfilter stop reading, memory stays small" {
-	skip_if_sanitized
-	run wst flood --expect 0 --kind ping --bytes 50000000 --frame-size 125 --timeout 10
+# unread_flood KIND FRAME-SIZE [-- WSFILTER-ARGS]: a client sends 50 MB of KIND frames
+# without reading: wsfilter stops reading before 10 MB, with its peak RSS under 8 MiB;
+# once the client reads, every frame has its answer, exit 0.
+unread_flood() {
+	local kind=$1 size=$2
+	shift 2
+	run wst flood --expect 0 --kind "$kind" --bytes 50000000 --frame-size "$size" --timeout 10 "$@"
 	assert_success
 	assert_line --regexp '^sent [0-9]+ of 50000000 bytes, then wsfilter stopped reading$'
 	sent=$(sed -n 's/^sent \([0-9]*\) of.*/\1/p' <<<"$output")
 	[ "$sent" -lt 10000000 ] || fail "wsfilter read $sent bytes without its answers being read"
 	hwm_below 8192
-	# once the client reads again, every ping has its pong, then the close
 	assert_line --regexp '^answers ([0-9]+)/\1$'
-	assert_line 'close received'
 	assert_line 'EXIT 0'
+}
+
+@test "a client that sends pings without reading makes wsfilter stop reading, memory stays small" {
+	skip_if_sanitized "its RSS says nothing about wsfilter's"
+	unread_flood ping 125
+	# once the client reads again, every ping has its pong, then the close
+	assert_line 'close received'
 }
 
 @test "a client that sends messages without reading makes wsfilter stop reading, memory stays small" {
-	skip_if_sanitized
-	run wst flood --expect 0 --kind message --bytes 50000000 --frame-size 65536 --timeout 10 -- --echo
-	assert_success
-	assert_line --regexp '^sent [0-9]+ of 50000000 bytes, then wsfilter stopped reading$'
-	sent=$(sed -n 's/^sent \([0-9]*\) of.*/\1/p' <<<"$output")
-	[ "$sent" -lt 10000000 ] || fail "wsfilter read $sent bytes without its answers being read"
-	hwm_below 8192
-	assert_line --regexp '^answers ([0-9]+)/\1$'
-	assert_line 'EXIT 0'
+	skip_if_sanitized "its RSS says nothing about wsfilter's"
+	unread_flood message 65536 -- --echo
 }
 
-@test "--idle-timeout 1 closes an idle connection with 1001 (going away) and exit 5" {
-	answer --expect 5 --hold --timeout 8 hs -- --idle-timeout 1
-	assert_success
-	assert_line --index 0 --regexp '^HTTP/1\.1 101 '
-	assert_line 'CLOSE 1001'
-	assert_line 'EXIT 5'
+# ---- the idle timeout -------------------------------------------------------
+
+@test "--idle-timeout 1 closes an idle connection with 1001 (going away) at about 1 s, exit 5, logged" {
+	hostile idle-timeout
 }
 
 @test "--idle-timeout is reset by every message" {
@@ -136,20 +130,26 @@ hwm_below() {
 	assert_line 'EXIT 0'
 }
 
-@test "--ping-interval 1 sends pings" {
-	answer --expect 0 --hold --timeout 8 --wait-timeout 4 hs + wait '^PING' + $(close_frame) -- --ping-interval 1 --ping-timeout 5
-	assert_success # no TIMEOUT line: a ping came
-	assert_line --regexp '^PING '
-	assert_line 'CLOSE 1000'
-	assert_line 'EXIT 0'
+@test "--idle-timeout 2 with --ping-interval 1: the client's pongs count as input and keep it open" {
+	hostile idle-with-answered-pings
 }
 
-@test "--ping-timeout: no pong closes with 1011 and exit 5" {
-	answer --expect 5 --hold --timeout 10 hs -- --ping-interval 1 --ping-timeout 1
-	assert_success
-	assert_line --regexp '^PING '
-	assert_line 'CLOSE 1011'
-	assert_line 'EXIT 5'
+@test "--idle-timeout 2 ends a client that sends until wsfilter stops reading and never reads, exit 5" {
+	hostile idle-nonreader
+}
+
+@test "--idle-timeout 2 still ends such a client when --ping-interval 1 has a ping due that cannot be queued" {
+	hostile idle-nonreader-with-pings
+}
+
+# ---- keepalive pings --------------------------------------------------------
+
+@test "--ping-interval 1 sends pings; a client that answers them is still connected past 3 s, then closes, exit 0" {
+	hostile keepalive-answered
+}
+
+@test "--ping-interval 1 --ping-timeout 1: a client that never answers gets pings, then close 1011 at about 2 s, exit 5" {
+	hostile keepalive-unanswered
 }
 
 @test "without --ping-interval no ping is sent" {

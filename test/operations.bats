@@ -4,12 +4,8 @@
 # tcpserver's environment, signals, health checks, keepalive pings, the peer
 # named in the log line, and the exit status of every way a connection ends.
 #
-# `wstest.py script` (test/lib/wstest.py) starts wsfilter on an accepted loopback
-# TCP socket (or connects to a launcher), runs the steps it is given and prints a
-# transcript, one event a line ("STATUS ...", "TEXT ...", "CLOSE 1000", "EOF",
-# "EXIT 0", "LOG <stderr line>"); the tests assert on that transcript. Every run
-# that starts wsfilter names the exit status it must end with (--expect); a
-# malformed answer, a wrong accept value or a death by a signal fail the run.
+# Each connection is scripted with ops (lib/common.bash: `wstest.py script`, which
+# prints a transcript of what the client saw); the tests assert on that transcript.
 
 load lib/common
 
@@ -34,23 +30,6 @@ start_tcpserver_at() {
 	LAUNCH_PID=$! LAUNCHER_PID=$!
 }
 
-# ops [--expect STATUS] STEP... [-- WSFILTER-ARGS]: one scripted connection (see
-# wstest.py script --help).
-ops() {
-	timeout 60 "$PY" "$LIB/wstest.py" script "$@"
-}
-
-# expect_transcript LINE...: the transcript, without its first line (CLIENT
-# 127.0.0.1:<port>, which differs every run), is exactly these lines.
-expect_transcript() {
-	assert_equal "$(sed 1d <<<"$output")" "$(printf '%s\n' "$@")"
-}
-
-# client_port: the client's port, from the transcript's CLIENT line.
-client_port() {
-	sed -n '1s/^CLIENT 127\.0\.0\.1:\([0-9]*\)$/\1/p' <<<"$output"
-}
-
 # wait_for_line FILE REGEX: wait up to 5 s for a line matching REGEX in FILE.
 wait_for_line() {
 	local i
@@ -62,15 +41,6 @@ wait_for_line() {
 	cat "$1" >&2
 	return 1
 }
-
-# The head of a 101 answer as wstest.py script prints it (RFC 6455 sample key).
-HEAD_101=(
-	"STATUS HTTP/1.1 101 Switching Protocols"
-	"H upgrade: websocket"
-	"H connection: Upgrade"
-	"H sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-	"ACCEPT ok"
-)
 
 # A WebSocket upgrade by POST: a handshake error (405).
 POST_UPGRADE='POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n'
@@ -119,13 +89,8 @@ POST_UPGRADE='POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnec
 }
 
 @test "inetd with --log=auto: the log line goes to /dev/log (a fake one in a private mount namespace), not the socket" {
-	if ! unshare --mount true 2>/dev/null; then
-		skip "unshare --mount is not permitted here (needs root)"
-	fi
-	mkdir "$BATS_TEST_TMPDIR/realdev"
-	run timeout 60 "$LIB/fake-devlog.sh" "$BATS_TEST_TMPDIR/realdev" \
-		"$PY" "$LIB/wstest.py" script --expect 0 --stderr socket --syslog /dev/log \
-		hs head text:one text:two frame frame close:1000 frame eof -- --echo
+	need_unshare
+	run ops_devlog --expect 0 --stderr socket hs head text:one text:two frame frame close:1000 frame eof -- --echo
 	assert_success
 	local port
 	port=$(client_port)
@@ -138,12 +103,8 @@ POST_UPGRADE='POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnec
 }
 
 @test "inetd with --log=auto and a handshake error: the line for the error goes to /dev/log too" {
-	if ! unshare --mount true 2>/dev/null; then
-		skip "unshare --mount is not permitted here (needs root)"
-	fi
-	mkdir "$BATS_TEST_TMPDIR/realdev"
-	run timeout 60 "$LIB/fake-devlog.sh" "$BATS_TEST_TMPDIR/realdev" \
-		"$PY" "$LIB/wstest.py" script --expect 3 --stderr socket --syslog /dev/log "send:$POST_UPGRADE" head body eof
+	need_unshare
+	run ops_devlog --expect 3 --stderr socket "send:$POST_UPGRADE" head body eof
 	assert_success
 	refute_line --partial "EXTRA"
 	assert_line "EXIT 3"
@@ -159,7 +120,7 @@ POST_UPGRADE='POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnec
 	run ops --connect "127.0.0.1:$PORT" hs head text:one text:two frame frame close:1000 frame eof
 	assert_success
 	assert_equal "$output" "$(printf '%s\n' "${HEAD_101[@]}" "TEXT one" "TEXT two" "CLOSE 1000" "EOF")"
-	wait_for_line "$log" '^wsfilter(\[[0-9]+\])?: 127\.0\.0\.1:[0-9]+ websocket .* in 2 msg 6 B, out 2 msg 6 B, close 1000 by client, exit 0$'
+	wait_for_line "$log" "^${LOGP}127\.0\.0\.1:[0-9]+ websocket .* in 2 msg 6 B, out 2 msg 6 B, close 1000 by client, exit 0\$"
 	assert_children_ended_well "$log"
 }
 
@@ -173,7 +134,7 @@ stop_with() {
 	expect_transcript "${HEAD_101[@]}" "TEXT one" "TEXT two" "TEXT three" \
 		"CLOSE 1001 server shutting down" "EOF" "EXITED 0" "EXIT 0" \
 		"$(grep '^LOG ' <<<"$output")"
-	assert_line --regexp '^LOG wsfilter(\[[0-9]+\])?: 127\.0\.0\.1:[0-9]+ websocket .* in 3 msg 11 B, out 3 msg 11 B, close 1001 by server \(.*\), exit 0$'
+	assert_line --regexp "^LOG ${LOGP}127\.0\.0\.1:[0-9]+ websocket .* in 3 msg 11 B, out 3 msg 11 B, close 1001 by server \(.*\), exit 0\$"
 }
 
 @test "SIGTERM: the client gets its replies, then close 1001; wsfilter exits 0 within 2 s" {
@@ -200,7 +161,7 @@ stop_with() {
 	assert_line "BODY 2 ok"
 	assert_equal "$(grep -A1 '^BODY ' <<<"$output" | sed 1d)" "EOF"
 	assert_line "EXIT 0"
-	assert_line --regexp '^LOG wsfilter(\[[0-9]+\])?: 127\.0\.0\.1:[0-9]+ http 200 health check .*exit 0$'
+	assert_line --regexp "^LOG ${LOGP}127\.0\.0\.1:[0-9]+ http 200 health check .*exit 0\$"
 }
 
 @test "HEAD /healthz: the GET headers and no body; logged as a health check, exit 0" {
@@ -212,7 +173,7 @@ stop_with() {
 	assert_line "H connection: close"
 	refute_line --partial "EXTRA"
 	assert_line "EXIT 0"
-	assert_line --regexp '^LOG wsfilter(\[[0-9]+\])?: .* http 200 health check .*exit 0$'
+	assert_line --regexp "^LOG ${LOGP}.* http 200 health check .*exit 0\$"
 }
 
 @test "HEAD /: Content-Length is the size of web/index.html, no body, and a CSP with connect-src" {
@@ -235,7 +196,7 @@ stop_with() {
 	assert_success
 	expect_transcript "${HEAD_101[@]}" "CLOSE 1011 no pong within 1 s" "PINGS 1" "EOF" "EXIT 5" \
 		"$(grep '^LOG ' <<<"$output")"
-	assert_line --regexp '^LOG wsfilter(\[[0-9]+\])?: .* close 1011 by server \(no pong within 1 s\), exit 5$'
+	assert_line --regexp "^LOG ${LOGP}.* close 1011 by server \(no pong within 1 s\), exit 5\$"
 }
 
 @test "pings: a client that answers them is still connected after 3 s, and got pings" {
@@ -289,48 +250,48 @@ peer_log() {
 @test "peer: REMOTE_ADDR/REMOTE_PORT come first" {
 	peer_log REMOTE_ADDR=192.0.2.1 REMOTE_PORT=1001 TCPREMOTEIP=192.0.2.2 TCPREMOTEPORT=1002 \
 		SOCAT_PEERADDR=192.0.2.3 SOCAT_PEERPORT=1003
-	assert_line --regexp '^LOG wsfilter(\[[0-9]+\])?: 192\.0\.2\.1:1001 http 200 '
+	assert_line --regexp "^LOG ${LOGP}192\.0\.2\.1:1001 http 200 "
 }
 
 @test "peer: then TCPREMOTEIP/TCPREMOTEPORT (tcpserver)" {
 	peer_log TCPREMOTEIP=192.0.2.2 TCPREMOTEPORT=1002 SOCAT_PEERADDR=192.0.2.3 SOCAT_PEERPORT=1003
-	assert_line --regexp '^LOG wsfilter(\[[0-9]+\])?: 192\.0\.2\.2:1002 http 200 '
+	assert_line --regexp "^LOG ${LOGP}192\.0\.2\.2:1002 http 200 "
 }
 
 @test "peer: then SOCAT_PEERADDR/SOCAT_PEERPORT (socat)" {
 	peer_log SOCAT_PEERADDR=192.0.2.3 SOCAT_PEERPORT=1003
-	assert_line --regexp '^LOG wsfilter(\[[0-9]+\])?: 192\.0\.2\.3:1003 http 200 '
+	assert_line --regexp "^LOG ${LOGP}192\.0\.2\.3:1003 http 200 "
 }
 
 @test "peer: with no launcher variables, getpeername of the accepted TCP socket" {
 	peer_log
-	assert_line --regexp "^LOG wsfilter(\[[0-9]+\])?: 127\.0\.0\.1:$(client_port) http 200 "
+	assert_line --regexp "^LOG ${LOGP}127\.0\.0\.1:$(client_port) http 200 "
 }
 
 @test "peer: an IPv6 REMOTE_ADDR is written in brackets before the port" {
 	peer_log REMOTE_ADDR=2001:db8::1 REMOTE_PORT=1001
-	assert_line --regexp '^LOG wsfilter(\[[0-9]+\])?: \[2001:db8::1\]:1001 http 200 '
+	assert_line --regexp "^LOG ${LOGP}\[2001:db8::1\]:1001 http 200 "
 }
 
 @test "peer: X-Forwarded-For is logged with --trust-proxy" {
 	run ops --expect 0 --header "X-Forwarded-For: 203.0.113.7" hs head close:1000 frame eof -- --trust-proxy
 	assert_success
 	assert_line "EXIT 0"
-	assert_line --regexp "^LOG wsfilter(\[[0-9]+\])?: 127\.0\.0\.1:$(client_port) for 203\.0\.113\.7 websocket "
+	assert_line --regexp "^LOG ${LOGP}127\.0\.0\.1:$(client_port) for 203\.0\.113\.7 websocket "
 }
 
 @test "peer: X-Forwarded-For is ignored without --trust-proxy" {
 	run ops --expect 0 --header "X-Forwarded-For: 203.0.113.7" hs head close:1000 frame eof
 	assert_success
 	assert_line "EXIT 0"
-	assert_line --regexp "^LOG wsfilter(\[[0-9]+\])?: 127\.0\.0\.1:$(client_port) websocket "
+	assert_line --regexp "^LOG ${LOGP}127\.0\.0\.1:$(client_port) websocket "
 	refute_output --partial "203.0.113.7"
 }
 
 @test "peer: control characters in REMOTE_ADDR come out as '?' (one log line, no escape sequences)" {
 	peer_log 'REMOTE_ADDR=10.0.0.1\x1b[31m\nforged line\x7f"' REMOTE_PORT=5
 	assert_equal "$(grep -c '^LOG ' <<<"$output")" 1
-	assert_line --regexp '^LOG wsfilter(\[[0-9]+\])?: 10\.0\.0\.1\?\[31m\?forged line\?\?:5 http 200 '
+	assert_line --regexp "^LOG ${LOGP}10\.0\.0\.1\?\[31m\?forged line\?\?:5 http 200 "
 	refute_output --partial $'\x1b'
 }
 
@@ -350,7 +311,7 @@ peer_log() {
 	assert_success
 	assert_line "CLOSE 1000"
 	assert_line "EXIT 0"
-	assert_line --regexp '^LOG wsfilter(\[[0-9]+\])?: .* websocket .* close 1000 by client, exit 0$'
+	assert_line --regexp "^LOG ${LOGP}.* websocket .* close 1000 by client, exit 0\$"
 }
 
 @test "exit 0: the page is served (logged: http 200 page)" {
@@ -358,7 +319,7 @@ peer_log() {
 	assert_success
 	assert_line --index 1 "STATUS HTTP/1.1 200 OK"
 	assert_line "EXIT 0"
-	assert_line --regexp '^LOG wsfilter(\[[0-9]+\])?: .* http 200 page .*exit 0$'
+	assert_line --regexp "^LOG ${LOGP}.* http 200 page .*exit 0\$"
 }
 
 @test "exit 3: an unmasked client frame (close 1002 and its reason in the log)" {
@@ -366,7 +327,7 @@ peer_log() {
 	assert_success
 	assert_line "CLOSE 1002 unmasked client frame"
 	assert_line "EXIT 3"
-	assert_line --regexp '^LOG wsfilter(\[[0-9]+\])?: .* close 1002 by server \(unmasked client frame\), exit 3$'
+	assert_line --regexp "^LOG ${LOGP}.* close 1002 by server \(unmasked client frame\), exit 3\$"
 }
 
 @test "exit 3: HTTP 400 for an upgrade without Sec-WebSocket-Key (status and reason in the log)" {
@@ -374,7 +335,7 @@ peer_log() {
 	assert_success
 	assert_line --index 1 "STATUS HTTP/1.1 400 Bad Request"
 	assert_line "EXIT 3"
-	assert_line --regexp '^LOG wsfilter(\[[0-9]+\])?: .* http 400 .*\(.*Sec-WebSocket-Key.*\), exit 3$'
+	assert_line --regexp "^LOG ${LOGP}.* http 400 .*\(.*Sec-WebSocket-Key.*\), exit 3\$"
 }
 
 @test "exit 4: EOF in the middle of a frame's payload, without a close" {
@@ -383,7 +344,7 @@ peer_log() {
 	assert_line "TEXT hi"
 	assert_line "EOF"
 	assert_line "EXIT 4"
-	assert_line --regexp '^LOG wsfilter(\[[0-9]+\])?: .* websocket .*\(client left without a close.*\), exit 4$'
+	assert_line --regexp "^LOG ${LOGP}.* websocket .*\(client left without a close.*\), exit 4\$"
 }
 
 @test "exit 5: handshake timeout with a partial request head (408)" {
@@ -392,14 +353,14 @@ peer_log() {
 	assert_line --index 1 "STATUS HTTP/1.1 408 Request Timeout"
 	refute_line --partial "EXTRA"
 	assert_line "EXIT 5"
-	assert_line --regexp '^LOG wsfilter(\[[0-9]+\])?: .* http 408 .*exit 5$'
+	assert_line --regexp "^LOG ${LOGP}.* http 408 .*exit 5\$"
 }
 
 @test "exit 5: handshake timeout without a single byte (nothing sent back)" {
 	run ops --expect 5 eof -- --handshake-timeout 1
 	assert_success
 	expect_transcript "EOF" "EXIT 5" "$(grep '^LOG ' <<<"$output")"
-	assert_line --regexp '^LOG wsfilter(\[[0-9]+\])?: .* no request .*\(no request within 1 s\), exit 5$'
+	assert_line --regexp "^LOG ${LOGP}.* no request .*\(no request within 1 s\), exit 5\$"
 }
 
 @test "exit 5: idle timeout (close 1001 \"idle for 1 s\"; close code and reason in the log)" {
@@ -407,7 +368,7 @@ peer_log() {
 	assert_success
 	assert_line "CLOSE 1001 idle for 1 s"
 	assert_line "EXIT 5"
-	assert_line --regexp '^LOG wsfilter(\[[0-9]+\])?: .* websocket .* close 1001 by server \(idle.*\), exit 5$'
+	assert_line --regexp "^LOG ${LOGP}.* websocket .* close 1001 by server \(idle.*\), exit 5\$"
 }
 
 @test "exit 2: an unknown option is a usage error" {
@@ -434,7 +395,7 @@ peer_log() {
 	assert_line --regexp '^TEXT two - [0-9]+$'
 	assert_line "CLOSE 1000"
 	assert_line "EOF"
-	wait_for_line "$log" '^wsfilter(\[[0-9]+\])?: 127\.0\.0\.1:[0-9]+ websocket .* close 1000 by client, exit 0$'
+	wait_for_line "$log" "^${LOGP}127\.0\.0\.1:[0-9]+ websocket .* close 1000 by client, exit 0\$"
 }
 
 # ==== 9. Signals at the edges, IPv6, where the log goes =======================
@@ -488,12 +449,8 @@ peer_log() {
 }
 
 @test "--log=syslog: the line goes to /dev/log (a fake one in a private mount namespace), not to stderr" {
-	if ! unshare --mount true 2>/dev/null; then
-		skip "unshare --mount is not permitted here (needs root)"
-	fi
-	mkdir "$BATS_TEST_TMPDIR/realdev"
-	run timeout 60 "$LIB/fake-devlog.sh" "$BATS_TEST_TMPDIR/realdev" \
-		"$PY" "$LIB/wstest.py" script --expect 0 --syslog /dev/log req:GET:/healthz head body eof -- --log=syslog
+	need_unshare
+	run ops_devlog --expect 0 req:GET:/healthz head body eof -- --log=syslog
 	assert_success
 	refute_line --regexp '^LOG '
 	assert_equal "$(grep -c '^SYSLOG ' <<<"$output")" 1

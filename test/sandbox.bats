@@ -3,12 +3,6 @@
 
 load lib/common
 
-skip_if_sanitized() {
-	if grep -qa __asan_init "$WSFILTER"; then
-		skip "sanitizer builds run without the filter"
-	fi
-}
-
 # hold_open EXPECT ARGS...: a handshake over TCP, wsfilter's Seccomp and NoNewPrivs
 # lines while the connection is open, then a clean close (wstest script).
 hold_open() {
@@ -18,7 +12,7 @@ hold_open() {
 }
 
 @test "the seccomp filter is on while a connection is open" {
-	skip_if_sanitized
+	skip_if_sanitized "it runs without the seccomp filter"
 	hold_open 0
 	assert_success
 	assert_line "STATUS HTTP/1.1 101 Switching Protocols"
@@ -46,7 +40,7 @@ hold_open() {
 }
 
 @test "--sandbox=required starts where seccomp is available" {
-	skip_if_sanitized
+	skip_if_sanitized "it runs without the seccomp filter"
 	hold_open 0 --sandbox=required
 	assert_success
 	assert_line "STATUS HTTP/1.1 101 Switching Protocols"
@@ -55,7 +49,7 @@ hold_open() {
 }
 
 @test "--sandbox=on and --sandbox=off: the filter on, then off" {
-	skip_if_sanitized
+	skip_if_sanitized "it runs without the seccomp filter"
 	hold_open 0 --sandbox=on
 	assert_success
 	assert_line "Seccomp: 2"
@@ -66,7 +60,7 @@ hold_open() {
 }
 
 @test "--sandbox=required where seccomp cannot be installed: exit 1 before reading, logged" {
-	skip_if_sanitized
+	skip_if_sanitized "it runs without the seccomp filter"
 	# wstest --no-seccomp runs wsfilter under a filter that makes installing another fail
 	run wst run --expect 1 --no-seccomp --show-log http GET /healthz -- --sandbox=required --log=stderr
 	assert_success
@@ -76,7 +70,7 @@ hold_open() {
 }
 
 @test "--sandbox=on where seccomp cannot be installed: a warning, then it serves" {
-	skip_if_sanitized
+	skip_if_sanitized "it runs without the seccomp filter"
 	for sandbox in --sandbox=on ''; do
 		run wst run --expect 0 --no-seccomp --show-log http GET /healthz -- --log=stderr $sandbox
 		assert_success

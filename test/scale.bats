@@ -88,7 +88,7 @@ teardown() {
 		line=$(lines_for "$s")
 		assert_equal "$(wc -l <<<"$line")" 1
 		# peer: HAProxy's address on the hosts' link; then the client
-		assert_regex "$line" "^host[1-3] wsfilter(\[[0-9]+\])?: 10\.77\.0\.1:[0-9]+ for ${s//./\\.} websocket [0-9.]+s, in 5 msg [0-9]+ B, out 5 msg [0-9]+ B, close 1000 by client, exit 0$"
+		assert_regex "$line" "^host[1-3] ${LOGP}10\.77\.0\.1:[0-9]+ for ${s//./\\.} websocket [0-9.]+s, in 5 msg [0-9]+ B, out 5 msg [0-9]+ B, close 1000 by client, exit 0$"
 	done
 	run grep -r 203.0.113.66 "$BATS_FILE_TMPDIR" --include='host*.log'
 	assert_failure
@@ -129,14 +129,8 @@ teardown() {
 }
 
 @test "a host killed mid-run: its clients are cut within seconds, the others lose nothing, new connections go to live hosts, and it comes back" {
-	hold_start 40 12
-	local victims=() others=() s srv i line
-	while read -r s srv; do
-		if [ "$srv" = host1 ]; then victims+=("$s"); else others+=("$s"); fi
-	done < <(sessions_by_server | grep -E '^10\.77\.9\.(4[0-9]|5[01]) ')
-	echo "# on host1: ${victims[*]}" >&3
-	[ "${#victims[@]}" -ge 1 ] || fail "no client landed on host1"
-	[ $((${#victims[@]} + ${#others[@]})) -eq 12 ] || fail "show sess lists $((${#victims[@]} + ${#others[@]})) of 12 clients"
+	hold_split host1 40 12
+	local s line
 	sleep 1
 
 	# host1 dies: no FIN, no reset, nothing reaches HAProxy from it
@@ -147,42 +141,23 @@ teardown() {
 	# (on-marked-down shutdown-sessions); every client of host1 sees its
 	# connection end, none hangs
 	wait_status host1 DOWN 30
-	for i in $(seq 1 100); do
-		[ "$(for s in "${victims[@]}"; do hold_result "$s"; done | wc -l)" -eq "${#victims[@]}" ] && break
-		sleep 0.1
-	done
+	wait_hold_results 10 "${VICTIMS[@]}"
 	t1=$(date +%s%N)
 	echo "# host1's clients cut $(( (t1 - t0) / 1000000 )) ms after it died" >&3
-	for s in "${victims[@]}"; do
-		line=$(hold_result "$s")
-		[ -n "$line" ] || fail "client $s of the dead host still runs 10 s after host1 went down"
-		assert_equal "$(field "$line" result)" dropped
-		assert_equal "$(field "$line" bad)" 0
-	done
+	assert_holds_ended dropped "10 s after host1 went down" "${VICTIMS[@]}"
 	# the clients of host2 and host3 are still running
-	for s in "${others[@]}"; do
+	for s in "${OTHERS[@]}"; do
 		assert_equal "$(hold_result "$s")" ''
 	done
 
 	# new connections while host1 is down all succeed, on host2 and host3
-	run clients connect "$URI" "$(sources 52 9)" 20
-	assert_success
-	mapfile -t fresh < <(sources 52 9 | tr , '\n')
-	wait_lines_for 10 "${fresh[@]}"
-	for s in "${fresh[@]}"; do
-		assert_regex "$(lines_for "$s")" '^host[23] '
-	done
+	connect_lands 52 9 20 '^host[23] '
 
 	# the clients on live hosts lost nothing: every message they sent was
 	# read by wsfilter (its log line) and answered, in order
-	hold_stop
-	for s in "${others[@]}"; do
-		line=$(hold_result "$s")
-		assert_equal "$(field "$line" result)" ok
-		assert_equal "$(field "$line" received)" "$(field "$line" sent)"
-	done
-	wait_lines_for 10 "${others[@]}"
-	for s in "${others[@]}"; do
+	holds_finish_ok "${OTHERS[@]}"
+	wait_lines_for 10 "${OTHERS[@]}"
+	for s in "${OTHERS[@]}"; do
 		line=$(lines_for "$s")
 		assert_regex "$line" '^host[23] .* close 1000 by client, exit 0$'
 		assert_equal "$(log_field "$line" in)" "$(field "$(hold_result "$s")" sent)"
@@ -194,39 +169,22 @@ teardown() {
 	ip -n "$(ns h1)" link set eth0 up
 	host_start 1
 	wait_status host1 UP 30
-	local before
-	before=$(host_lines 1 | grep -c ' websocket ' || true)
-	run clients connect "$URI" "$(sources 61 9)" 20
-	assert_success
-	mapfile -t back < <(sources 61 9 | tr , '\n')
-	wait_lines_for 10 "${back[@]}"
-	[ "$(host_lines 1 | grep -c ' websocket ')" -gt "$before" ] || fail "host1 got no connection after coming back"
+	host_gets_some 1 61 9 20
 	all_exits_clean
 }
 
 @test "a host drained: set to drain in HAProxy it gets no new connection; stopped, each of its clients gets its replies, then close 1001" {
-	hold_start 70 12
-	local victims=() others=() s srv line pid i
-	while read -r s srv; do
-		if [ "$srv" = host2 ]; then victims+=("$s"); else others+=("$s"); fi
-	done < <(sessions_by_server | grep -E '^10\.77\.9\.(7[0-9]|8[01]) ')
-	echo "# on host2: ${victims[*]}" >&3
-	[ "${#victims[@]}" -ge 1 ] || fail "no client landed on host2"
+	hold_split host2 70 12
+	local s line pids
 
 	# step 1: HAProxy's runtime API takes host2 out of the rotation
 	run hapi 'set server wsfilter/host2 state drain'
 	assert_success
 	wait_status host2 DRAIN 5
-	run clients connect "$URI" "$(sources 82 6)" 5
-	assert_success
-	mapfile -t fresh < <(sources 82 6 | tr , '\n')
-	wait_lines_for 10 "${fresh[@]}"
-	for s in "${fresh[@]}"; do
-		assert_regex "$(lines_for "$s")" '^host[13] '
-	done
+	connect_lands 82 6 5 '^host[13] '
 	# its clients are still being served
 	sleep 0.5
-	for s in "${victims[@]}"; do
+	for s in "${VICTIMS[@]}"; do
 		assert_equal "$(hold_result "$s")" ''
 	done
 
@@ -234,26 +192,21 @@ teardown() {
 	# wsfilter@ instances: SIGTERM to the listener and to every wsfilter
 	# (systemd-socket-activate passes its SIGTERM on to its children, too)
 	mapfile -t pids < <(host_wsfilter_pids 2)
-	[ "${#pids[@]}" -ge "${#victims[@]}" ] || fail "${#pids[@]} wsfilter processes on host2 for ${#victims[@]} clients"
+	[ "${#pids[@]}" -ge "${#VICTIMS[@]}" ] || fail "${#pids[@]} wsfilter processes on host2 for ${#VICTIMS[@]} clients"
 	kill -TERM "$(host_launcher_pid 2)" "${pids[@]}" 2>/dev/null || true
-	for i in $(seq 1 100); do
-		[ "$(for s in "${victims[@]}"; do hold_result "$s"; done | wc -l)" -eq "${#victims[@]}" ] && break
-		sleep 0.1
-	done
-	for i in $(seq 1 50); do
+	wait_hold_results 10 "${VICTIMS[@]}"
+	for _ in $(seq 1 50); do
 		[ -z "$(host_wsfilter_pids 2)" ] && break
 		sleep 0.1
 	done
 	assert_equal "$(host_wsfilter_pids 2)" ''
-	wait_lines_for 10 "${victims[@]}"
-	for s in "${victims[@]}"; do
+	wait_lines_for 10 "${VICTIMS[@]}"
+	# close 1001 from wsfilter, after every reply it had produced: the client
+	# got all of them, in order, before the close
+	assert_holds_ended closed "10 s after the stop" "${VICTIMS[@]}"
+	for s in "${VICTIMS[@]}"; do
 		line=$(hold_result "$s")
-		[ -n "$line" ] || fail "client $s of the drained host still runs 10 s after the stop"
-		# close 1001 from wsfilter, after every reply it had produced:
-		# the client got all of them, in order, before the close
-		assert_equal "$(field "$line" result)" closed
 		assert_equal "$(field "$line" code)" 1001
-		assert_equal "$(field "$line" bad)" 0
 		local logline
 		logline=$(lines_for "$s")
 		assert_regex "$logline" '^host2 .* close 1001 by server.*, exit 0$'
@@ -265,67 +218,33 @@ teardown() {
 	hapi 'show sess' | grep -c ' srv=host2 ' && fail "sessions left on host2"
 
 	# the others go on to the end, untouched
-	hold_stop
-	for s in "${others[@]}"; do
-		line=$(hold_result "$s")
-		assert_equal "$(field "$line" result)" ok
-		assert_equal "$(field "$line" received)" "$(field "$line" sent)"
-	done
+	holds_finish_ok "${OTHERS[@]}"
 
 	# step 3: the host starts again and is made ready: it gets traffic again
 	host_start 2
 	run hapi 'set server wsfilter/host2 state ready'
 	assert_success
 	wait_status host2 UP 20
-	local before
-	before=$(host_lines 2 | grep -c ' websocket ' || true)
-	run clients connect "$URI" "$(sources 90 9)" 5
-	assert_success
-	mapfile -t back < <(sources 90 9 | tr , '\n')
-	wait_lines_for 10 "${back[@]}"
-	[ "$(host_lines 2 | grep -c ' websocket ')" -gt "$before" ] || fail "host2 got no connection after the drain"
+	host_gets_some 2 90 9 5
 	all_exits_clean
 }
 
 @test "disable server (maintenance) takes a host out at once: its connections are cut, new ones go elsewhere" {
-	hold_start 100 6
-	local victims=() others=() s srv line i
-	while read -r s srv; do
-		if [ "$srv" = host3 ]; then victims+=("$s"); else others+=("$s"); fi
-	done < <(sessions_by_server | grep -E '^10\.77\.9\.10[0-5] ')
-	[ "${#victims[@]}" -ge 1 ] || fail "no client landed on host3"
+	hold_split host3 100 6
+	local s
 	run hapi 'disable server wsfilter/host3'
 	assert_success
 	wait_status host3 MAINT 5
-	for i in $(seq 1 50); do
-		[ "$(for s in "${victims[@]}"; do hold_result "$s"; done | wc -l)" -eq "${#victims[@]}" ] && break
-		sleep 0.1
-	done
-	for s in "${victims[@]}"; do
-		line=$(hold_result "$s")
-		[ -n "$line" ] || fail "client $s of the disabled host still runs 5 s after disable server"
-		assert_equal "$(field "$line" result)" dropped
-		assert_equal "$(field "$line" bad)" 0
-	done
+	wait_hold_results 5 "${VICTIMS[@]}"
+	assert_holds_ended dropped "5 s after disable server" "${VICTIMS[@]}"
 	# host3 sees its clients leave without a close (exit 4)
-	expect_client_left "${victims[@]}"
-	wait_lines_for 10 "${victims[@]}"
-	for s in "${victims[@]}"; do
+	expect_client_left "${VICTIMS[@]}"
+	wait_lines_for 10 "${VICTIMS[@]}"
+	for s in "${VICTIMS[@]}"; do
 		assert_regex "$(lines_for "$s")" '^host3 .*, exit 4$'
 	done
-	run clients connect "$URI" "$(sources 110 6)" 5
-	assert_success
-	mapfile -t fresh < <(sources 110 6 | tr , '\n')
-	wait_lines_for 10 "${fresh[@]}"
-	for s in "${fresh[@]}"; do
-		assert_regex "$(lines_for "$s")" '^host[12] '
-	done
-	hold_stop
-	for s in "${others[@]}"; do
-		line=$(hold_result "$s")
-		assert_equal "$(field "$line" result)" ok
-		assert_equal "$(field "$line" received)" "$(field "$line" sent)"
-	done
+	connect_lands 110 6 5 '^host[12] '
+	holds_finish_ok "${OTHERS[@]}"
 	run hapi 'enable server wsfilter/host3'
 	assert_success
 	wait_status host3 UP 20

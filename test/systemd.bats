@@ -13,33 +13,15 @@ load lib/nspawn
 # and must run one after the other.
 BATS_NO_PARALLELIZE_WITHIN_FILE=true
 
+# Only the address and port differ from the shipped socket, set as an
+# administrator would: a drop-in.
 setup_file() {
-	[ -x "$TOP/wsfilter" ] || return 0 # each test reports the missing binary
-	local t0 t1 reason
-	export NSPAWN_SKIP=
-	if reason=$(nspawn_unavailable); then
-		export NSPAWN_SKIP=$reason
-		return 0
-	fi
-	t0=$(date +%s)
-	nspawn_image
-	t1=$(date +%s)
-	export STAGE
-	STAGE=$(mktemp -d /tmp/wsfilter-stage.XXXXXX)
-	nspawn_stage "$STAGE"
-	nspawn_boot "$STAGE" "$BATS_FILE_TMPDIR/nspawn.log"
-	export NSPAWN_PID CONTAINER_PID
-	echo "# image ready in $((t1 - t0)) s, container booted in $(($(date +%s) - t1)) s" >&3
-
-	# Only the address and port differ from the shipped socket, set as an
-	# administrator would: a drop-in.
-	export PORT HOST=127.0.0.1 SCHEME=ws ROOT_PID=$NSPAWN_PID
-	nspawn_socket_port wsfilter.socket 'ListenStream=127.0.0.1:$PORT' 'ListenStream=[::1]:$PORT'
+	nspawn_setup_file wsfilter.socket 'ListenStream=127.0.0.1:$PORT' 'ListenStream=[::1]:$PORT'
+	export ROOT_PID=${NSPAWN_PID:-}
 }
 
 teardown_file() {
-	nspawn_shutdown
-	[ -z "${STAGE:-}" ] || rm -rf "$STAGE"
+	nspawn_teardown_file
 }
 
 setup() {
@@ -51,50 +33,36 @@ teardown() {
 	[ -z "${PROGRAM_SET:-}" ] || program_reset
 }
 
-need_container() {
-	[ -z "$NSPAWN_SKIP" ] || skip "$NSPAWN_SKIP"
-	if [ -z "${CONTAINER_PID:-}" ] || ! kill -0 "$CONTAINER_PID" 2>/dev/null; then
-		fail "the container is not running (see $BATS_FILE_TMPDIR/nspawn.log)"
-	fi
-}
-
-# verify_install: `make install` with PREFIX in a temporary directory, so the
-# generated unit's ExecStart= names a binary that exists on this host.
-verify_install() {
-	VDIR=$BATS_TEST_TMPDIR/prefix
-	make -s -C "$TOP" -o wsfilter -o web_index.h install PREFIX="$VDIR" >/dev/null
-	UNITDIR=$VDIR/lib/systemd/system
-	[ -f "$UNITDIR/wsfilter@.service" ] && [ -f "$UNITDIR/wsfilter.socket" ]
+# held_connection: a client holds a connection open (aborting_client_start);
+# HELD_PID is the instance's wsfilter as the host sees it.
+held_connection() {
+	local p
+	HELD_PID=
+	aborting_client_start
+	for p in $(descendants "$ROOT_PID"); do
+		[ "$(cat "/proc/$p/comm" 2>/dev/null)" = wsfilter ] && HELD_PID=$p
+	done
+	[ -n "$HELD_PID" ] || fail "no wsfilter below $ROOT_PID"
 }
 
 # ---- static checks ----------------------------------------------------------
 
 @test "make install turns @BINDIR@ into the binary's path in wsfilter@.service" {
-	verify_install
+	units_install wsfilter@.service wsfilter.socket
 	run grep -c '@BINDIR@' "$UNITDIR/wsfilter@.service"
 	assert_output 0
-	run grep -x "ExecStart=$VDIR/bin/wsfilter" "$UNITDIR/wsfilter@.service"
+	run grep -x "ExecStart=$INSTALL_PREFIX/bin/wsfilter" "$UNITDIR/wsfilter@.service"
 	assert_success
 }
 
 @test "systemd-analyze verify prints nothing for the installed units" {
-	verify_install
-	# MANPATH lets it find the installed man page named by Documentation=.
-	run env MANPATH="$VDIR/share/man" systemd-analyze verify \
-		"$UNITDIR/wsfilter.socket" "$UNITDIR/wsfilter@.service"
-	assert_success
-	assert_output ''
+	units_install wsfilter@.service wsfilter.socket
+	assert_units_verify wsfilter.socket wsfilter@.service
 }
 
 @test "systemd-analyze security rates wsfilter@.service's exposure at most 1.0" {
-	verify_install
-	run systemd-analyze security --offline=true "$UNITDIR/wsfilter@.service"
-	assert_success
-	local score
-	score=$(sed -n 's/.*Overall exposure level for wsfilter@[^:]*: \([0-9.]*\) .*/\1/p' <<<"$output")
-	echo "exposure $score"
-	[ -n "$score" ]
-	awk -v s="$score" 'BEGIN { exit !(s <= 1.0) }'
+	units_install wsfilter@.service wsfilter.socket
+	assert_exposure wsfilter@.service 1.0
 }
 
 # ---- systemd as PID 1 in a container ----------------------------------------
@@ -164,22 +132,11 @@ verify_install() {
 @test "container: a connection's process runs as a dynamic user without capabilities, under seccomp, in its own network namespace" {
 	need_container
 	wait_no_wsfilter "$ROOT_PID" 5
-	local ready=$BATS_TEST_TMPDIR/ready i p pid=
-	timeout 30 "$PY" "$CLIENTS/load_websockets.py" --abort-after-ready "$ready" "$(url)" \
-		>"$BATS_TEST_TMPDIR/client.log" 2>&1 3>&- &
-	STARTED_PIDS+=($!)
-	for i in $(seq 1 200); do
-		[ -e "$ready" ] && break
-		sleep 0.05
-	done
-	[ -e "$ready" ]
-	for p in $(descendants "$ROOT_PID"); do
-		[ "$(cat "/proc/$p/comm" 2>/dev/null)" = wsfilter ] && pid=$p
-	done
-	[ -n "$pid" ]
-	local status
+	local pid status
+	held_connection
+	pid=$HELD_PID
 	status=$(cat "/proc/$pid/status")
-	rm -f "$ready"
+	rm -f "$ABORT_READY"
 	echo "$status" | grep -E '^(Uid|Gid|Cap|NoNewPrivs|Seccomp)'
 	# Not root (DynamicUser=yes).
 	assert_equal "$(awk '/^Uid:/ { print ($2 != 0) }' <<<"$status")" 1
@@ -201,10 +158,10 @@ verify_install() {
 	local i
 	for i in $(seq 1 50); do
 		run in_container journalctl --no-pager -o cat -u 'wsfilter@*'
-		grep -qE '^wsfilter(\[[0-9]+\])?: 127\.0\.0\.1:[0-9]+ .*[^0-9]7 msgs? ' <<<"$output" && break
+		grep -qE "^${LOGP}127\.0\.0\.1:[0-9]+ .*[^0-9]7 msgs? " <<<"$output" && break
 		sleep 0.1
 	done
-	assert_line --regexp '^wsfilter(\[[0-9]+\])?: 127\.0\.0\.1:[0-9]+ .*[^0-9]7 msgs? '
+	assert_line --regexp "^${LOGP}127\.0\.0\.1:[0-9]+ .*[^0-9]7 msgs? "
 	# wsfilter's seccomp filter went in under the unit's own filter.
 	refute_output --partial 'seccomp'
 }
@@ -283,24 +240,15 @@ program_reset() {
 
 @test "container, the shipped program drop-in: wsfilter adds its own seccomp filter to the unit's (Seccomp: 2 both), the program has the unit's only" {
 	use_program
-	local ready=$BATS_TEST_TMPDIR/ready i p pid= prog=
-	timeout 30 "$PY" "$CLIENTS/load_websockets.py" --abort-after-ready "$ready" "$(url)" \
-		>"$BATS_TEST_TMPDIR/client.log" 2>&1 3>&- &
-	STARTED_PIDS+=($!)
-	for i in $(seq 1 200); do
-		[ -e "$ready" ] && break
-		sleep 0.05
-	done
-	[ -e "$ready" ]
-	for p in $(descendants "$ROOT_PID"); do
-		[ "$(cat "/proc/$p/comm" 2>/dev/null)" = wsfilter ] && pid=$p
-	done
+	local pid prog
+	held_connection
+	pid=$HELD_PID
 	prog=$(program_pids "$ROOT_PID")
-	[ -n "$pid" ] && [ -n "$prog" ]
+	[ -n "$prog" ]
 	local ws ps
 	ws=$(cat "/proc/$pid/status")
 	ps=$(cat "/proc/$prog/status")
-	rm -f "$ready"
+	rm -f "$ABORT_READY"
 	grep -E '^(Name|PPid|Uid|NoNewPrivs|Seccomp)' <<<"$ws"
 	grep -E '^(Name|PPid|Uid|NoNewPrivs|Seccomp)' <<<"$ps"
 	# the program is wsfilter's child, the same dynamic user, no new privileges

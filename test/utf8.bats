@@ -5,8 +5,6 @@
 
 load lib/common
 
-close_frame() { echo "frame --opcode close --code 1000"; }
-
 # fails_with_1007 HEX: a text message "hi" + HEX fails the connection with 1007
 fails_with_1007() {
 	run wst run --expect 3 --timeout 8 hs + frame --hex "6869$1" + frame --text after -- --close-timeout 1 --random-max 1

@@ -34,13 +34,8 @@ if [ -z "${BASH_VERSION:-}" ]; then
 fi
 set -u
 
-HERE=$(cd "$(dirname "$0")" && pwd)
-TOP=$(cd "$HERE/../.." && pwd)
-PY=/usr/bin/python3
-CC=${CC:-cc}
-BIN=${BIN:-$HERE/bin}
+. "$(dirname "$0")/../lib/bench.sh"
 LOGDIR=${LOGDIR:-$BIN/run}
-WSFILTER=${WSFILTER:-$TOP/wsfilter}
 QUICK=${QUICK:-}
 [ "$QUICK" = 0 ] && QUICK=
 if [ -n "$QUICK" ]; then
@@ -55,11 +50,9 @@ MAXCONN=20000		# --max-connections for Accept=no
 TSV=$LOGDIR/acceptor.tsv
 MD=$LOGDIR/acceptor.md
 D=$LOGDIR/acceptor
-mkdir -p "$D/bin" "$D/build" "$BIN"
+mkdir -p "$D/bin" "$D/build"
 rm -f "$D"/*.log "$D"/*.out
 : >"$TSV"
-
-log() { printf '%s\n' "$*" >&2; }
 
 # ---- the servers
 ALL_SERVERS="acc-dyn acc-static inetd-dyn inetd-static node-ws python-websockets websocketd"
@@ -87,14 +80,8 @@ server_handler() {	# the per-connection process's comm
 }
 
 # ---- build and checks
-for t in wsload lineecho; do
-	if [ ! -x "$BIN/$t" ] || [ "$HERE/$t.c" -nt "$BIN/$t" ]; then
-		$CC -O2 -Wall -Wextra -o "$BIN/$t" "$HERE/$t.c" || exit 1
-	fi
-done
-for t in systemd-socket-activate websocketd node nstat ss timeout; do
-	command -v "$t" >/dev/null || { log "bench: $t is missing"; exit 1; }
-done
+build_tools
+need_commands systemd-socket-activate websocketd node nstat ss timeout
 [ -x "$WSFILTER" ] || { log "bench: $WSFILTER not built (make)"; exit 1; }
 # a statically linked wsfilter: the Makefile's `make static` where there is
 # one, else the same compiler flags as the Makefile's wsfilter plus -static;
@@ -131,38 +118,22 @@ ulimit -n "$HARD" 2>/dev/null || log "bench: could not raise the open-files limi
 NOFILE=$(ulimit -n)
 log "bench: acceptor: open-files limit $NOFILE (hard $(ulimit -Hn))"
 
-# ---- processes
-free_port() {
-	"$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-wait_listen() {	# PORT: up to 15 s
-	for _ in $(seq 1 150); do
-		ss -Hltn "sport = :$1" 2>/dev/null | grep -q . && return 0
-		sleep 0.1
-	done
-	return 1
-}
+# ---- processes (pick_port, wait_port, cpu_ticks, wait_children_gone and
+# rotate are lib/bench.sh's)
 backlog() {	# PORT: the listening socket's backlog (ss Send-Q)
 	ss -Hltn "sport = :$1" 2>/dev/null | awk 'NR == 1 { print $3 }'
-}
-cpu_ticks() {	# PID: utime+stime+cutime+cstime
-	local stat
-	stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
-	stat=${stat##*) }
-	set -- $stat
-	echo $(( ${12} + ${13} + ${14} + ${15} ))
 }
 treemem() { "$PY" "$HERE/treemem.py" "$@"; }
 
 declare -A PID PORT
 start_server() {	# NAME: in its own session; PID and PORT set
 	local s=$1 port cmd
-	port=$(free_port)
+	port=$(pick_port)
 	cmd=$(server_cmd "$s" "$port")
 	(cd "$TOP" && eval "exec setsid $cmd") </dev/null >>"$D/$s.log" 2>&1 &
 	PID[$s]=$!
 	PORT[$s]=$port
-	if ! wait_listen "$port"; then
+	if ! wait_port "$port" 127.0.0.1 15; then
 		log "bench: $s did not start listening on $port"
 		stop_server "$s"
 		return 1
@@ -212,12 +183,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'cleanup; exit 130' INT TERM
 
-rotate() {	# ROUND WORDS...: the words, starting ROUND-1 further on
-	local r=$1
-	shift
-	for _ in $(seq 1 $(( (r - 1) % $# ))); do set -- "$@" "$1"; shift; done
-	echo "$@"
-}
 nstat_counts() {	# the kernel's counters (absolute, history untouched)
 	nstat -asz TcpExtListenOverflows TcpExtListenDrops TcpRetransSegs TcpExtTCPSynRetrans \
 		TcpOutRsts TcpExtTCPTimeouts 2>/dev/null |
@@ -244,7 +209,6 @@ log_outcomes() {	# SERVER LINES-BEFORE
 		END { printf "log_lines=%d log_ok=%d log_noreq=%d log_killed=%d", n, ok, nr, k }'
 }
 
-HZ=$(getconf CLK_TCK)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 T0=$(date +%s)
 
@@ -264,13 +228,10 @@ for r in $(seq 1 "$RUNS"); do
 			--timeout $((SEQ_TIMEOUT - 5)) 127.0.0.1 "${PORT[$s]}" 2>>"$D/wsload.log")
 		rc=$?
 		# the launchers' children reaped (2 s), so that their CPU is in
-		for _ in $(seq 1 40); do
-			[ -z "$(pgrep -P "${PID[$s]}" 2>/dev/null)" ] && break
-			sleep 0.05
-		done
+		wait_children_gone "${PID[$s]}"
 		after=$(cpu_ticks "${PID[$s]}")
 		[ -n "$out" ] || out="status=failed why=\"wsload exit $rc\""
-		out="$out server_cpu_s=$(awk -v t=$((after - before)) -v hz="$HZ" 'BEGIN { printf "%.2f", t / hz }')"
+		out="$out server_cpu_s=$(cpu_seconds $((after - before)))"
 		printf 'seq\t%s\t%s\t%s\n' "$s" "$r" "$out" >>"$TSV"
 		log "  acceptor seq $s #$r: $out"
 	done
@@ -294,10 +255,7 @@ run_conc() {	# SERVER C ROUND
 	fi
 	bl=$(backlog "${PORT[$s]}")
 	sleep 1
-	for _ in $(seq 1 50); do	# the first connection's process gone (5 s)
-		[ -z "$(pgrep -P "${PID[$s]}" 2>/dev/null)" ] && break
-		sleep 0.1
-	done
+	wait_children_gone "${PID[$s]}" 5	# the first connection's process gone
 	idle=$(treemem "${PID[$s]}" "$handler")
 	ns0=$(nstat_counts)
 	lines0=$(wc -l <"$D/$s.log")
@@ -332,10 +290,7 @@ run_conc() {	# SERVER C ROUND
 	WPID=
 	# each connection's process writes its log line once the client has
 	# gone, after wsload counts it done: up to 30 s for all of them to end
-	for _ in $(seq 1 300); do
-		[ -z "$(pgrep -P "${PID[$s]}" 2>/dev/null)" ] && break
-		sleep 0.1
-	done
+	wait_children_gone "${PID[$s]}" 30
 	ns1=$(nstat_counts)
 	out=$(cat "$D/conc.out")
 	if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then

@@ -9,9 +9,12 @@ idle_* and peak_* memory figures of treemem.py, d_* nstat deltas, backlog,
 nofile, held_s).  Medians over the rounds that finished, (min–max) when
 more than one.  Nothing here passes or fails: goals are set beside figures.
 """
-import shlex
-import statistics
+import os
 import sys
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from bench_figures import cell, num as fnum, read_figures, stat, status, values  # noqa: E402
 
 NAMES = {
     "acc-dyn": "wsfilter Accept=no",
@@ -29,78 +32,20 @@ GOAL_PSS_MB = 300	# whole-server peak PSS at 10,000 connections
 
 
 def parse(path):
+    """{"seq" or "conc": [(server, fields), ...]}"""
     rows = {}
-    with open(path) as f:
-        for line in f:
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) != 4:
-                continue
-            kind, s, r, rest = parts
-            kv = {}
-            for item in shlex.split(rest):
-                k, _, v = item.partition("=")
-                kv[k] = v
-            kv["round"] = r
-            rows.setdefault(kind, []).append((s, kv))
+    for kind, s, _, kv in read_figures(path):
+        rows.setdefault(kind, []).append((s, kv))
     return rows
-
-
-def fnum(x):
-    if x is None:
-        return "-"
-    if abs(x) < 0.005:
-        x = 0.0
-    if abs(x) >= 100:
-        return f"{x:,.0f}"
-    if abs(x) >= 10:
-        return f"{x:.1f}"
-    return f"{x:.2f}"
 
 
 def fint(x):
     return f"{x:,.0f}" if x == int(x) else fnum(x)
 
 
-def stat(vals):
-    return (statistics.median(vals), min(vals), max(vals), len(vals)) if vals else None
-
-
-def cell(m, fmt=fnum):
-    if not m:
-        return "-"
-    med = fmt(m[0])
-    return med if m[3] == 1 else f"{med} ({fmt(m[1])}–{fmt(m[2])})"
-
-
-def values(runs, f, ok_only=True):
-    out = []
-    for kv in runs:
-        if ok_only and kv.get("status") != "ok":
-            continue
-        try:
-            out.append(f(kv))
-        except (KeyError, ValueError, ZeroDivisionError):
-            pass
-    return out
-
-
 def held(kv, c):
     """The connections held open: C less those that failed (before the hold)."""
     return c - int(kv.get("failed", 0) or 0)
-
-
-def status(runs):
-    if not runs:
-        return "not run"
-    bad = [kv for kv in runs if kv.get("status") != "ok"]
-    if not bad:
-        return f"ok {len(runs)}/{len(runs)}"
-    b = bad[0]
-    word = {"stalled": "stalled", "hung": "hung", "nostart": "did not start",
-            "timeout": "timed out"}.get(b.get("status"), "failed")
-    why = b.get("why", "")
-    return f"**{word}** in round {b['round']}" + (f" ({why})" if why else "") + \
-        f"; ok {len(runs) - len(bad)}/{len(runs)}"
 
 
 def main():

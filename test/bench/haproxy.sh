@@ -12,11 +12,9 @@
 # $LOGDIR/haproxy.md.
 set -u
 
-HERE=$(cd "$(dirname "$0")" && pwd)
-TOP=$(cd "$HERE/../.." && pwd)
-PY=/usr/bin/python3
-SHIPPED=$TOP/haproxy/wsfilter.cfg
 : "${WSFILTER:?}" "${BIN:?}" "${LOGDIR:?}"
+. "$(dirname "$0")/../lib/bench.sh"
+SHIPPED=$TOP/haproxy/wsfilter.cfg
 RUNS=${RUNS:-1}
 if [ -n "${QUICK:-}" ]; then
 	N_BURST=20000 N_CONN=100 C_CONC=50 N_CONC=100 C_MEM=200 RUN_TIMEOUT=30
@@ -29,20 +27,6 @@ D=$LOGDIR/haproxy
 rm -rf "$D"
 mkdir -p "$D"
 : >"$TSV"
-
-log() { printf '%s\n' "$*" >&2; }
-
-free_port() {
-	"$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-wait_listen() {	# PORT: up to 10 s
-	for _ in $(seq 1 100); do
-		ss -Hltn "sport = :$1" 2>/dev/null | grep -q . && return 0
-		sleep 0.1
-	done
-	return 1
-}
 
 PIDS=()
 cleanup() {
@@ -69,10 +53,10 @@ start() {	# LOG CMD...: in its own process group
 # ---- the hosts: three listeners, as wsfilter.socket would be on three machines
 HOSTPORT=()
 for i in 1 2 3; do
-	HOSTPORT[$i]=$(free_port)
+	HOSTPORT[$i]=$(pick_port)
 	start "$D/host$i.log" systemd-socket-activate -l "127.0.0.1:${HOSTPORT[$i]}" --accept --inetd \
 		"$WSFILTER" --trust-proxy
-	wait_listen "${HOSTPORT[$i]}" || { log "bench: host $i did not start"; exit 1; }
+	wait_port "${HOSTPORT[$i]}" 127.0.0.1 10 || { log "bench: host $i did not start"; exit 1; }
 done
 
 # ---- a certificate for the TLS figure
@@ -89,7 +73,7 @@ cat "$D/cert.pem" "$D/key.pem" >"$D/haproxy.pem"
 declare -A HPLAIN HTLS HPID
 haproxy_start() {
 	local name=$1 hosts=$2 plain tls stats cfg=$D/$1.cfg i srv=()
-	plain=$(free_port) tls=$(free_port) stats=$(free_port)
+	plain=$(pick_port) tls=$(pick_port) stats=$(pick_port)
 	for i in 1 2 3; do
 		if [ "$i" -le "$hosts" ]; then
 			srv+=(-e "s|server host$i 10\.0\.0\.1$i:8765|server host$i 127.0.0.1:${HOSTPORT[$i]}|")
@@ -106,7 +90,7 @@ haproxy_start() {
 	haproxy -c -q -f "$cfg" || { log "bench: $cfg is not valid"; return 1; }
 	start "$D/$name.log" haproxy -db -f "$cfg"
 	HPID[$name]=$LAST HPLAIN[$name]=$plain HTLS[$name]=$tls
-	wait_listen "$plain" || { log "bench: $name did not start"; return 1; }
+	wait_port "$plain" 127.0.0.1 10 || { log "bench: $name did not start"; return 1; }
 	for _ in $(seq 1 100); do	# every host UP
 		[ "$(echo 'show stat' | socat -t 2 stdio "UNIX-CONNECT:$D/$name.sock" 2>/dev/null |
 			awk -F, '$1 == "wsfilter" && $2 ~ /^host/ && $18 == "UP"' | wc -l)" = "$hosts" ] && return 0
@@ -136,9 +120,7 @@ wl_args() {
 }
 for r in $(seq 1 "$RUNS"); do
 	for w in burst conn conc; do
-		set -- $TARGETS
-		for _ in $(seq 1 $(( (r - 1) % $# ))); do set -- "$@" "$1"; shift; done
-		for t in "$@"; do
+		for t in $(rotate "$r" $TARGETS); do
 			out=$(timeout -k 2 "$RUN_TIMEOUT" "$BIN/wsload" $(wl_args "$w") --stall 3 \
 				--timeout $((RUN_TIMEOUT - 5)) 127.0.0.1 "$(port_of "$t")" 2>>"$D/wsload.log")
 			[ -n "$out" ] || out="status=failed"
@@ -204,26 +186,19 @@ mem_run tls
 cleanup
 
 # ---- the section
-"$PY" - "$TSV" "$RUNS" "$N_BURST" "$N_CONN" "$C_CONC" "$N_CONC" "$C_MEM" >"$MD" <<'EOF'
-import shlex, statistics, sys
-tsv, runs, n_burst, n_conn, c_conc, n_conc, c_mem = sys.argv[1:]
-rows = {}
-for line in open(tsv):
-    p = line.rstrip("\n").split("\t")
-    if len(p) != 4:
-        continue
-    f = dict(x.partition("=")[::2] for x in shlex.split(p[3]))
-    rows.setdefault((p[0], p[1]), []).append(f)
+"$PY" - "$TOP/test/lib" "$TSV" "$RUNS" "$N_BURST" "$N_CONN" "$C_CONC" "$N_CONC" "$C_MEM" >"$MD" <<'EOF'
+import sys
+sys.dont_write_bytecode = True
+sys.path.insert(0, sys.argv[1])
+from bench_figures import by_what_and_server, cell as fig_cell, stat, values
+tsv, runs, n_burst, n_conn, c_conc, n_conc, c_mem = sys.argv[2:]
+rows = by_what_and_server(tsv)
 
 def med(w, t, k):
-    v = [float(f[k]) for f in rows.get((w, t), []) if f.get("status") == "ok" and k in f]
-    return (statistics.median(v), min(v), max(v), len(v)) if v else None
+    return stat(values(rows.get((w, t), []), lambda f: float(f[k])))
 
 def cell(m):
-    if not m:
-        return "failed"
-    s = f"{m[0]:,.0f}"
-    return s if m[3] == 1 else f"{s} ({m[1]:,.0f}–{m[2]:,.0f})"
+    return fig_cell(m, lambda x: f"{x:,.0f}", "failed")
 
 print("## Through HAProxy")
 print()

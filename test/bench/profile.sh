@@ -13,27 +13,20 @@
 #   bash test/bench/profile.sh        N=100000 R=2000
 #   N=10000 R=500 bash test/bench/profile.sh
 set -u
-HERE=$(cd "$(dirname "$0")" && pwd)
-TOP=$(cd "$HERE/../.." && pwd)
-BIN=$HERE/bin
+BIN=$(cd "$(dirname "$0")" && pwd)/bin	# not an inherited BIN
+. "$(dirname "$0")/../lib/bench.sh"
 OUT=$BIN/profile
-WSFILTER=${WSFILTER:-$TOP/wsfilter}
 N=${N:-100000}
 R=${R:-2000}
 mkdir -p "$OUT"
 rm -f "$OUT"/*
-for t in wsload lineecho; do
-	cc -O2 -Wall -Wextra -o "$BIN/$t" "$HERE/$t.c" || exit 1
-done
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_listen() { for _ in $(seq 1 100); do ss -Hltn "sport = :$1" | grep -q . && return 0; sleep 0.05; done; return 1; }
+build_tools
 
 # TOOL: strace|perf|callgrind; SERVER: builtin|exec|websocketd; ARGS for wsload
 run() {
 	local tool=$1 server=$2 tag=$3; shift 3
 	local p out=$OUT/$tool.$server.$tag wrap=() cmd=() pid
-	p=$(port)
+	p=$(pick_port)
 	case $tool in
 	strace)    wrap=(strace -f -c -o "$out") ;;
 	perf)      wrap=(perf stat -x, -e task-clock,context-switches,cpu-migrations,page-faults -o "$out") ;;
@@ -53,7 +46,7 @@ run() {
 			"${wrap[@]}" "${cmd[@]}" </dev/null >"$out.log" 2>&1 &
 	fi
 	pid=$!
-	wait_listen "$p" || { echo "profile: $tool $server did not listen" >&2; return; }
+	wait_port "$p" 127.0.0.1 5 || { echo "profile: $tool $server did not listen" >&2; return; }
 	timeout 120 "$BIN/wsload" "$@" --stall 5 127.0.0.1 "$p" >"$out.wsload" 2>&1
 	sleep 0.5	# the connection's process writes its summary at exit
 	if [ "$server" = websocketd ]; then

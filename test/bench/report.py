@@ -7,9 +7,13 @@ Usage: report.py RESULTS RUNS CONC_CONNS CONC_MSGS SERVERS WORKLOAD...
 Each line of RESULTS is: workload, server, round, then wsload's key=value
 line with run.sh's additions (server_cpu_s, memory figures).
 """
-import shlex
+import os
 import statistics
 import sys
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from bench_figures import by_what_and_server, cell, num, stat, status, values  # noqa: E402
 
 HANDLERS = {"wsfilter-systemd": "wsfilter", "wsfilter-socat": "wsfilter",
             "wsfilter-acceptor": "wsfilter",
@@ -29,32 +33,6 @@ FLOOR = "relay-systemd"
 ROUND_TRIPS = ("rtt",)
 
 
-def parse(path):
-    runs = {}
-    with open(path) as f:
-        for line in f:
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) != 4:
-                continue
-            w, s, _, rest = parts
-            fields = {}
-            for item in shlex.split(rest):
-                k, _, v = item.partition("=")
-                fields[k] = v
-            runs.setdefault((w, s), []).append(fields)
-    return runs
-
-
-def num(x):
-    if x is None:
-        return "-"
-    if x >= 100:
-        return f"{x:,.0f}"
-    if x >= 10:
-        return f"{x:.1f}"
-    return f"{x:.2f}"
-
-
 class Table:
     def __init__(self, runs):
         self.runs = runs
@@ -62,42 +40,19 @@ class Table:
     def ok(self, w, s):
         return [r for r in self.runs.get((w, s), []) if r.get("status") == "ok"]
 
-    def values(self, w, s, field):
-        out = []
-        for r in self.ok(w, s):
-            try:
-                out.append(float(r[field]))
-            except (KeyError, ValueError):
-                pass
-        return out
+    def stat(self, w, s, field):
+        return stat(values(self.runs.get((w, s), []), lambda r: float(r[field])))
 
     def median(self, w, s, field):
-        v = self.values(w, s, field)
-        return statistics.median(v) if v else None
+        m = self.stat(w, s, field)
+        return m[0] if m else None
 
     def cell(self, w, s, field):
-        v = self.values(w, s, field)
-        if not v:
-            return "-"
-        med = num(statistics.median(v))
-        return med if len(v) == 1 else f"{med} ({num(min(v))}–{num(max(v))})"
+        return cell(self.stat(w, s, field))
 
-    def status(self, w, s):
-        rs = self.runs.get((w, s), [])
-        if not rs:
-            return "not run"
-        bad = [r for r in rs if r.get("status") != "ok"]
-        if not bad:
-            return f"ok {len(rs)}/{len(rs)}"
-        b = bad[0]
-        why = b.get("why", "")
-        lost = b.get("lost")
-        detail = f"{why}" + (f"; {lost} replies missing" if lost and lost != "0" else "")
-        word = {"stalled": "deadlocked", "hung": "hung", "nostart": "did not start"}.get(
-            b.get("status"), "failed")
-        ok = len(rs) - len(bad)
-        return f"**{word}** in round {rs.index(b) + 1} ({detail})" + (
-            f"; ok {ok}/{len(rs)}" if ok else "")
+    def status(self, w, s, brief=False):
+        # run.sh retries a stalled burst only: a stall is a deadlock of the server
+        return status(self.runs.get((w, s), []), "deadlocked", brief)
 
 
 def ratio(a, b):
@@ -139,16 +94,16 @@ def program_section(t, servers, workloads):
         builtin = f"wsfilter-{launcher}" if name != "mibbin" else None
         b = t.median(name, builtin, metric) if builtin else None
         d = t.median(name, peer, metric)
-        peer_status = t.status(name, peer)
+        peer_status = t.status(name, peer, brief=True)
         if d is None:
-            dcell = peer_status.split(" (")[0] if peer_status != "not run" else "not run"
+            dcell = peer_status
         else:
             dcell = num(d)
             if not peer_status.startswith("ok"):
-                dcell += f" ({peer_status.split(' (')[0]} in some rounds)"
+                dcell += f" ({peer_status} in some rounds)"
         goals = []
         if a is None:
-            goals.append(f"wsfilter: {t.status(name, prog).split(' (')[0]}")
+            goals.append(f"wsfilter: {t.status(name, prog, brief=True)}")
         else:
             if d is not None:
                 goals.append(f"{'met' if a / d >= GOAL_PEER else 'missed'} {GOAL_PEER:g}x websocketd")
@@ -184,9 +139,9 @@ def floor_section(t, rows):
         f = t.median(name, FLOOR, metric)
         d = t.median(name, peer, metric)
         a = t.median(name, prog, metric)
-        fcell = num(f) if f is not None else t.status(name, FLOOR).split(" (")[0]
-        dcell = num(d) if d is not None else t.status(name, peer).split(" (")[0]
-        acell = num(a) if a is not None else t.status(name, prog).split(" (")[0]
+        fcell = num(f) if f is not None else t.status(name, FLOOR, brief=True)
+        dcell = num(d) if d is not None else t.status(name, peer, brief=True)
+        acell = num(a) if a is not None else t.status(name, prog, brief=True)
         p(f"| {label} | {fcell} | {dcell} | {ratio(d, f)} | {launcher} | {acell} | {ratio(a, f)} |")
         if f is not None and d is not None and (label, f, d) not in bounds:
             bounds.append((label, f, d))
@@ -200,7 +155,7 @@ def main():
     results, runs_n, conc_c, conc_n, servers = sys.argv[1:6]
     servers = servers.split()
     workloads = [w.split("|") for w in sys.argv[6:]]
-    t = Table(parse(results))
+    t = Table(by_what_and_server(results))
     conc_c = int(conc_c)
     p = print
 

@@ -28,13 +28,9 @@ if [ -z "${BASH_VERSION:-}" ]; then
 fi
 set -u
 
-HERE=$(cd "$(dirname "$0")" && pwd)
-TOP=$(cd "$HERE/../.." && pwd)
-BIN=$HERE/bin
+BIN=$(cd "$(dirname "$0")" && pwd)/bin	# not an inherited BIN
+. "$(dirname "$0")/../lib/bench.sh"
 LOGDIR=$BIN/run
-WSFILTER=${WSFILTER:-$TOP/wsfilter}
-PY=/usr/bin/python3
-CC=${CC:-cc}
 QUICK=${QUICK:-}
 if [ "${1:-}" = --report ] && [ -r "$LOGDIR/config" ]; then
 	. "$LOGDIR/config"	# the settings the figures were taken with
@@ -160,54 +156,13 @@ server_handler() {
 	esac
 }
 
-log() { printf '%s\n' "$*" >&2; }
-
-# ---- build ----
-build() {
-	mkdir -p "$BIN" "$LOGDIR"
-	local t
-	for t in wsload lineecho; do
-		if [ ! -x "$BIN/$t" ] || [ "$HERE/$t.c" -nt "$BIN/$t" ]; then
-			$CC -O2 -Wall -Wextra -o "$BIN/$t" "$HERE/$t.c" || exit 1
-		fi
-	done
-}
-
-# ---- process helpers ----
-free_port() {
-	"$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-wait_listen() {	# PORT: up to 15 s for a listener
-	for _ in $(seq 1 150); do
-		if ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; then
-			return 0
-		fi
-		sleep 0.1
-	done
-	return 1
-}
-
-cpu_ticks() {	# PID: utime+stime+cutime+cstime (reaped children included)
-	local stat
-	stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
-	stat=${stat##*) }
-	set -- $stat
-	echo $(( ${12} + ${13} + ${14} + ${15} ))
-}
-
-wait_children_gone() {	# PID: until the launcher has reaped its children (2 s)
-	for _ in $(seq 1 40); do
-		[ -z "$(pgrep -P "$1" 2>/dev/null)" ] && return 0
-		sleep 0.05
-	done
-}
-
+# ---- servers: started, stopped (log, build_tools, cpu_ticks, pick_port, wait_port,
+# wait_children_gone and rotate are lib/bench.sh's) ----
 declare -A PID PORT
 start_servers() {
 	local s port cmd
 	for s in $SERVERS; do
-		port=$(free_port)
+		port=$(pick_port)
 		cmd=$(server_cmd "$s" "$port")
 		# exec: $! must be setsid's pid, the process group stop_servers kills
 		eval "exec setsid $cmd" </dev/null >>"$LOGDIR/$s.log" 2>&1 &
@@ -215,7 +170,7 @@ start_servers() {
 		PORT[$s]=$port
 	done
 	for s in $SERVERS; do
-		if ! wait_listen "${PORT[$s]}"; then
+		if ! wait_port "${PORT[$s]}" 127.0.0.1 15; then
 			log "bench: $s did not start listening on ${PORT[$s]}"
 			PID[$s]=
 		elif server_lazy "$s"; then
@@ -262,8 +217,6 @@ declare -A BROKEN	# "workload server" -> why later rounds are skipped
 
 run_one() {	# WORKLOAD SERVER ROUND
 	local w=$1 s=$2 r=$3 args mode="" out rc before after ticks mem="" idle="" ready wpid
-	local hz
-	hz=$(getconf CLK_TCK)
 	server_runs "$w" "$s" || return
 	if [ -z "${PID[$s]:-}" ]; then
 		printf '%s\t%s\t%s\tstatus=nostart\n' "$w" "$s" "$r" >>"$RESULTS"
@@ -318,7 +271,7 @@ run_one() {	# WORKLOAD SERVER ROUND
 		[ "$w" = burst ] || BROKEN[$w $s]=deadlocked ;;
 	*) BROKEN[$w $s]=failed ;;
 	esac
-	out="$out server_cpu_s=$(awk -v t="$ticks" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz }')"
+	out="$out server_cpu_s=$(cpu_seconds "$ticks")"
 	if [ -n "$mem" ]; then
 		set -- $idle
 		local ipss=$1 irss=$2
@@ -372,10 +325,9 @@ if [ "${1:-}" = --report ]; then	# tables again from the last run's figures
 	report
 	exit 0
 fi
-build
-for t in systemd-socket-activate socat websocketd node timeout ss; do
-	command -v "$t" >/dev/null || { log "bench: $t is missing"; exit 1; }
-done
+mkdir -p "$LOGDIR"
+build_tools
+need_commands systemd-socket-activate socat websocketd node timeout ss
 [ -x "$WSFILTER" ] || { log "bench: $WSFILTER not built (make)"; exit 1; }
 # measure a copy: a rebuild during the run must not swap the binary under it
 mkdir -p "$LOGDIR/bin"
@@ -401,12 +353,7 @@ for w in $WORKLOADS; do
 			STARTED=1
 		fi
 		# interleaved, each round starting one server further on
-		set -- $SERVERS
-		for _ in $(seq 1 $(( (r - 1) % $# ))); do
-			set -- "$@" "$1"
-			shift
-		done
-		for s in "$@"; do
+		for s in $(rotate "$r" $SERVERS); do
 			run_one "$w" "$s" "$r"
 		done
 	done

@@ -12,13 +12,39 @@ CLIENTS="$TOP/test/clients"
 export WSFILTER
 # Debian's python3 (python3-websockets lives there), whatever python3 is first on PATH.
 PY=/usr/bin/python3
+# pick_port, listening, wait_port
+source "$LIB/ports.sh"
 
-# A log line of wsfilter: "wsfilter: " today, "wsfilter[PID]: " soon.
-LOGP='wsfilter(\[[0-9]+\])?: '
+# The start of each log line of wsfilter: "wsfilter[PID]: ".
+LOGP='wsfilter\[[0-9]+\]: '
+
+# ---- what this machine and this build allow --------------------------------
+
+# sanitized: $WSFILTER is a sanitizer build (make test-asan): it runs without the
+# seccomp filter, and its memory (shadow memory, reserved address space) says
+# nothing about wsfilter's.
+sanitized() {
+	grep -qa -e __asan_init -e __msan_init -e __tsan_init "$WSFILTER"
+}
+
+# skip_if_sanitized WHY: skip the test under a sanitizer build, saying WHY.
+skip_if_sanitized() {
+	if sanitized; then
+		skip "sanitizer build: $1"
+	fi
+}
+
+# need_unshare: skip the test unless this user may make a private mount namespace.
+need_unshare() {
+	unshare --mount true 2>/dev/null || skip "unshare --mount is not permitted here (needs root)"
+}
 
 # ---- the byte-level toolkit (test/lib/wstest.py) ----------------------------
 
 wst() { "$PY" "$LIB/wstest.py" "$@"; }
+
+# close_frame: the steps of `wst run` for a client close 1000.
+close_frame() { echo "frame --opcode close --code 1000"; }
 
 # answer --expect STATUS [RUN-OPTIONS] CONVERSATION [-- WSFILTER-ARGS]: run the
 # conversation (see wstest.py run) with a short close timeout; $output holds the
@@ -33,6 +59,85 @@ answer() {
 	[ $# -gt 0 ] && shift
 	run wst run --timeout 8 "${conv[@]}" -- --close-timeout 1 "$@"
 }
+
+# ---- scripted connections (wstest.py script) --------------------------------
+#
+# `wstest.py script` (see its --help) starts wsfilter on an accepted loopback TCP
+# socket (fds 0/1; with --stderr socket 0/1/2 like inetd; with --pipes two pipes)
+# or connects to a launcher (--connect), runs the steps it is given and prints a
+# transcript, one event a line: "CLIENT 127.0.0.1:<port>", "STATUS ...", "TEXT ...",
+# "CLOSE 1000", "EOF", "EXIT 0", "LOG <stderr line>". A run that starts wsfilter
+# names the exit status it must end with (--expect); a malformed answer, a wrong
+# accept value, a death by a signal or a step that runs out of time fail the run.
+# wstest.py kills what it started when it ends, on SIGTERM too.
+
+# ops [--expect STATUS] STEP... [-- WSFILTER-ARGS]: one scripted connection, ended
+# (SIGTERM, then SIGKILL 5 s later) if it is not done within 60 s.
+ops() {
+	timeout -k 5 60 "$PY" "$LIB/wstest.py" script "$@"
+}
+
+# ops_devlog ...: the same in a private mount namespace whose /dev/log is the
+# script's (--syslog /dev/log prints what arrives there as SYSLOG lines); see
+# need_unshare.
+ops_devlog() {
+	mkdir -p "$BATS_TEST_TMPDIR/realdev"
+	timeout -k 5 60 "$LIB/fake-devlog.sh" "$BATS_TEST_TMPDIR/realdev" \
+		"$PY" "$LIB/wstest.py" script --syslog /dev/log "$@"
+}
+
+# expect_transcript LINE...: the transcript without its first line (CLIENT
+# 127.0.0.1:<port>, which differs every run) is exactly these lines.
+expect_transcript() {
+	assert_equal "$(sed 1d <<<"$output")" "$(printf '%s\n' "$@")"
+}
+
+# transcript_value NAME: the number after "NAME " in the transcript (the first such line).
+transcript_value() {
+	sed -n "s/^$1 \([0-9.]*\)\$/\1/p" <<<"$output" | head -1
+}
+
+# client_port: the client's port, from the transcript's CLIENT line.
+client_port() {
+	sed -n '1s/^CLIENT 127\.0\.0\.1:\([0-9]*\)$/\1/p' <<<"$output"
+}
+
+# The head of a 101 answer to the RFC 6455 sample key, as the transcript shows it.
+HEAD_101=(
+	"STATUS HTTP/1.1 101 Switching Protocols"
+	"H upgrade: websocket"
+	"H connection: Upgrade"
+	"H sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+	"ACCEPT ok"
+)
+
+# The upgrade headers of RFC 6455's sample request, to follow a request line and a
+# Host in a send: step.
+UPG='Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n'
+
+# assert_http_date: the transcript has exactly one Date header, an IMF-fixdate
+# within a minute of now (assert_imf_fixdate).
+assert_http_date() {
+	assert_equal "$(grep -c '^H date: ' <<<"$output")" 1
+	assert_imf_fixdate "$(sed -n 's/^H date: //p' <<<"$output")" 60
+}
+
+# ---- hostile clients (test/lib/hostile_cases.py) ----------------------------
+
+# hostile NAME: run scenario NAME of hostile_cases.py (it checks the answer, the
+# exit status, the timings, CPU time, peak RSS and the log line) with a hard time
+# limit. HOSTILE_VERBOSE=1 prints the measured figures as TAP comments.
+hostile() {
+	[ -x /usr/bin/time ] || fail "needs /usr/bin/time (Debian package time) to measure peak RSS and CPU"
+	run timeout -k 5 60 "$PY" "$LIB/hostile_cases.py" "$1"
+	assert_success
+	assert_output --partial "measure "
+	if [ -n "${HOSTILE_VERBOSE:-}" ]; then
+		printf '# %s\n' "${lines[@]}" >&3
+	fi
+}
+
+# ---- numbers ----------------------------------------------------------------
 
 # within LOW HIGH VALUE: LOW <= VALUE < HIGH (decimals)
 within() {
@@ -84,31 +189,6 @@ stop_tree() {
 	wait "$1" 2>/dev/null || true
 }
 
-# pick_port [HOST]: a TCP port on HOST (default 127.0.0.1) that nothing listens on
-# now, outside the kernel's ephemeral range, so that no outgoing connection takes it
-# (another program can still bind it first: start_on_port checks and retries).
-pick_port() {
-	"$PY" - "${1:-127.0.0.1}" <<-'EOF'
-		import random, socket, sys
-		host = sys.argv[1]
-		lo, hi = (int(x) for x in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
-		ranges = [r for r in ((10000, lo - 1), (hi + 1, 65535)) if r[1] - r[0] > 1000]
-		for _ in range(200):
-		    a, b = random.choice(ranges)
-		    port = random.randint(a, b)
-		    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-		    try:
-		        s.bind((host, port))
-		    except OSError:
-		        continue
-		    finally:
-		        s.close()
-		    print(port)
-		    sys.exit(0)
-		sys.exit("no free port found")
-	EOF
-}
-
 # listener_pids PORT: the pids holding a listening TCP socket on PORT.
 listener_pids() {
 	ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u
@@ -148,23 +228,6 @@ start_on_port() {
 	done
 	echo "could not start a server on a free port of $host" >&2
 	return 1
-}
-
-# wait_port PORT [HOST] [SECONDS]: wait up to SECONDS (5) for a listener on HOST:PORT.
-wait_port() {
-	"$PY" - "$1" "${2:-127.0.0.1}" "${3:-5}" <<-'EOF'
-		import socket, sys, time
-		port, host, limit = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
-		end = time.monotonic() + limit
-		while True:
-		    try:
-		        socket.create_connection((host, port), 0.2).close()
-		        sys.exit(0)
-		    except OSError:
-		        if time.monotonic() > end:
-		            sys.exit("nothing listens on %s:%d" % (host, port))
-		        time.sleep(0.05)
-	EOF
 }
 
 # exit_status_wrapper FILE: print the path of a script that runs $WSFILTER with its
@@ -228,13 +291,13 @@ assert_children_ended_well() {
 	fi
 }
 
-# assert_imf_fixdate VALUE: VALUE is an HTTP date in the preferred format, IMF-fixdate
-# (RFC 9110 5.6.7: "Sun, 06 Nov 1994 08:49:37 GMT"), its weekday right for its date,
-# and within 10 s of now.
+# assert_imf_fixdate VALUE [SECONDS]: VALUE is an HTTP date in the preferred format,
+# IMF-fixdate (RFC 9110 5.6.7: "Sun, 06 Nov 1994 08:49:37 GMT"), its weekday right for
+# its date, and within SECONDS (10) of now.
 assert_imf_fixdate() {
-	LC_ALL=C "$PY" - "$1" <<-'EOF' || fail "Date '$1' is not an IMF-fixdate within 10 s of now"
+	LC_ALL=C "$PY" - "$1" "${2:-10}" <<-'EOF' || fail "Date '$1' is not an IMF-fixdate within ${2:-10} s of now"
 		import calendar, re, sys, time
-		v = sys.argv[1]
+		v, limit = sys.argv[1], float(sys.argv[2])
 		days = "Mon|Tue|Wed|Thu|Fri|Sat|Sun"
 		months = "Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec"
 		if not re.fullmatch(r"(%s), [0-3][0-9] (%s) [0-9]{4} [0-2][0-9]:[0-5][0-9]:[0-6][0-9] GMT" % (days, months), v):
@@ -242,7 +305,7 @@ assert_imf_fixdate() {
 		t = calendar.timegm(time.strptime(v, "%a, %d %b %Y %H:%M:%S GMT"))
 		if time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(t)) != v:
 		    sys.exit("not a real date (weekday or day of month): %r" % v)
-		if abs(t - time.time()) > 10:
+		if abs(t - time.time()) > limit:
 		    sys.exit("%r is %+.0f s from now" % (v, t - time.time()))
 	EOF
 }

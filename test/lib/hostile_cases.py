@@ -184,6 +184,23 @@ def finish_close(s):
         pass
 
 
+def fails_on(s, data, code, what, log_re, timeout=1.0, cpu_s=0.5):
+    """Send data: the server fails the connection with close code within timeout
+    (what: said of data when it does not), the client answers the close, wsfilter
+    exits 3 within max(3, timeout) s with a log line log_re matches, in cpu_s of CPU
+    at most.
+    Returns (seconds from the send to the close, data frames before it)."""
+    t = time.monotonic()
+    s.send(data)
+    _, _, skipped = expect_close(s, code, timeout, what)
+    dt = time.monotonic() - t
+    finish_close(s)
+    s.expect_exit(3, max(3.0, timeout), log_re)
+    if cpu_s is not None:
+        s.bounds(cpu_s=cpu_s)
+    return dt, skipped
+
+
 def client_close(s, code=1000):
     """The close handshake started by the client: send close, get the echo,
     then end our side of TCP once the server has."""
@@ -401,13 +418,8 @@ def frame_2p63m1_max_message(_):
     s = run_server(["--max-message", "1000000"])
     try:
         s.upgrade()
-        t = time.monotonic()
-        s.send(frame(OP_BINARY, b"", length=(1 << 63) - 1))
-        expect_close(s, 1009, 1.0, "for a 2^63-1 byte frame header ")
-        dt = time.monotonic() - t
-        finish_close(s)
-        s.expect_exit(3, 3.0, r"close 1009 by server .*exit 3")
-        s.bounds(cpu_s=0.5)
+        dt, _ = fails_on(s, frame(OP_BINARY, b"", length=(1 << 63) - 1), 1009,
+                         "for a 2^63-1 byte frame header ", r"close 1009 by server .*exit 3")
         s.report("frame-2^63-1-max-message", close_after="%.3fs" % dt)
     finally:
         s.cleanup()
@@ -418,11 +430,8 @@ def frame_2p63(_):
     s = run_server()
     try:
         s.upgrade()
-        s.send(frame(OP_BINARY, b"", length=1 << 63))
-        expect_close(s, 1002, 1.0, "for a 64-bit length with the top bit set ")
-        finish_close(s)
-        s.expect_exit(3, 3.0, r"close 1002 by server .*exit 3")
-        s.bounds(cpu_s=0.5)
+        fails_on(s, frame(OP_BINARY, b"", length=1 << 63), 1002,
+                 "for a 64-bit length with the top bit set ", r"close 1002 by server .*exit 3")
         s.report("frame-2^63")
     finally:
         s.cleanup()
@@ -510,14 +519,9 @@ def endless_fragments_max_message(_):
                b"".join(frame(OP_CONT, b"b", fin=False) for _ in range(limit - 1)))
         echoed = sum(len(f[2]) for f in ping_sync(s, b"at-limit"))
         check(echoed == limit, "echoed %d bytes at the limit, expected %d" % (echoed, limit))
-        t = time.monotonic()
-        s.send(frame(OP_CONT, b"c", fin=False))
-        code, reason, skipped = expect_close(s, 1009, 1.0, "one byte over --max-message ")
+        dt, skipped = fails_on(s, frame(OP_CONT, b"c", fin=False), 1009, "one byte over --max-message ",
+                               r"close 1009 by server \(message over --max-message\).*exit 3")
         check(skipped == 0, "%d data frames after crossing the limit" % skipped)
-        dt = time.monotonic() - t
-        finish_close(s)
-        s.expect_exit(3, 3.0, r"close 1009 by server \(message over --max-message\).*exit 3")
-        s.bounds(cpu_s=0.5)
         s.report("endless-fragments-max-message", close_after_crossing="%.3fs" % dt)
     finally:
         s.cleanup()
@@ -615,13 +619,8 @@ def big_message_max_message(_):
         w.join(3)
         echoed += sum(len(f[2]) for f in ping_sync(s, b"below"))
         check(echoed == below * piece, "echoed %d bytes below the limit, expected %d" % (echoed, below * piece))
-        t = time.monotonic()
-        s.send(frame(OP_CONT, data, fin=False))
-        code, reason, skipped = expect_close(s, 1009, 1.0, "when the message crosses --max-message ")
-        dt = time.monotonic() - t
-        finish_close(s)
-        s.expect_exit(3, 3.0, r"close 1009 by server .*exit 3")
-        s.bounds(cpu_s=0.5)
+        dt, skipped = fails_on(s, frame(OP_CONT, data, fin=False), 1009,
+                               "when the message crosses --max-message ", r"close 1009 by server .*exit 3")
         s.report("big-message-max-message", sent_before_crossing=below * piece,
                  close_after_crossing="%.3fs" % dt, frames_after_crossing=skipped)
     finally:
@@ -746,7 +745,10 @@ def many_messages_unread(_):
 
 # ---- disconnects -----------------------------------------------------------
 
-def disconnect(partial, log_re, upgrade=True):
+def disconnect(name, partial, log_re, upgrade=True, show_log=False):
+    """Scenario NAME: after the handshake (or without it) the client sends partial and
+    leaves; wsfilter exits 4 within 1 s with a log line that log_re matches (reported
+    too with show_log)."""
     s = run_server()
     try:
         if upgrade:
@@ -756,44 +758,33 @@ def disconnect(partial, log_re, upgrade=True):
         t = time.monotonic()
         s.sock.close()
         s.expect_exit(4, 1.0, log_re)
-        dt = s.end - t
         s.bounds(cpu_s=0.5)
-        return s, dt
-    except Exception:
+        extra = {"log": repr(s.log_line())} if show_log else {}
+        s.report(name, exit_after_close="%.3fs" % (s.end - t), **extra)
+    finally:
         s.cleanup()
-        raise
 
 
 @case
-def disconnect_mid_handshake(_):
+def disconnect_mid_handshake(name):
     req, _ = handshake_request()
-    s, dt = disconnect(req[:40], r"client left during the handshake.*exit 4", upgrade=False)
-    s.report("disconnect-mid-handshake", exit_after_close="%.3fs" % dt)
-    s.cleanup()
+    disconnect(name, req[:40], r"client left during the handshake.*exit 4", upgrade=False)
 
 
 @case
-def disconnect_mid_header(_):
-    s, dt = disconnect(frame(OP_TEXT, b"x" * 300)[:3],
-                       r"client left without a close, mid-frame.*exit 4")
-    s.report("disconnect-mid-header", exit_after_close="%.3fs" % dt)
-    s.cleanup()
+def disconnect_mid_header(name):
+    disconnect(name, frame(OP_TEXT, b"x" * 300)[:3], r"client left without a close, mid-frame.*exit 4")
 
 
 @case
-def disconnect_mid_payload(_):
-    s, dt = disconnect(frame(OP_TEXT, b"x" * 300)[:100],
-                       r"client left without a close, mid-payload.*exit 4")
-    s.report("disconnect-mid-payload", exit_after_close="%.3fs" % dt)
-    s.cleanup()
+def disconnect_mid_payload(name):
+    disconnect(name, frame(OP_TEXT, b"x" * 300)[:100], r"client left without a close, mid-payload.*exit 4")
 
 
 @case
-def disconnect_mid_close(_):
+def disconnect_mid_close(name):
     # a close frame whose 2-byte code has only arrived half
-    s, dt = disconnect(close_frame(1000)[:7], r"client left without a close.*exit 4")
-    s.report("disconnect-mid-close", exit_after_close="%.3fs" % dt, log=repr(s.log_line()))
-    s.cleanup()
+    disconnect(name, close_frame(1000)[:7], r"client left without a close.*exit 4", show_log=True)
 
 
 # ---- UTF-8 split across frames ---------------------------------------------
@@ -852,11 +843,8 @@ def utf8_invalid_split(_):
         s = run_server()
         try:
             s.upgrade()
-            s.send(fragments(parts))
-            expect_close(s, 1007, 5.0, "")
-            finish_close(s)
-            s.expect_exit(3, 5.0, r"close 1007 by server \(invalid UTF-8 in a text message\).*exit 3")
-            s.bounds(cpu_s=0.5)
+            fails_on(s, fragments(parts), 1007, "",
+                     r"close 1007 by server \(invalid UTF-8 in a text message\).*exit 3", timeout=5.0)
             with lock:
                 worst[0] = max(worst[0], s.hwm_kb)
                 worst[1] = max(worst[1], s.cpu_s)
@@ -893,10 +881,8 @@ def utf8_invalid_fails_fast(_):
     s = run_server()
     try:
         s.upgrade()
-        s.send(frame(OP_TEXT, b"ok \xe2\x82", fin=False) + frame(OP_CONT, b"A", fin=False))
-        expect_close(s, 1007, 1.0, "for a bad byte in a non-final fragment ")
-        finish_close(s)
-        s.expect_exit(3, 3.0, r"close 1007 .*exit 3")
+        fails_on(s, frame(OP_TEXT, b"ok \xe2\x82", fin=False) + frame(OP_CONT, b"A", fin=False), 1007,
+                 "for a bad byte in a non-final fragment ", r"close 1007 .*exit 3", cpu_s=None)
         s.report("utf8-fails-fast")
     finally:
         s.cleanup()
@@ -988,12 +974,22 @@ def keepalive_unanswered(_):
     try:
         s.upgrade()
         t = time.monotonic()
-        code, reason, skipped = expect_close(s, 1011, 4.0, "when pings go unanswered ")
+        pings = 0
+        while True:
+            f = s.reader.frame(max(0.0, t + 4.0 - time.monotonic()))
+            check(f is not None, "no close frame when pings go unanswered (expected 1011)")
+            if f[1] != OP_PING:
+                break
+            pings += 1
         dt = time.monotonic() - t
+        check(f[1] == OP_CLOSE, "a frame of opcode %d among the pings" % f[1])
+        code = struct.unpack("!H", f[2][:2])[0] if len(f[2]) >= 2 else None
+        check(code == 1011, "close code %s when pings go unanswered (expected 1011)" % code)
+        check(pings >= 1, "close 1011 without a ping before it")
         check(1.5 <= dt <= 4.5, "closed %.2f s after the handshake, expected about 2 s" % dt)
         finish_close(s)
         s.expect_exit(5, 3.0, r"close 1011 by server \(no pong within 1 s\).*exit 5")
-        s.report("keepalive-unanswered", close_after="%.2fs" % dt)
+        s.report("keepalive-unanswered", close_after="%.2fs" % dt, pings=pings)
     finally:
         s.cleanup()
 

@@ -163,6 +163,21 @@ openbsd_inetd() {
 
 # ---- launchers --------------------------------------------------------------
 
+# start_listening LOG WORD...: start_on_port HOST with the command WORD... (each
+# '$PORT' in a WORD standing for the port) as the server, started by bg_start with
+# its output in LOG; ROOT_PID is its pid.
+start_listening() {
+	LISTEN_LOG=$1
+	shift
+	LISTEN_CMD=("$@")
+	start_on_port "$HOST" _listening_at && ROOT_PID=$LAUNCH_PID
+}
+
+_listening_at() {
+	bg_start "$LISTEN_LOG" "${LISTEN_CMD[@]//\$PORT/$PORT}"
+	LAUNCH_PID=$LAST_PID
+}
+
 # start_ssa_inetd [HOST]: systemd-socket-activate --accept --inetd, running the
 # shipped unit's ExecStart= command.
 start_ssa_inetd() {
@@ -191,12 +206,42 @@ _ssa_at() {
 # start_openbsd_inetd [4|6]: inetd -d with the shipped line (4: the active
 # line, bound to 127.0.0.1; 6: the commented [::1] tcp6 line).
 start_openbsd_inetd() {
-	INETD_FAMILY=${1:-4}
+	SCHEME=ws
+	if [ "${1:-4}" = 6 ]; then
+		HOST=::1
+		start_inetd_line plain '^#\[::1\]:8765[[:space:]]' '[::1]:8765' '[::1]:$PORT'
+	else
+		HOST=127.0.0.1
+		start_inetd_line plain '^8765[[:space:]]' 8765 '127.0.0.1:$PORT'
+	fi
+}
+
+# start_inetd_line plain|devlog REGEX ADDR NEWADDR [WORD...]: openbsd-inetd -d on a
+# free port of HOST, configured with the line of the shipped inetd.conf that REGEX
+# matches (inetd_line REGEX ADDR NEWADDR; '$PORT' in NEWADDR stands for the port),
+# the WORDs appended to its argv; inetd's output in inetd.log, under devlog_start
+# with devlog.
+start_inetd_line() {
 	INETD=$(openbsd_inetd) || return 1
 	launch_bin
-	SCHEME=ws HOST=127.0.0.1
-	[ "$INETD_FAMILY" = 6 ] && HOST=::1
-	start_on_port "$HOST" _inetd_at && ROOT_PID=$LAUNCH_PID
+	INETD_HOW=$1
+	shift
+	INETD_LINE=("$@")
+	start_on_port "$HOST" _inetd_line_at && ROOT_PID=$LAUNCH_PID
+}
+
+_inetd_line_at() {
+	local conf=$BATS_TEST_TMPDIR/inetd.conf line
+	line=$(inetd_line "${INETD_LINE[0]}" "${INETD_LINE[1]}" "${INETD_LINE[2]//\$PORT/$PORT}") || return 1
+	[ ${#INETD_LINE[@]} -gt 3 ] && line+=" ${INETD_LINE[*]:3}"
+	echo "$line" >"$conf"
+	cat "$conf"
+	if [ "$INETD_HOW" = devlog ]; then
+		devlog_start "$BATS_TEST_TMPDIR/inetd.log" "$INETD" -d "$conf"
+	else
+		bg_start "$BATS_TEST_TMPDIR/inetd.log" "$INETD" -d "$conf"
+	fi
+	LAUNCH_PID=$LAST_PID
 }
 
 # inetd_line REGEX ADDR NEWADDR: the line of the shipped inetd.conf that
@@ -210,28 +255,27 @@ inetd_line() {
 	echo "${line//\/usr\/local\/bin\/wsfilter/$LAUNCH_BIN}"
 }
 
-_inetd_at() {
-	local conf=$BATS_TEST_TMPDIR/inetd.conf
-	if [ "$INETD_FAMILY" = 6 ]; then
-		inetd_line '^#\[::1\]:8765[[:space:]]' '[::1]:8765' "[::1]:$PORT" >"$conf" || return 1
-	else
-		inetd_line '^8765[[:space:]]' 8765 "127.0.0.1:$PORT" >"$conf" || return 1
-	fi
-	cat "$conf"
-	bg_start "$BATS_TEST_TMPDIR/inetd.log" "$INETD" -d "$conf"
-	LAUNCH_PID=$LAST_PID
-}
-
 # start_xinetd [SED...]: xinetd -dontfork with the shipped service, bound to
 # 127.0.0.1 on a free port; extra sed expressions adjust it further.
 start_xinetd() {
+	start_xinetd_with plain '' "$@"
+}
+
+# start_xinetd_with plain|devlog DEFAULT SED...: xinetd -dontfork with the shipped
+# service, bound to 127.0.0.1 on a free port, its binary LAUNCH_BIN, adjusted
+# further by the sed expressions SED (and rlimit_as lifted for a sanitizer build,
+# which reserves terabytes of address space), after a defaults section that logs
+# to xinetd-service.log, with the line DEFAULT if any; xinetd's own output in
+# xinetd.log, under devlog_start with devlog.
+start_xinetd_with() {
 	local e
 	launch_bin
 	HOST=127.0.0.1 SCHEME=ws
+	XINETD_HOW=$1 XINETD_DEFAULT=$2
+	shift 2
 	XINETD_SED=()
 	for e in "$@"; do XINETD_SED+=(-e "$e"); done
-	# A sanitizer build reserves terabytes of address space: lift rlimit_as.
-	if grep -qa __asan_init "$WSFILTER"; then
+	if sanitized; then
 		XINETD_SED+=(-e '/^[[:space:]]*rlimit_as/d')
 	fi
 	start_on_port "$HOST" _xinetd_at && ROOT_PID=$LAUNCH_PID
@@ -240,65 +284,52 @@ start_xinetd() {
 _xinetd_at() {
 	local conf=$BATS_TEST_TMPDIR/xinetd.conf
 	{
-		printf 'defaults\n{\n\tlog_type = FILE %s\n}\n' "$BATS_TEST_TMPDIR/xinetd-service.log"
+		printf 'defaults\n{\n\tlog_type = FILE %s\n' "$BATS_TEST_TMPDIR/xinetd-service.log"
+		[ -z "$XINETD_DEFAULT" ] || printf '\t%s\n' "$XINETD_DEFAULT"
+		printf '}\n'
 		sed -e "s|^\([[:space:]]*port[[:space:]]*=\).*|\1 $PORT|" \
 			-e "s|/usr/local/bin/wsfilter|$LAUNCH_BIN|" \
 			-e "s|^\([[:space:]]*\)# *bind\([[:space:]]*=\).*|\1bind\2 127.0.0.1|" \
 			-e '/^[[:space:]]*flags/s/IPv6 *//' \
 			"${XINETD_SED[@]}" "$SHIPPED_XINETD"
 	} >"$conf"
-	bg_start "$BATS_TEST_TMPDIR/xinetd.log" xinetd -dontfork -f "$conf" -pidfile "$BATS_TEST_TMPDIR/xinetd.pid"
+	if [ "$XINETD_HOW" = devlog ]; then
+		devlog_start "$BATS_TEST_TMPDIR/xinetd.log" \
+			xinetd -dontfork -f "$conf" -pidfile "$BATS_TEST_TMPDIR/xinetd.pid"
+	else
+		bg_start "$BATS_TEST_TMPDIR/xinetd.log" xinetd -dontfork -f "$conf" -pidfile "$BATS_TEST_TMPDIR/xinetd.pid"
+	fi
 	LAUNCH_PID=$LAST_PID
 }
 
 # start_socat_plain: the one-liner as users write it.
 start_socat_plain() {
 	HOST=127.0.0.1 SCHEME=ws
-	start_on_port "$HOST" _socat_plain_at && ROOT_PID=$LAUNCH_PID
-}
-
-_socat_plain_at() {
-	bg_start "$BATS_TEST_TMPDIR/socat.log" socat "TCP-LISTEN:$PORT,fork" "EXEC:$WSFILTER"
-	LAUNCH_PID=$LAST_PID
+	start_listening "$BATS_TEST_TMPDIR/socat.log" socat 'TCP-LISTEN:$PORT,fork' "EXEC:$WSFILTER"
 }
 
 # start_socat [HOST]: the recommended form.
 start_socat() {
-	HOST=${1:-127.0.0.1} SCHEME=ws
-	start_on_port "$HOST" _socat_at && ROOT_PID=$LAUNCH_PID
-}
-
-_socat_at() {
 	local listen=TCP4-LISTEN
+	HOST=${1:-127.0.0.1} SCHEME=ws
 	[[ $HOST == *:* ]] && listen=TCP6-LISTEN
-	bg_start "$BATS_TEST_TMPDIR/socat.log" socat \
-		"$listen:$PORT,bind=$HOST,reuseaddr,backlog=128,nodelay,fork" "EXEC:$WSFILTER"
-	LAUNCH_PID=$LAST_PID
+	start_listening "$BATS_TEST_TMPDIR/socat.log" socat \
+		"$listen:\$PORT,bind=$HOST,reuseaddr,backlog=128,nodelay,fork" "EXEC:$WSFILTER"
 }
 
 # start_tcpserver [OPTIONS...]: tcpserver -HRl0 127.0.0.1 PORT wsfilter.
 start_tcpserver() {
 	HOST=127.0.0.1 SCHEME=ws
-	start_on_port "$HOST" _tcpserver_at "$@" && ROOT_PID=$LAUNCH_PID
-}
-
-_tcpserver_at() {
-	bg_start "$BATS_TEST_TMPDIR/tcpserver.log" tcpserver -HRl0 "$@" "$HOST" "$PORT" "$WSFILTER"
-	LAUNCH_PID=$LAST_PID
+	start_listening "$BATS_TEST_TMPDIR/tcpserver.log" tcpserver -HRl0 "$@" "$HOST" '$PORT' "$WSFILTER"
 }
 
 # start_socat_tls: socat OPENSSL-LISTEN with a fresh self-signed certificate.
 start_socat_tls() {
 	make_cert
 	HOST=127.0.0.1 SCHEME=wss
-	start_on_port "$HOST" _socat_tls_at && ROOT_PID=$LAUNCH_PID
-}
-
-_socat_tls_at() {
-	bg_start "$BATS_TEST_TMPDIR/socat.log" socat \
-		"OPENSSL-LISTEN:$PORT,bind=$HOST,cert=$CERT,key=$KEY,verify=0,reuseaddr,backlog=128,nodelay,fork" \
+	start_listening "$BATS_TEST_TMPDIR/socat.log" socat \
+		"OPENSSL-LISTEN:\$PORT,bind=$HOST,cert=$CERT,key=$KEY,verify=0,reuseaddr,backlog=128,nodelay,fork" \
 		"EXEC:$WSFILTER"
-	LAUNCH_PID=$LAST_PID
 }
 
 # start_stunnel_socat: stunnel4 terminates TLS and forwards to the
@@ -423,22 +454,38 @@ check_concurrent() {
 # runs below the launcher; after the client resets the connection without a
 # close frame, none is left (within 5 s).
 check_abrupt_disconnect() {
+	aborting_client_start
+	assert_equal "$(count_wsfilter "$ROOT_PID")" 1
+	aborting_client_reset
+	wait_no_wsfilter "$ROOT_PID" 5
+}
+
+# aborting_client_start: a client (load_websockets.py --abort-after-ready) connects
+# to the launcher and holds its connection open until ABORT_READY is removed;
+# ABORT_CLIENT is its pid. Returns once it is connected (10 s at most).
+aborting_client_start() {
+	local i
 	tls_args
-	local ready=$BATS_TEST_TMPDIR/ready i
-	timeout 30 "$PY" "$CLIENTS/load_websockets.py" "${TLS_ARGS[@]}" --abort-after-ready "$ready" "$(url)" \
+	ABORT_READY=$BATS_TEST_TMPDIR/ready
+	timeout 30 "$PY" "$CLIENTS/load_websockets.py" "${TLS_ARGS[@]}" --abort-after-ready "$ABORT_READY" "$(url)" \
 		>"$BATS_TEST_TMPDIR/abort-client.log" 2>&1 3>&- &
-	local client=$!
-	STARTED_PIDS+=("$client")
+	ABORT_CLIENT=$!
+	STARTED_PIDS+=("$ABORT_CLIENT")
 	for i in $(seq 1 200); do
-		[ -e "$ready" ] && break
+		[ -e "$ABORT_READY" ] && return 0
 		sleep 0.05
 	done
-	[ -e "$ready" ] || { cat "$BATS_TEST_TMPDIR/abort-client.log"; show_logs; return 1; }
-	assert_equal "$(count_wsfilter "$ROOT_PID")" 1
-	rm -f "$ready"
-	wait "$client"
+	cat "$BATS_TEST_TMPDIR/abort-client.log"
+	show_logs
+	return 1
+}
+
+# aborting_client_reset: the client of aborting_client_start resets its connection
+# without a close frame, having held it until then.
+aborting_client_reset() {
+	rm -f "$ABORT_READY"
+	wait "$ABORT_CLIENT"
 	grep -qx aborted "$BATS_TEST_TMPDIR/abort-client.log"
-	wait_no_wsfilter "$ROOT_PID" 5
 }
 
 show_logs_on_fail() {
@@ -558,50 +605,20 @@ start_ssa_program() {
 # start_openbsd_inetd_program PROGRAM [ARG...]: inetd -d with the shipped IPv4
 # line, its argv followed by -- PROGRAM ARG..., under devlog_start.
 start_openbsd_inetd_program() {
-	INETD=$(openbsd_inetd) || return 1
-	launch_bin
 	PROGRAM_ARGS=("$@") PROGRAM_EXITS=inetd
 	SCHEME=ws HOST=127.0.0.1
-	start_on_port "$HOST" _inetd_program_at && ROOT_PID=$LAUNCH_PID
-}
-
-_inetd_program_at() {
-	local conf=$BATS_TEST_TMPDIR/inetd.conf line
-	line=$(inetd_line '^8765[[:space:]]' 8765 "127.0.0.1:$PORT") || return 1
-	echo "$line -- ${PROGRAM_ARGS[*]}" >"$conf"
-	cat "$conf"
-	devlog_start "$BATS_TEST_TMPDIR/inetd.log" "$INETD" -d "$conf"
-	LAUNCH_PID=$LAST_PID
+	start_inetd_line devlog '^8765[[:space:]]' 8765 '127.0.0.1:$PORT' -- "$@"
 }
 
 # start_xinetd_program PROGRAM [ARG...]: xinetd -dontfork with the shipped service
 # and server_args = -- PROGRAM ARG..., under devlog_start; the defaults log each
 # server's exit (log_on_success = PID EXIT) to xinetd-service.log.
 start_xinetd_program() {
-	launch_bin
-	HOST=127.0.0.1 SCHEME=ws PROGRAM_EXITS=xinetd
-	XINETD_SED=(-e "s|^\([[:space:]]*\)# *server_args\([[:space:]]*=\).*|\1server_args\2 -- $*|")
-	if grep -qa __asan_init "$WSFILTER"; then
-		XINETD_SED+=(-e '/^[[:space:]]*rlimit_as/d')
-	fi
-	start_on_port "$HOST" _xinetd_program_at && ROOT_PID=$LAUNCH_PID
-}
-
-_xinetd_program_at() {
-	local conf=$BATS_TEST_TMPDIR/xinetd.conf
-	{
-		printf 'defaults\n{\n\tlog_type = FILE %s\n\tlog_on_success = PID EXIT\n}\n' \
-			"$BATS_TEST_TMPDIR/xinetd-service.log"
-		sed -e "s|^\([[:space:]]*port[[:space:]]*=\).*|\1 $PORT|" \
-			-e "s|/usr/local/bin/wsfilter|$LAUNCH_BIN|" \
-			-e "s|^\([[:space:]]*\)# *bind\([[:space:]]*=\).*|\1bind\2 127.0.0.1|" \
-			-e '/^[[:space:]]*flags/s/IPv6 *//' \
-			"${XINETD_SED[@]}" "$SHIPPED_XINETD"
-	} >"$conf"
-	grep -q '^[[:space:]]*server_args' "$conf" || { echo "no server_args line in $conf" >&2; return 1; }
-	devlog_start "$BATS_TEST_TMPDIR/xinetd.log" \
-		xinetd -dontfork -f "$conf" -pidfile "$BATS_TEST_TMPDIR/xinetd.pid"
-	LAUNCH_PID=$LAST_PID
+	PROGRAM_EXITS=xinetd
+	start_xinetd_with devlog 'log_on_success = PID EXIT' \
+		"s|^\([[:space:]]*\)# *server_args\([[:space:]]*=\).*|\1server_args\2 -- $*|" || return 1
+	grep -q '^[[:space:]]*server_args' "$BATS_TEST_TMPDIR/xinetd.conf" ||
+		fail "no server_args line in $BATS_TEST_TMPDIR/xinetd.conf"
 }
 
 # start_tcpserver_program PROGRAM [ARG...]: tcpserver -vHRl0 127.0.0.1 PORT
@@ -611,13 +628,7 @@ start_tcpserver_program() {
 	HOST=127.0.0.1 SCHEME=ws
 	PROGRAM_ARGS=("$@") PROGRAM_EXITS=tcpserver
 	PROGRAM_LOG=(cat "$BATS_TEST_TMPDIR/tcpserver.log")
-	start_on_port "$HOST" _tcpserver_program_at && ROOT_PID=$LAUNCH_PID
-}
-
-_tcpserver_program_at() {
-	bg_start "$BATS_TEST_TMPDIR/tcpserver.log" tcpserver -vHRl0 "$HOST" "$PORT" \
-		"$WSFILTER" -- "${PROGRAM_ARGS[@]}"
-	LAUNCH_PID=$LAST_PID
+	start_listening "$BATS_TEST_TMPDIR/tcpserver.log" tcpserver -vHRl0 "$HOST" '$PORT' "$WSFILTER" -- "$@"
 }
 
 # start_socat_program PROGRAM [ARG...]: the recommended socat form with
@@ -628,14 +639,8 @@ start_socat_program() {
 	PROGRAM_ARGS=("$@") PROGRAM_EXITS=socat
 	PROGRAM_LOG=(cat "$BATS_TEST_TMPDIR/socat.log")
 	SOCAT_WRAPPER=$(exit_status_wrapper "$BATS_TEST_TMPDIR/status")
-	start_on_port "$HOST" _socat_program_at && ROOT_PID=$LAUNCH_PID
-}
-
-_socat_program_at() {
-	bg_start "$BATS_TEST_TMPDIR/socat.log" socat \
-		"TCP4-LISTEN:$PORT,bind=$HOST,reuseaddr,backlog=128,nodelay,fork" \
-		"EXEC:$SOCAT_WRAPPER -- ${PROGRAM_ARGS[*]}"
-	LAUNCH_PID=$LAST_PID
+	start_listening "$BATS_TEST_TMPDIR/socat.log" socat \
+		"TCP4-LISTEN:\$PORT,bind=$HOST,reuseaddr,backlog=128,nodelay,fork" "EXEC:$SOCAT_WRAPPER -- $*"
 }
 
 # ---- checks with a PROGRAM --------------------------------------------------
@@ -742,23 +747,13 @@ check_program_stderr() {
 # the client resets the connection without a close frame, none of them is left
 # (within 5 s) and wsfilter exits 4.
 check_program_abrupt_disconnect() {
-	local ready=$BATS_TEST_TMPDIR/ready i client pids
-	timeout 30 "$PY" "$CLIENTS/load_websockets.py" --abort-after-ready "$ready" "$(url)" \
-		>"$BATS_TEST_TMPDIR/abort-client.log" 2>&1 3>&- &
-	client=$!
-	STARTED_PIDS+=("$client")
-	for i in $(seq 1 200); do
-		[ -e "$ready" ] && break
-		sleep 0.05
-	done
-	[ -e "$ready" ] || { cat "$BATS_TEST_TMPDIR/abort-client.log"; show_logs; return 1; }
+	local pids
+	aborting_client_start
 	assert_equal "$(count_wsfilter "$ROOT_PID")" 1
 	mapfile -t pids < <(program_pids "$ROOT_PID")
 	[ ${#pids[@]} = 0 ] || ps -o pid,ppid,pgid,args -p "$(IFS=,; echo "${pids[*]}")" || true
 	assert_equal "${#pids[@]}" "$1"
-	rm -f "$ready"
-	wait "$client"
-	grep -qx aborted "$BATS_TEST_TMPDIR/abort-client.log"
+	aborting_client_reset
 	wait_no_wsfilter "$ROOT_PID" 5
 	wait_gone 50 0.1 "${pids[@]}" || fail "program processes still running: $(program_pids "$ROOT_PID" | tr '\n' ' ')"
 	assert_equal "$(program_pids "$ROOT_PID")" ''
@@ -781,12 +776,7 @@ start_acceptor() {
 	HOST=127.0.0.1 SCHEME=ws
 	ACCEPTOR_ARGS=("$@")
 	ACCEPTOR_LOG=$BATS_TEST_TMPDIR/acceptor.log
-	start_on_port "$HOST" _acceptor_at && ROOT_PID=$LAUNCH_PID
-}
-
-_acceptor_at() {
-	bg_start "$ACCEPTOR_LOG" systemd-socket-activate -l "$HOST:$PORT" "$WSFILTER" "${ACCEPTOR_ARGS[@]}"
-	LAUNCH_PID=$LAST_PID
+	start_listening "$ACCEPTOR_LOG" systemd-socket-activate -l "$HOST:\$PORT" "$WSFILTER" "$@"
 }
 
 # start_inetd_wait [WSFILTER-ARGS...]: openbsd-inetd -d with the shipped
@@ -795,22 +785,11 @@ _acceptor_at() {
 # fds 0, 1 and 2 and watches it again only once wsfilter has exited), under
 # devlog_start: wsfilter's log lines are the syslog messages it collects.
 start_inetd_wait() {
-	INETD=$(openbsd_inetd) || return 1
-	launch_bin
 	HOST=127.0.0.1 SCHEME=ws
 	ACCEPTOR_ARGS=("$@")
 	ACCEPTOR_LOG=$BATS_TEST_TMPDIR/acceptor.log
 	SYSLOG_FILE=$BATS_TEST_TMPDIR/syslog
-	start_on_port "$HOST" _inetd_wait_at && ROOT_PID=$LAUNCH_PID
-}
-
-_inetd_wait_at() {
-	local conf=$BATS_TEST_TMPDIR/inetd.conf line
-	line=$(inetd_line '^#8766[[:space:]]+stream[[:space:]]+tcp[[:space:]]+wait[[:space:]]' 8766 "127.0.0.1:$PORT") || return 1
-	echo "$line ${ACCEPTOR_ARGS[*]}" >"$conf"
-	cat "$conf"
-	devlog_start "$BATS_TEST_TMPDIR/inetd.log" "$INETD" -d "$conf"
-	LAUNCH_PID=$LAST_PID
+	start_inetd_line devlog '^#8766[[:space:]]+stream[[:space:]]+tcp[[:space:]]+wait[[:space:]]' 8766 '127.0.0.1:$PORT' "$@"
 }
 
 # acceptor_syslog: ACCEPTOR_LOG from the syslog messages, without their <PRI>.
@@ -1016,6 +995,78 @@ release() {
 	for k in $(seq 1 "$2"); do
 		grep -qx aborted "$1.$k.log" || fail "client $k did not hold: $(cat "$1.$k.log")"
 	done
+}
+
+# busy_clients_start N: N clients (script_bg, transcripts in $BATS_TEST_TMPDIR/c.1
+# ... c.N) each send three messages, read one reply and then read nothing for 2 s,
+# so that the other replies wait for them, then wait for a close 1001; returns once
+# each has its first reply.
+busy_clients_start() {
+	local k logs
+	for k in $(seq 1 "$1"); do
+		script_bg "$BATS_TEST_TMPDIR/c.$k" hs head text:one text:two text:three frame sleep:2 wait:30 close:1001 eof
+	done
+	mapfile -t logs < <(seq -f "$BATS_TEST_TMPDIR/c.%g" 1 "$1")
+	wait_files_match "$1" '^TEXT one - [0-9]+$' "${logs[@]}"
+}
+
+# busy_clients_closed N: once the server was stopped, each client of
+# busy_clients_start N ended well, with its replies in order (the last ones may
+# have been read after the stop, or not at all), then close 1001, then EOF.
+busy_clients_closed() {
+	local k got all=0
+	for k in "${BG_PIDS[@]}"; do
+		wait "$k" || fail "a client failed: $(tail -n 3 "$BATS_TEST_TMPDIR"/c.*)"
+	done
+	for k in $(seq 1 "$1"); do
+		got=$(grep -E '^(TEXT|CLOSE|EOF|EXTRA)' "$BATS_TEST_TMPDIR/c.$k" |
+			sed -E 's/ - [0-9]+$//; s/^(CLOSE [0-9]+).*/\1/' | paste -sd,)
+		[[ $got =~ ^TEXT\ one,(TEXT\ two,(TEXT\ three,)?)?CLOSE\ 1001,EOF$ ]] || fail "client $k got: $got"
+		[[ $got == *three* ]] && all=$((all + 1))
+	done
+	echo "# $all of $1 clients had all three replies before the close" >&3
+}
+
+# sigsys_start_a: connection A of check_sigsys_child, a plain HTTP request sent in
+# two parts 5 s apart (script_bg, its transcript in $BATS_TEST_TMPDIR/a), so that its
+# process runs while another one dies; SIGSYS_A is its client's pid.
+sigsys_start_a() {
+	script_bg "$BATS_TEST_TMPDIR/a" 'send:GET /healthz HTTP/1.1\r\n' sleep:5 \
+		'send:Host: 127.0.0.1\r\nConnection: close\r\n\r\n' head body eof
+	SIGSYS_A=${BG_PIDS[-1]}
+}
+
+# check_sigsys_child PARENT ROOT: the acceptor is the forbidden-call test build,
+# PARENT its parent (whose children descend from ROOT), and A (sigsys_start_a) is
+# under way in the one child. Connection B, a WebSocket, makes its child open a
+# file after the handshake: the child is killed by SIGSYS (no close reaches B) and
+# the parent logs it; A is served to its end all the same, and so is a new
+# connection (the page). The children's lines: A's health check and the page,
+# both exit 0.
+check_sigsys_child() {
+	local p=$1 root=$2 a=$BATS_TEST_TMPDIR/a i
+	for i in $(seq 1 100); do
+		[ "$(count_wsfilter "$root")" = 1 ] && break
+		sleep 0.05
+	done
+	assert_equal "$(count_wsfilter "$root")" 1
+	run wst run --connect "$(hostport)" hs --random-key --host localhost
+	echo "B: $output"
+	refute_output --partial CLOSE
+	wait_parent_line "$p" '^127\.0\.0\.1:[0-9]+ connection [0-9]+ killed by SIGSYS$'
+	kill -0 "$SIGSYS_A" || fail "A ended before the crash was logged (a slow machine?): $(cat "$a")"
+	wait "$SIGSYS_A" || fail "A failed: $(cat "$a")"
+	run cat "$a"
+	assert_line 'STATUS HTTP/1.1 200 OK'
+	assert_line 'BODY 2 ok'
+	assert_line 'EOF'
+	check_page
+	assert_equal "$(parent_lines "$p" | grep -cE ' connection [0-9]+ killed by ')" 1
+	wait_child_ends "$p" 2
+	run child_ends "$p"
+	assert_equal "${#lines[@]}" 2
+	assert_line --index 0 --regexp "^${LOGP}127\.0\.0\.1:[0-9]+ http 200 health check .*, exit 0$"
+	assert_line --index 1 --regexp "^${LOGP}127\.0\.0\.1:[0-9]+ http 200 page .*, exit 0$"
 }
 
 # check_sixth_waits PARENT ROOT: with the five clients of hold_clients 5

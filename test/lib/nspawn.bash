@@ -1,6 +1,6 @@
-# A Debian bookworm container booted with systemd as PID 1 under
-# systemd-nspawn, for wsfilter's systemd tests (load after common and
-# lib/launchers).
+# The shipped systemd units, for wsfilter's systemd tests (load after common and
+# lib/launchers): checked as installed on the host, and run by a Debian bookworm
+# container booted with systemd as PID 1 under systemd-nspawn.
 #
 # The image is built once by nspawn-image.sh and cached; each boot runs it
 # with --volatile=overlay (every change lands in a tmpfs and is dropped at
@@ -10,6 +10,48 @@
 # on the host's loopback.
 
 IMAGE=${WSFILTER_TEST_IMAGE:-$CACHE_DIR/bookworm}
+
+# ---- the units installed on the host ----------------------------------------
+
+# units_install UNIT...: `make install PREFIX=$BATS_TEST_TMPDIR/prefix` (INSTALL_PREFIX)
+# without rebuilding, so that the generated units' ExecStart= names a binary that
+# exists on this host; UNITDIR is where the units went. Fails unless each UNIT is
+# there.
+units_install() {
+	local u
+	INSTALL_PREFIX=$BATS_TEST_TMPDIR/prefix
+	make -s -C "$TOP" -o wsfilter -o web_index.h install PREFIX="$INSTALL_PREFIX" >/dev/null
+	UNITDIR=$INSTALL_PREFIX/lib/systemd/system
+	for u in "$@"; do
+		[ -f "$UNITDIR/$u" ] || fail "make install did not install $u"
+	done
+}
+
+# assert_units_verify UNIT...: systemd-analyze verify prints nothing for the
+# installed UNITs (MANPATH lets it find the man page named by Documentation=).
+assert_units_verify() {
+	local u files=()
+	for u in "$@"; do
+		files+=("$UNITDIR/$u")
+	done
+	run env MANPATH="$INSTALL_PREFIX/share/man" systemd-analyze verify "${files[@]}"
+	assert_success
+	assert_output ''
+}
+
+# assert_exposure UNIT MAX: systemd-analyze security rates the installed UNIT's
+# exposure at most MAX.
+assert_exposure() {
+	local score
+	run systemd-analyze security --offline=true "$UNITDIR/$1"
+	assert_success
+	score=$(sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\) .*/\1/p' <<<"$output")
+	echo "exposure $score"
+	[ -n "$score" ] || fail "no overall exposure level"
+	awk -v s="$score" -v max="$2" 'BEGIN { exit !(s <= max) }' || fail "exposure $score, above $2"
+}
+
+# ---- the container ------------------------------------------------------------
 
 # nspawn_unavailable: print why this machine cannot boot a container, if so.
 nspawn_unavailable() {
@@ -122,4 +164,52 @@ nspawn_socket_port() {
 		echo "# try $try: port $PORT not held by the container's systemd" >&3
 	done
 	return 1
+}
+
+# ---- a suite's one container -------------------------------------------------
+
+# nspawn_setup_file SOCKET LINE...: setup_file of a suite whose tests share one
+# container: the image (built when missing), a `make install` tree staged in
+# STAGE (and, when the suite defines nspawn_stage_extra, that called with STAGE),
+# the container booted and SOCKET moved to a free port with nspawn_socket_port
+# SOCKET LINE...; exports STAGE, NSPAWN_PID, CONTAINER_PID, PORT, HOST and
+# SCHEME. Where the container cannot boot, NSPAWN_SKIP says why (need_container
+# skips); without the binary each test reports it.
+nspawn_setup_file() {
+	[ -x "$TOP/wsfilter" ] || return 0
+	local t0 t1 reason
+	export NSPAWN_SKIP=
+	if reason=$(nspawn_unavailable); then
+		export NSPAWN_SKIP=$reason
+		return 0
+	fi
+	t0=$(date +%s)
+	nspawn_image
+	t1=$(date +%s)
+	export STAGE
+	STAGE=$(mktemp -d /tmp/wsfilter-stage.XXXXXX)
+	nspawn_stage "$STAGE"
+	if declare -F nspawn_stage_extra >/dev/null; then
+		nspawn_stage_extra "$STAGE"
+	fi
+	nspawn_boot "$STAGE" "$BATS_FILE_TMPDIR/nspawn.log"
+	export NSPAWN_PID CONTAINER_PID
+	echo "# image ready in $((t1 - t0)) s, container booted in $(($(date +%s) - t1)) s" >&3
+	export PORT HOST=127.0.0.1 SCHEME=ws
+	nspawn_socket_port "$@"
+}
+
+# nspawn_teardown_file: teardown_file of such a suite.
+nspawn_teardown_file() {
+	nspawn_shutdown
+	[ -z "${STAGE:-}" ] || rm -rf "$STAGE"
+}
+
+# need_container: skip the test where the container cannot boot; fail it when the
+# container is not running.
+need_container() {
+	[ -z "$NSPAWN_SKIP" ] || skip "$NSPAWN_SKIP"
+	if [ -z "${CONTAINER_PID:-}" ] || ! kill -0 "$CONTAINER_PID" 2>/dev/null; then
+		fail "the container is not running (see $BATS_FILE_TMPDIR/nspawn.log)"
+	fi
 }

@@ -55,8 +55,8 @@ VALID_CLOSE = set(range(1000, 1004)) | set(range(1007, 1015)) | set(range(3000, 
 PEER_VARS = ("REMOTE_ADDR", "REMOTE_PORT", "TCPREMOTEIP", "TCPREMOTEPORT", "TCPREMOTEHOST",
              "TCPREMOTEINFO", "SOCAT_PEERADDR", "SOCAT_PEERPORT", "LISTEN_PID", "LISTEN_FDS",
              "LISTEN_FDNAMES")
-# a log line of wsfilter, before and after the PID went into its prefix
-LOG_RE = re.compile(r"^wsfilter(\[[0-9]+\])?: ")
+# a log line of wsfilter: "wsfilter[PID]: ..." (common.bash's LOGP)
+LOG_RE = re.compile(r"^wsfilter\[[0-9]+\]: ")
 
 
 class Fail(Exception):
@@ -542,11 +542,13 @@ def wsfilter_path():
 
 
 def sanitizer_build(path=None):
+    """wsfilter is a sanitizer build (as common.bash's sanitized tells)."""
     try:
         with open(path or wsfilter_path(), "rb") as f:
-            return b"__asan_init" in f.read()
+            data = f.read()
     except OSError:
         return False
+    return any(s in data for s in (b"__asan_init", b"__msan_init", b"__tsan_init"))
 
 
 def deny_seccomp():
@@ -2109,14 +2111,12 @@ def hs_parser(p):
     p.add_argument("--path", default="/")
     p.add_argument("--http", default="HTTP/1.1", help="protocol token of the request line")
     p.add_argument("--request-line", help="the whole request line, as is")
-    p.add_argument("--host", default="localhost")
-    p.add_argument("--no-host", action="store_true")
-    p.add_argument("--upgrade", default="websocket")
-    p.add_argument("--no-upgrade", action="store_true")
-    p.add_argument("--connection", default="Upgrade")
-    p.add_argument("--no-connection", action="store_true")
-    p.add_argument("--version", default="13", help="Sec-WebSocket-Version value")
-    p.add_argument("--no-version", action="store_true")
+    # the standard header fields: --NAME VALUE, or --no-NAME to leave the field out
+    for name, default, what in (("host", "localhost", "Host"), ("upgrade", "websocket", "Upgrade"),
+                                ("connection", "Upgrade", "Connection"),
+                                ("version", "13", "Sec-WebSocket-Version")):
+        p.add_argument("--" + name, default=default, help="%s value (default: %s)" % (what, default))
+        p.add_argument("--no-" + name, action="store_true", help="no %s field" % what)
     p.add_argument("--origin")
     p.add_argument("--protocol", action="append", default=[], help="a Sec-WebSocket-Protocol line")
     p.add_argument("--extensions", help="Sec-WebSocket-Extensions value")

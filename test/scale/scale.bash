@@ -193,10 +193,8 @@ host_kill() {
 	[ -z "$pids" ] || kill -KILL $pids
 }
 
-# host_lines N: host N's wsfilter log lines (today "wsfilter: ...", soon
-# "wsfilter[PID]: ...").
-LOG_RE='^wsfilter(\[[0-9]+\])?: '
-host_lines() { grep -E "$LOG_RE" "$(host_log "$1")" || true; }
+# host_lines N: host N's wsfilter log lines ("wsfilter[PID]: ...").
+host_lines() { grep -E "^$LOGP" "$(host_log "$1")" || true; }
 
 # lines_for SOURCE: every host's log lines for the client at SOURCE, each
 # prefixed with "hostN ".
@@ -334,6 +332,93 @@ hold_start() {
 	echo "the clients did not all connect:" >&2
 	cat "$HOLD_OUT" >&2
 	return 1
+}
+
+# hold_split HOST FIRST COUNT: hold_start FIRST COUNT; then VICTIMS are the held
+# clients HAProxy sent to HOST (one at least), OTHERS the rest (every held client
+# has its session).
+hold_split() {
+	local s srv want
+	hold_start "$2" "$3" || return 1
+	want=" $(sources "$2" "$3" | tr , ' ') "
+	VICTIMS=() OTHERS=()
+	while read -r s srv; do
+		[[ $want == *" $s "* ]] || continue
+		if [ "$srv" = "$1" ]; then VICTIMS+=("$s"); else OTHERS+=("$s"); fi
+	done < <(sessions_by_server)
+	echo "# on $1: ${VICTIMS[*]}" >&3
+	[ "${#VICTIMS[@]}" -ge 1 ] || fail "no client landed on $1"
+	[ $((${#VICTIMS[@]} + ${#OTHERS[@]})) -eq "$3" ] ||
+		fail "show sess lists $((${#VICTIMS[@]} + ${#OTHERS[@]})) of $3 clients"
+}
+
+# wait_hold_results SECONDS SOURCE...: wait up to SECONDS until each held client
+# at SOURCE has ended (has its result line).
+wait_hold_results() {
+	local secs=$1 s n
+	shift
+	for _ in $(seq 1 $((secs * 10))); do
+		n=0
+		for s in "$@"; do
+			[ -n "$(hold_result "$s")" ] && n=$((n + 1))
+		done
+		[ "$n" -eq $# ] && return 0
+		sleep 0.1
+	done
+	return 0 # the callers say which one did not end
+}
+
+# assert_holds_ended RESULT WHAT SOURCE...: each held client at SOURCE has ended
+# (else it "still runs WHAT"), with RESULT and no bad reply.
+assert_holds_ended() {
+	local want=$1 what=$2 s line
+	shift 2
+	for s in "$@"; do
+		line=$(hold_result "$s")
+		[ -n "$line" ] || fail "client $s still runs $what"
+		assert_equal "$(field "$line" result)" "$want"
+		assert_equal "$(field "$line" bad)" 0
+	done
+}
+
+# holds_finish_ok SOURCE...: hold_stop; each held client at SOURCE then ended
+# well, every message it sent answered.
+holds_finish_ok() {
+	local s line
+	hold_stop
+	for s in "$@"; do
+		line=$(hold_result "$s")
+		assert_equal "$(field "$line" result)" ok
+		assert_equal "$(field "$line" received)" "$(field "$line" sent)"
+	done
+}
+
+# connect_lands FIRST COUNT MESSAGES REGEX: COUNT clients from 10.77.9.FIRST on
+# each exchange MESSAGES messages and close, all well; each one's log line,
+# prefixed with its host (lines_for), matches REGEX, e.g. '^host[23] '.
+connect_lands() {
+	local s fresh
+	run clients connect "$URI" "$(sources "$1" "$2")" "$3"
+	assert_success
+	mapfile -t fresh < <(sources "$1" "$2" | tr , '\n')
+	wait_lines_for 10 "${fresh[@]}"
+	for s in "${fresh[@]}"; do
+		assert_regex "$(lines_for "$s")" "$4"
+	done
+}
+
+# websocket_count N: how many WebSocket connections host N has logged.
+websocket_count() {
+	host_lines "$1" | grep -c ' websocket ' || true
+}
+
+# host_gets_some N FIRST COUNT MESSAGES: connect_lands FIRST COUNT MESSAGES (any
+# host), and host N logged one of the new connections at least.
+host_gets_some() {
+	local before
+	before=$(websocket_count "$1")
+	connect_lands "$2" "$3" "$4" '^host[1-3] '
+	[ "$(websocket_count "$1")" -gt "$before" ] || fail "host$1 got none of $3 new connections"
 }
 
 # hold_stop: the held clients stop sending, collect their replies and close;
