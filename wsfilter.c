@@ -54,6 +54,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -86,7 +87,11 @@
 #define LOG_MAX           512          /* one log line */
 #define DISCARD_MAX       (256 * 1024) /* input read and dropped after the end,
 						 * before and after our shutdown */
-#define HTTP_HEAD_MAX     1024         /* the head of our own HTTP answers */
+#define HEADERS_MAX       1024         /* --header lines, all of them */
+#define CHECK_OUT_MAX     4096         /* what --check may write */
+#define USER_MAX          64           /* Remote-User from --check */
+/* the head of our own HTTP answers: ours, --header's, a check's refusal */
+#define HTTP_HEAD_MAX     (1024 + HEADERS_MAX + CHECK_OUT_MAX)
 #define PIPE_BUF_SIZE     65536        /* to and from a program, each way */
 #define ERR_LINE_MAX      400          /* a line of the program's stderr in the log */
 /* The request's CGI variables.  The target appears up to three times
@@ -176,7 +181,11 @@ enum why {
 	/* what the request asks for */
 	W_METHOD, W_UPGRADE_METHOD, W_UPGRADE_HTTP10, W_NO_CONNECTION_UPGRADE,
 	W_NO_KEY, W_BAD_KEY, W_NO_VERSION, W_VERSION, W_NO_ORIGIN, W_ORIGIN,
-	W_NOT_FOUND, W_PAGE, W_HEALTH,
+	W_CROSS_ORIGIN, W_NOT_FOUND, W_PAGE, W_HEALTH,
+	/* --dir and --check: the route and the admission */
+	W_PATH_BAD, W_ROUTE_NONE, W_ROUTE_DIR, W_ROUTE_NOEXEC, W_ROUTE_OUTSIDE,
+	W_CHECK_REFUSED, W_CHECK_EXIT, W_CHECK_KILLED, W_CHECK_SLOW, W_CHECK_BIG,
+	W_CHECK_OUTPUT,
 	/* before a request */
 	W_NO_REQUEST, W_HEAD_TIMEOUT, W_LEFT_EARLY, W_LEFT_IN_HEAD,
 	/* frames (RFC 6455 5) */
@@ -277,6 +286,42 @@ struct options {
 	long long stop_timeout;      /* seconds to wait for them at a stop */
 	long long idle_exit;         /* seconds without a child to exit, 0: never,
 				      * -1: the default of the launcher */
+	const char *dir;             /* --dir: DIR's real path, or NULL */
+	const char *check;           /* --check PROGRAM, or NULL */
+	int sameorigin;              /* --sameorigin: Origin's host must be Host */
+	int runs;                    /* a program per connection: PROGRAM or --dir */
+	int gate;                    /* a child waits for the request before the
+				      * sandbox: a program to run, or --check */
+	char headers[HEADERS_MAX];   /* --header lines, "Name: value\r\n" each */
+	size_t headers_len;
+};
+
+/* What the waiting child reports on the exec pipe, in records of a head
+ * and len bytes, before it execs or exits; its EOF ends the report (an
+ * empty one: the program runs). */
+enum { REP_ERRNO, REP_ROUTE, REP_CHECK };
+#define CHECK_TIMEOUT (-1)           /* REP_CHECK: no exit before the deadline */
+#define CHECK_TOO_BIG (-2)           /* REP_CHECK: output over CHECK_OUT_MAX */
+struct report {
+	int kind;                    /* REP_* */
+	int value;                   /* errno, enum why, or the check's wait status */
+	unsigned len;                /* bytes that follow: the check's output */
+};
+#define REPORT_MAX (3 * sizeof(struct report) + CHECK_OUT_MAX)
+
+/* A string inside the request head. */
+struct span {
+	const char *p;
+	size_t len;
+};
+
+/* What an admission check's output says. */
+struct check_answer {
+	int status, status_line;     /* Status: 4NN and its line; 0: none */
+	struct span user;            /* Remote-User */
+	struct span body;            /* after a blank line */
+	char headers[2 * CHECK_OUT_MAX]; /* the others, "Name: value\r\n" each */
+	size_t headers_len;
 };
 
 /* The descriptors the loop polls.  A finished direction has fd -1. */
@@ -336,6 +381,7 @@ struct core {
 	/* what the log line reports */
 	char peer[PEER_MAX];
 	char request[REQ_MAX];       /* method and target, sanitized */
+	char user[USER_MAX + 1];     /* Remote-User from --check, or "" */
 	int head_only;               /* a HEAD request: answers carry no body */
 	int http_status;             /* HTTP answer, 0 before one is queued */
 	enum http_kind kind;
@@ -400,8 +446,10 @@ struct conn {
 	int64_t stop_at;             /* when the next stop step is due; 0: none */
 	long long pout_cap;          /* after the cut: bytes of its stdout still read */
 	pid_t *pgid_slot;            /* the acceptor's record of the group, or NULL */
+	size_t rep_len;              /* the waiting child's report, so far */
 	size_t perr_len;             /* a partial line of its stderr */
-	char perr[ERR_LINE_MAX];
+	char perr[ERR_LINE_MAX];     /* conn_init clears up to here */
+	unsigned char rep[REPORT_MAX];
 };
 
 /* ==== How a connection ends ============================================ */
@@ -431,9 +479,22 @@ static const struct ending endings[W_COUNT] = {
 	[W_VERSION]         = { HTTP_UPGRADE_REQUIRED, 0, EXIT_PROTOCOL, 0, "unsupported Sec-WebSocket-Version" },
 	[W_NO_ORIGIN]       = { HTTP_FORBIDDEN, 0, EXIT_PROTOCOL, 0, "missing Origin" },
 	[W_ORIGIN]          = { HTTP_FORBIDDEN, 0, EXIT_PROTOCOL, 0, "Origin not allowed" },
+	[W_CROSS_ORIGIN]    = { HTTP_FORBIDDEN, 0, EXIT_PROTOCOL, 0, "Origin is not the Host (--sameorigin)" },
 	[W_NOT_FOUND]       = { HTTP_NOT_FOUND, 0, EXIT_PROTOCOL, 0, "no such page" },
 	[W_PAGE]            = { 0, 0, EXIT_CLEAN, 0, NULL },
 	[W_HEALTH]          = { 0, 0, EXIT_CLEAN, 0, NULL },
+	[W_PATH_BAD]        = { HTTP_BAD_REQUEST, 0, EXIT_PROTOCOL, 0, "malformed path for --dir" },
+	[W_ROUTE_NONE]      = { HTTP_NOT_FOUND, 0, EXIT_PROTOCOL, 0, "no program for the path" },
+	[W_ROUTE_DIR]       = { HTTP_NOT_FOUND, 0, EXIT_PROTOCOL, 0, "the path names a directory" },
+	[W_ROUTE_NOEXEC]    = { HTTP_NOT_FOUND, 0, EXIT_PROTOCOL, 0, "the path names a file that is not an executable" },
+	[W_ROUTE_OUTSIDE]   = { HTTP_NOT_FOUND, 0, EXIT_PROTOCOL, 0, "the path leads outside --dir" },
+	/* the check's own answer is queued before: no http here */
+	[W_CHECK_REFUSED]   = { 0, 0, EXIT_PROTOCOL, E_NUMBER, "refused by the admission check with" },
+	[W_CHECK_EXIT]      = { HTTP_INTERNAL, 0, EXIT_PROGRAM, E_NUMBER, "admission check exited" },
+	[W_CHECK_KILLED]    = { HTTP_INTERNAL, 0, EXIT_PROGRAM, E_SIGNAME, "admission check killed by" },
+	[W_CHECK_SLOW]      = { HTTP_INTERNAL, 0, EXIT_PROGRAM, E_SECONDS, "admission check gave no answer within" },
+	[W_CHECK_BIG]       = { HTTP_INTERNAL, 0, EXIT_PROGRAM, 0, "admission check wrote over 4 KiB" },
+	[W_CHECK_OUTPUT]    = { HTTP_INTERNAL, 0, EXIT_PROGRAM, E_NUMBER, "admission check's output is malformed at line" },
 	[W_NO_REQUEST]      = { 0, 0, EXIT_TIMEOUT, E_SECONDS, "no request within" },
 	[W_HEAD_TIMEOUT]    = { HTTP_TIMEOUT, 0, EXIT_TIMEOUT, 0, "request head incomplete at the handshake timeout" },
 	[W_LEFT_EARLY]      = { 0, 0, EXIT_GONE, 0, "client left before a request" },
@@ -952,7 +1013,7 @@ static void close_frame(struct core *c, int code, enum why why, int detail)
 	c->close_by = BY_SERVER;
 }
 
-static void http_error(struct core *c, enum why why);
+static void http_error(struct core *c, enum why why, int detail);
 
 /* The one place a connection's end is decided: the HTTP answer or close
  * frame that tells the client, the exit status, the reason for the log,
@@ -977,7 +1038,7 @@ static void conn_end(struct core *c, enum why why, int detail)
 	c->why_detail = detail;
 	c->status = e->status;
 	if ((c->state == CS_HANDSHAKE || c->state == CS_STARTING) && e->http)
-		http_error(c, why);
+		http_error(c, why, detail);
 	else if (c->state == CS_OPEN && e->close)
 		close_frame(c, e->close, why, detail);
 	c->state = (e->flags & E_NOW) ? CS_DONE : CS_LINGER;
@@ -988,28 +1049,33 @@ static void conn_end(struct core *c, enum why why, int detail)
 
 /* ==== Opening handshake (RFC 6455 4.2, RFC 9112) ======================= */
 
+/* RFC 9110 15: the reason phrases of the statuses wsfilter sends, and of
+ * the client errors an admission check may choose. */
 static const char *http_reason(int status)
 {
-	switch (status) {
-	case HTTP_OK:               return "OK";
-	case HTTP_BAD_REQUEST:      return "Bad Request";
-	case HTTP_FORBIDDEN:        return "Forbidden";
-	case HTTP_NOT_FOUND:        return "Not Found";
-	case HTTP_METHOD:           return "Method Not Allowed";
-	case HTTP_TIMEOUT:          return "Request Timeout";
-	case HTTP_UPGRADE_REQUIRED: return "Upgrade Required";
-	case HTTP_TOO_LARGE:        return "Request Header Fields Too Large";
-	case HTTP_INTERNAL:         return "Internal Server Error";
-	case HTTP_UNAVAILABLE:      return "Service Unavailable";
-	}
-	return "Error";
+	static const struct { short status; const char *text; } reasons[] = {
+		{ 200, "OK" }, { 400, "Bad Request" }, { 401, "Unauthorized" },
+		{ 402, "Payment Required" }, { 403, "Forbidden" }, { 404, "Not Found" },
+		{ 405, "Method Not Allowed" }, { 406, "Not Acceptable" },
+		{ 407, "Proxy Authentication Required" }, { 408, "Request Timeout" },
+		{ 409, "Conflict" }, { 410, "Gone" }, { 411, "Length Required" },
+		{ 412, "Precondition Failed" }, { 413, "Content Too Large" },
+		{ 414, "URI Too Long" }, { 415, "Unsupported Media Type" },
+		{ 416, "Range Not Satisfiable" }, { 417, "Expectation Failed" },
+		{ 421, "Misdirected Request" }, { 422, "Unprocessable Content" },
+		{ 426, "Upgrade Required" }, { 428, "Precondition Required" },
+		{ 429, "Too Many Requests" }, { 431, "Request Header Fields Too Large" },
+		{ 451, "Unavailable For Legal Reasons" }, { 500, "Internal Server Error" },
+		{ 503, "Service Unavailable" },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
+		if (reasons[i].status == status)
+			return reasons[i].text;
+	return status < 500 ? "Client Error" : "Server Error";
 }
 
-/* A string inside the request head. */
-struct span {
-	const char *p;
-	size_t len;
-};
 
 /* What the syntax pass takes from the request head.  Fields that may
  * appear once are counted, so that a second one is refused, never read. */
@@ -1227,6 +1293,70 @@ static enum why hs_route(const struct hs_request *r)
 	return W_NOT_FOUND;
 }
 
+/* --sameorigin: Origin is "scheme://host[:port]" (RFC 6454 6.1); its
+ * host[:port] must be Host's, case-insensitively. */
+static int same_origin(struct span origin, struct span host)
+{
+	const char *s = memmem(origin.p, origin.len, "://", 3);
+	struct span auth;
+
+	if (!s)
+		return 0; /* "null", or no scheme */
+	auth = (struct span){ s + 3, (size_t)(origin.p + origin.len - s - 3) };
+	return auth.len && auth.len == host.len && !strncasecmp(auth.p, host.p, host.len);
+}
+
+static int hex_value(unsigned char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	ch = (unsigned char)tolower(ch);
+	return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+/* --dir: the path percent-decoded once into out (size bytes; NULL: only
+ * checked), 0 when it cannot name a program safely: a segment that is
+ * empty ("//", a trailing "/"), ".", ".." or starts with '.'; a '/', NUL
+ * or control byte decoded inside one; a malformed escape.  "/" alone is
+ * well-formed: it names nothing. */
+static int path_decode(struct span path, char *out, size_t size)
+{
+	size_t i, n = 1, seg = 1; /* seg: where the segment starts in out */
+	int ch, hi, lo;
+
+	if (!path.len || path.p[0] != '/')
+		return 0;
+	if (out && size > 1)
+		out[0] = '/';
+	for (i = 1; i < path.len; i++) {
+		ch = (unsigned char)path.p[i];
+		if (ch == '/') {
+			if (n == seg)
+				return 0; /* empty */
+			seg = n + 1;
+		} else {
+			if (ch == '%') {
+				if (path.len - i < 3)
+					return 0;
+				hi = hex_value((unsigned char)path.p[i + 1]);
+				lo = hex_value((unsigned char)path.p[i + 2]);
+				if (hi < 0 || lo < 0)
+					return 0;
+				ch = hi << 4 | lo;
+				i += 2;
+			}
+			if (ch == '/' || ch < 0x20 || ch == 0x7f || (n == seg && ch == '.'))
+				return 0;
+		}
+		if (out && n + 1 < size)
+			out[n] = (char)ch;
+		n++;
+	}
+	if (out && size)
+		out[n < size ? n : size - 1] = '\0';
+	return path.len == 1 || n > seg; /* "/", or a last segment not empty */
+}
+
 /* Policy: what a well-formed request gets.  W_NONE is the upgrade, with
  * *protocol the first subprotocol the client offers that we accept. */
 static enum why hs_policy(const struct options *o, const struct hs_request *r,
@@ -1257,6 +1387,12 @@ static enum why hs_policy(const struct options *o, const struct hs_request *r,
 		if (i == o->norigins)
 			return r->origin.p ? W_ORIGIN : W_NO_ORIGIN;
 	}
+	if (o->sameorigin && !r->origin.p)
+		return W_NO_ORIGIN;
+	if (o->sameorigin && !same_origin(r->origin, r->host))
+		return W_CROSS_ORIGIN;
+	if (o->dir && !path_decode(r->path, NULL, 0))
+		return W_PATH_BAD;
 	*protocol = NULL;
 	for (i = 0; i < r->nprotocols && !*protocol; i++) {
 		const char *p = r->protocols[i].p;
@@ -1270,8 +1406,8 @@ static enum why hs_policy(const struct options *o, const struct hs_request *r,
 	return W_NONE;
 }
 
-/* Queue an HTTP answer: status line, Date, the given headers, the body
- * (none for HEAD). */
+/* Queue an HTTP answer: status line, Date, the given headers and
+ * --header's, the body (none for HEAD). */
 static void http_answer(struct core *c, int status, const char *extra,
 			const char *ctype, const void *body, size_t blen)
 {
@@ -1284,9 +1420,10 @@ static void http_answer(struct core *c, int status, const char *extra,
 		"Date: %s\r\n"
 		"Content-Type: %s\r\n"
 		"Content-Length: %zu\r\n"
-		"%s"
+		"%s%s"
 		"Connection: close\r\n\r\n",
-		status, http_reason(status), date, ctype, blen, extra ? extra : "");
+		status, http_reason(status), date, ctype, blen, extra ? extra : "",
+		c->opt->headers);
 	/* the queue is empty, and the static_assert on the page keeps every
 	 * answer inside it */
 	assert(n > 0 && (size_t)n < sizeof hdr && c->out_len == 0);
@@ -1296,15 +1433,20 @@ static void http_answer(struct core *c, int status, const char *extra,
 	c->http_status = status;
 }
 
-/* The answer to a refused request: its status and a one-line body. */
-static void http_error(struct core *c, enum why why)
+/* The answer to a refused request: its status and a one-line body (a
+ * number of seconds in it, no other detail: those are for the log). */
+static void http_error(struct core *c, enum why why, int detail)
 {
 	int status = endings[why].http;
 	const char *extra = NULL;
-	char body[256];
+	char body[256], text[REASON_MAX];
 	int n;
 
-	n = snprintf(body, sizeof body, "%d %s: %s\n", status, http_reason(status), endings[why].reason);
+	if (endings[why].flags & E_SECONDS)
+		reason_text(why, detail, text, sizeof text);
+	else
+		snprintf(text, sizeof text, "%s", endings[why].reason);
+	n = snprintf(body, sizeof body, "%d %s: %s\n", status, http_reason(status), text);
 	if (why == W_UPGRADE_METHOD)
 		extra = "Allow: GET\r\n";
 	else if (status == HTTP_METHOD)
@@ -1321,19 +1463,27 @@ static void http_error(struct core *c, enum why why)
 	"style-src 'unsafe-inline'; connect-src 'self'; img-src data:; " \
 	"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
+/* NAME=VALUE\0 at the end of an environment block of *len bytes (size
+ * at most); 0 when it does not fit. */
+static int env_append(char *block, size_t *len, size_t size, const char *name, size_t nlen,
+		      const char *v, size_t vlen)
+{
+	if (*len + nlen + vlen + 2 > size)
+		return 0;
+	memcpy(block + *len, name, nlen);
+	block[*len + nlen] = '=';
+	memcpy(block + *len + nlen + 1, v, vlen);
+	*len += nlen + vlen + 1;
+	block[(*len)++] = '\0';
+	return 1;
+}
+
 /* One NAME=VALUE for the program's environment.  The block is bounded:
  * a request head is at most HEAD_MAX bytes. */
 static void env_add(struct core *c, const char *name, size_t nlen, const char *v, size_t vlen)
 {
-	if (c->env_len + nlen + vlen + 2 > ENV_MAX) {
+	if (!env_append(c->env, &c->env_len, ENV_MAX, name, nlen, v, vlen))
 		c->env_full = 1; /* cannot happen (ENV_MAX): refused all the same */
-		return;
-	}
-	memcpy(c->env + c->env_len, name, nlen);
-	c->env[c->env_len + nlen] = '=';
-	memcpy(c->env + c->env_len + nlen + 1, v, vlen);
-	c->env_len += nlen + vlen + 1;
-	c->env[c->env_len++] = '\0';
 }
 
 static void env_set(struct core *c, const char *name, struct span v)
@@ -1395,7 +1545,15 @@ static void cgi_env(struct core *c, const char *head, size_t len, const struct h
 	env_set(c, "REQUEST_METHOD", r->method);
 	env_set(c, "REQUEST_URI", r->target);
 	env_set(c, "SCRIPT_NAME", span_of(""));
-	env_set(c, "PATH_INFO", r->path);
+	if (c->opt->dir) {
+		/* decoded: the waiting child splits it at the program it finds */
+		char path[HEAD_MAX];
+
+		path_decode(r->path, path, sizeof path);
+		env_set(c, "PATH_INFO", span_of(path));
+	} else {
+		env_set(c, "PATH_INFO", r->path);
+	}
 	q = memchr(r->target.p, '?', r->target.len);
 	env_set(c, "QUERY_STRING", q ? (struct span){ q + 1, (size_t)(r->target.p + r->target.len - q - 1) }
 				     : span_of(""));
@@ -1427,18 +1585,20 @@ static const char ws_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /* The 101, and the connection is open. */
 static void hs_open(struct core *c)
 {
-	char resp[256];
+	char resp[256 + HEADERS_MAX];
 	int n = snprintf(resp, sizeof resp,
 		"HTTP/1.1 101 Switching Protocols\r\n"
 		"Upgrade: websocket\r\n"
 		"Connection: Upgrade\r\n"
 		"Sec-WebSocket-Accept: %s\r\n"
 		"%s%s%s"
+		"%s"
 		"\r\n",
 		c->accept,
 		c->protocol ? "Sec-WebSocket-Protocol: " : "",
 		c->protocol ? c->protocol : "",
-		c->protocol ? "\r\n" : "");
+		c->protocol ? "\r\n" : "",
+		c->opt->headers);
 
 	/* a protocol name is an option of at most a few hundred bytes */
 	if (n < 0 || (size_t)n >= sizeof resp || out_put(c, resp, (size_t)n) < 0) {
@@ -1453,8 +1613,9 @@ static void hs_open(struct core *c)
 }
 
 /* The request is a valid upgrade.  Sec-WebSocket-Accept is
- * base64(SHA-1(key + GUID)).  With a program, the 101 waits until its
- * exec has succeeded (prog_started): one that cannot run gets a 500. */
+ * base64(SHA-1(key + GUID)).  With a program or --check, the 101 waits
+ * for the waiting child's report (prog_report): its route, its check,
+ * its exec. */
 static void hs_accept(struct core *c, const struct hs_request *r, const char *head, size_t len)
 {
 	unsigned char keybuf[24 + sizeof ws_guid - 1], digest[20];
@@ -1463,7 +1624,7 @@ static void hs_accept(struct core *c, const struct hs_request *r, const char *he
 	memcpy(keybuf + 24, ws_guid, sizeof ws_guid - 1);
 	sha1(keybuf, sizeof keybuf, digest);
 	base64_encode(digest, sizeof digest, c->accept);
-	if (!c->opt->program) {
+	if (!c->opt->gate) {
 		hs_open(c);
 		return;
 	}
@@ -1480,15 +1641,164 @@ static void hs_accept(struct core *c, const struct hs_request *r, const char *he
 	c->state = CS_STARTING;
 }
 
-/* The program's exec succeeded (err 0) or failed with errno err. */
-static void prog_started(struct core *c, int err)
+/* An admission check's output: CGI header lines ("Name: value", LF or
+ * CRLF); after a blank line, the body of its refusal.  Returns the number
+ * of the first line wsfilter cannot use (from 1), 0 when none. */
+static int check_parse(const char *p, size_t n, struct check_answer *a)
 {
-	if (c->state != CS_STARTING)
-		return;
-	if (err)
-		conn_end(c, W_PROG_EXEC, err);
+	static const char *const ours[] = {
+		"Content-Length", "Connection", "Date", "Upgrade", "Transfer-Encoding",
+	};
+	const char *end = p + n, *eol, *colon, *q;
+	struct span name, value;
+	size_t len, i;
+	int line = 0, k;
+
+	a->status = a->status_line = 0;
+	a->user = (struct span){ NULL, 0 };
+	a->body = (struct span){ NULL, 0 };
+	a->headers_len = 0;
+	a->headers[0] = '\0';
+	for (; p < end; p = eol < end ? eol + 1 : end) {
+		line++;
+		eol = memchr(p, '\n', (size_t)(end - p));
+		eol = eol ? eol : end;
+		len = (size_t)(eol - p) - (eol > p && eol[-1] == '\r');
+		if (!len) {
+			a->body = (struct span){ eol < end ? eol + 1 : end, (size_t)(end - eol) - (eol < end) };
+			return 0;
+		}
+		colon = memchr(p, ':', len);
+		for (q = p; colon && q < colon && is_tchar((unsigned char)*q); q++)
+			;
+		if (!colon || colon == p || q < colon)
+			return line;
+		name = (struct span){ p, (size_t)(colon - p) };
+		value = span_trim(colon + 1, (size_t)(p + len - colon - 1));
+		for (i = 0; i < value.len; i++)
+			if (value.p[i] == '\r' || value.p[i] == '\0')
+				return line;
+		for (i = 0; i < sizeof ours / sizeof ours[0]; i++)
+			if (span_eq(name, ours[i]))
+				return line;
+		if (span_eq(name, "Status")) {
+			for (i = 0, k = 0; i < 3 && i < value.len && isdigit((unsigned char)value.p[i]); i++)
+				k = k * 10 + value.p[i] - '0';
+			if (i < 3 || (value.len > 3 && value.p[3] != ' ') || k < 100)
+				return line;
+			a->status = k;
+			a->status_line = line;
+		} else if (span_eq(name, "Remote-User")) {
+			for (i = 0; i < value.len && value.p[i] > 0x20 && value.p[i] < 0x7f; i++)
+				;
+			if (!value.len || i < value.len || value.len > USER_MAX)
+				return line;
+			a->user = value;
+		} else {
+			k = snprintf(a->headers + a->headers_len, sizeof a->headers - a->headers_len,
+				     "%.*s: %.*s\r\n", (int)name.len, name.p, (int)value.len, value.p);
+			if (k < 0 || (size_t)k >= sizeof a->headers - a->headers_len)
+				return line;
+			a->headers_len += (size_t)k;
+		}
+	}
+	return 0;
+}
+
+/* The check's verdict from its wait status (or CHECK_TIMEOUT,
+ * CHECK_TOO_BIG) and output: W_NONE admits, W_CHECK_REFUSED refuses with
+ * a's status and headers, any other why is its failure, with *detail.
+ * The waiting child runs the program on the same verdict. */
+static enum why check_judge(int status, const char *out, size_t n, struct check_answer *a,
+			    int *detail)
+{
+	int line;
+
+	*detail = 0;
+	if (status == CHECK_TIMEOUT)
+		return W_CHECK_SLOW;
+	if (status == CHECK_TOO_BIG)
+		return W_CHECK_BIG;
+	if (WIFSIGNALED(status)) {
+		*detail = WTERMSIG(status);
+		return W_CHECK_KILLED;
+	}
+	if (WEXITSTATUS(status) > 1) {
+		*detail = WEXITSTATUS(status);
+		return W_CHECK_EXIT;
+	}
+	line = check_parse(out, n, a);
+	if (!line && WEXITSTATUS(status) == 1 && a->status && (a->status < 400 || a->status > 499))
+		line = a->status_line; /* a refusal is a client error */
+	if (line) {
+		*detail = line;
+		return W_CHECK_OUTPUT;
+	}
+	return WEXITSTATUS(status) ? W_CHECK_REFUSED : W_NONE;
+}
+
+/* The check refused: its status (403 by default), its header lines, and
+ * its body or ours. */
+static void check_refuse(struct core *c, const struct check_answer *a)
+{
+	int status = a->status ? a->status : HTTP_FORBIDDEN;
+	char body[128];
+	int n = snprintf(body, sizeof body, "%d %s\n", status, http_reason(status));
+
+	if (a->body.len)
+		http_answer(c, status, a->headers, "text/plain; charset=utf-8", a->body.p, a->body.len);
 	else
+		http_answer(c, status, a->headers, "text/plain; charset=utf-8", body,
+			    n > 0 && (size_t)n < sizeof body ? (size_t)n : 0);
+	conn_end(c, W_CHECK_REFUSED, status);
+}
+
+/* The waiting child's report, whole (its pipe's EOF): records of a route
+ * refused, the check's verdict, an exec that failed.  Acts on it while the
+ * request waits; returns whether the program runs (or, without one, the
+ * check admitted), whatever the state. */
+static int prog_report(struct core *c, const unsigned char *p, size_t n)
+{
+	struct check_answer a;
+	struct report h;
+	enum why why = W_NONE;
+	int detail = 0, checked = 0;
+
+	while (why == W_NONE && n >= sizeof h) {
+		memcpy(&h, p, sizeof h);
+		if (h.len > n - sizeof h)
+			break;
+		p += sizeof h;
+		n -= sizeof h;
+		if (h.kind == REP_CHECK) {
+			why = check_judge(h.value, (const char *)p, h.len, &a, &detail);
+			checked = 1;
+		} else if (h.kind == REP_ROUTE && h.value >= W_PATH_BAD && h.value <= W_ROUTE_OUTSIDE) {
+			why = (enum why)h.value;
+		} else {
+			why = W_PROG_EXEC;
+			detail = h.kind == REP_ERRNO && h.value > 0 ? h.value : EIO;
+		}
+		p += h.len;
+		n -= h.len;
+	}
+	if (why == W_NONE && (n || (c->opt->check && !checked))) {
+		why = W_PROG_EXEC; /* cut short: the child died */
+		detail = EIO;
+	}
+	if (c->state != CS_STARTING)
+		return why == W_NONE;
+	if (why == W_NONE && checked && a.user.len) {
+		memcpy(c->user, a.user.p, a.user.len);
+		c->user[a.user.len] = '\0';
+	}
+	if (why == W_NONE)
 		hs_open(c);
+	else if (why == W_CHECK_REFUSED)
+		check_refuse(c, &a);
+	else
+		conn_end(c, why, why == W_CHECK_SLOW ? (int)c->opt->hs_timeout : detail);
+	return why == W_NONE;
 }
 
 /* What the log line tells of the request: method and target, HEAD, the
@@ -1729,7 +2039,7 @@ static void ctrl_handle(struct core *c, int opcode, const unsigned char *p, size
 		c->close_by = BY_CLIENT;
 		memcpy(c->close_echo, p, n ? 2 : 0);
 		c->close_echo_len = n ? 2 : 0;
-		if (c->opt->program) {
+		if (c->opt->runs) {
 			/* the program's answers to the messages before the close
 			 * go first (5.5.1 lets the close wait for data being
 			 * sent): its stdin ends, and the close goes once its
@@ -2032,7 +2342,7 @@ static size_t ws_feed(struct core *c)
 		return avail; /* nothing counts after the client's close */
 	while (c->state == CS_OPEN && !c->peer_closed) {
 		if (c->frame.active) {
-			moved = c->opt->program ? prog_forward(c, in + used, avail - used)
+			moved = c->opt->runs ? prog_forward(c, in + used, avail - used)
 						: msg_forward(c, in + used, avail - used);
 			if (moved < 0)
 				break;
@@ -2092,7 +2402,7 @@ static size_t conn_process(struct core *c, int64_t now)
 	}
 	if (c->in_off == c->in_len)
 		c->in_off = c->in_len = 0;
-	if (c->opt->program)
+	if (c->opt->runs)
 		prog_frame(c);
 	return total;
 }
@@ -2254,15 +2564,42 @@ static void conn_expire(struct core *c, int64_t now)
 
 /* ==== A program per connection: its process ============================ */
 
-/* The child cannot run the program: errno to wsfilter, which answers 500. */
+/* One record of the waiting child's report (struct report).  The pipe
+ * is empty and holds the whole of it. */
+static void report_send(int ex, int kind, int value, const void *p, size_t n)
+{
+	struct report h = { kind, value, (unsigned)n };
+	struct iovec v[2] = { { &h, sizeof h }, { (void *)p, n } };
+
+	(void)!writev(ex, v, 2);
+}
+
+/* The child cannot go on: errno to wsfilter, which answers 500. */
 static void prog_child_fail(int ex) __attribute__((noreturn));
 
 static void prog_child_fail(int ex)
 {
-	int e = errno;
-
-	(void)!write(ex, &e, sizeof e);
+	report_send(ex, REP_ERRNO, errno, NULL, 0);
 	_exit(127);
+}
+
+/* The dispositions and mask a program expects, whatever wsfilter set. */
+static void child_signals(void)
+{
+	static const int sigs[] = { SIGPIPE, SIGTERM, SIGINT, SIGHUP, SIGCHLD };
+	sigset_t none;
+	size_t i;
+
+	for (i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+		signal(sigs[i], SIG_DFL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+/* A wait(2) status from waitid's siginfo. */
+static int status_of(const siginfo_t *si)
+{
+	return si->si_code == CLD_EXITED ? (si->si_status & 0xff) << 8 : si->si_status & 0x7f;
 }
 
 /* Names of wsfilter's own environment that never reach the program:
@@ -2313,29 +2650,232 @@ static char **prog_environ(const struct options *o, char *block, size_t got)
 	return envp;
 }
 
+/* NAME's entry in an environment block of got bytes, or NULL. */
+static char *env_find(char *block, size_t got, const char *name)
+{
+	size_t n = strlen(name);
+	char *p;
+
+	for (p = block; p < block + got; p += strlen(p) + 1)
+		if (!strncmp(p, name, n) && p[n] == '=')
+			return p;
+	return NULL;
+}
+
+/* The block without NAME's entry: its new length. */
+static size_t env_drop(char *block, size_t got, const char *name)
+{
+	char *p = env_find(block, got, name);
+	size_t n;
+
+	if (!p)
+		return got;
+	n = strlen(p) + 1;
+	memmove(p, p + n, (size_t)(block + got - p) - n);
+	return got - n;
+}
+
+/* --dir: the program a decoded path names under dir (a real path), by
+ * whole segments: a directory goes on to the next segment, the first
+ * executable regular file is the program (its real path into file) and
+ * *split is where the rest of the path, PATH_INFO, starts.  Everything
+ * looked at must lie inside dir, symlinks resolved. */
+static enum why route_find(const char *dir, const char *path, char *file, size_t size,
+			   size_t *split)
+{
+	size_t dlen = strlen(dir), at = 0, seg;
+	char real[PATH_MAX];
+	struct stat st;
+	int n;
+
+	while (path[at] == '/' && path[at + 1]) {
+		seg = 1 + strcspn(path + at + 1, "/");
+		n = snprintf(file, size, "%s%.*s", dir, (int)(at + seg), path);
+		if (n < 0 || (size_t)n >= size || !realpath(file, real) || stat(real, &st) < 0)
+			return W_ROUTE_NONE;
+		if (dlen > 1 && (strncmp(real, dir, dlen) || real[dlen] != '/'))
+			return W_ROUTE_OUTSIDE;
+		at += seg;
+		if (S_ISDIR(st.st_mode))
+			continue;
+		if (!S_ISREG(st.st_mode))
+			return W_ROUTE_NONE;
+		if (access(real, X_OK) < 0)
+			return W_ROUTE_NOEXEC;
+		if (strlen(real) >= size)
+			return W_ROUTE_NONE;
+		strcpy(file, real);
+		*split = at;
+		return W_NONE;
+	}
+	return at ? W_ROUTE_DIR : W_ROUTE_NONE;
+}
+
+/* The check's process: its own group, stdin /dev/null, stdout out,
+ * stderr the log's pipe, no argument. */
+static void check_exec(const char *check, char **envp, int out, int err) __attribute__((noreturn));
+
+static void check_exec(const char *check, char **envp, int out, int err)
+{
+	char *argv[2] = { (char *)check, NULL };
+	int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+	(void)setpgid(0, 0);
+	(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+	child_signals();
+	if (nul < 0 || dup2(nul, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
+		_exit(127);
+	closefrom(3);
+	execvpe(check, argv, envp);
+	dprintf(2, "cannot run the admission check %s: %s\n", check, strerrordesc_np(errno));
+	_exit(127);
+}
+
+/* Read what the check writes: up to CHECK_OUT_MAX into out, more is
+ * counted in *big and dropped.  0 once its stdout has ended. */
+static int check_read(int fd, char *out, size_t *len, int *big)
+{
+	char junk[512];
+	ssize_t r;
+
+	for (;;) {
+		if (*len < CHECK_OUT_MAX)
+			r = read(fd, out + *len, CHECK_OUT_MAX - *len);
+		else
+			r = read(fd, junk, sizeof junk);
+		if (r > 0 && *len < CHECK_OUT_MAX)
+			*len += (size_t)r;
+		else if (r > 0)
+			*big = 1;
+		else
+			return r < 0 && (errno == EAGAIN || errno == EINTR);
+	}
+}
+
+/* --check: run it with envp and wait, reading its stdout, until it has
+ * exited and its stdout is read, the deadline (ms), or the report pipe
+ * ex breaks (wsfilter has given up).  Its whole group is killed before
+ * this returns: its wait status, CHECK_TIMEOUT or CHECK_TOO_BIG. */
+static int check_run(const char *check, char **envp, int err, int ex, int64_t deadline,
+		     char *out, size_t *len)
+{
+	int p[2], st = CHECK_TIMEOUT, big = 0, exited = 0, open_out = 1, pidfd;
+	struct pollfd pfd[3];
+	siginfo_t si;
+	int64_t left;
+	nfds_t n;
+	pid_t pid;
+
+	if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0 || (pid = fork()) < 0)
+		prog_child_fail(ex);
+	if (pid == 0)
+		check_exec(check, envp, p[1], err);
+	(void)setpgid(pid, pid);
+	close(p[1]);
+	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	*len = 0;
+	while ((!exited || open_out) && (left = deadline - now_ms()) > 0) {
+		n = 0;
+		pfd[n++] = (struct pollfd){ ex, 0, 0 }; /* POLLERR: no reader left */
+		if (open_out)
+			pfd[n++] = (struct pollfd){ p[0], POLLIN, 0 };
+		if (!exited && pidfd >= 0)
+			pfd[n++] = (struct pollfd){ pidfd, POLLIN, 0 };
+		if (poll(pfd, n, (int)(pidfd < 0 && left > 20 ? 20 : left)) < 0 && errno != EINTR)
+			break;
+		if (pfd[0].revents)
+			break;
+		memset(&si, 0, sizeof si);
+		if (!exited && waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid) {
+			exited = 1;
+			st = status_of(&si);
+		}
+		/* once it has exited, what its stdout holds is all there is */
+		open_out = open_out && check_read(p[0], out, len, &big) && !exited;
+	}
+	(void)kill(-pid, SIGKILL);
+	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+		;
+	close(p[0]);
+	if (pidfd >= 0)
+		close(pidfd);
+	return !exited ? CHECK_TIMEOUT : big ? CHECK_TOO_BIG : st;
+}
+
+/* --dir: the route of the request's PATH_INFO, into file; its split into
+ * SCRIPT_NAME and PATH_INFO in the block.  A refusal is reported. */
+static size_t prog_route(const struct options *o, char *block, size_t got, size_t size,
+			 char *file, size_t fsize, int ex)
+{
+	char path[HEAD_MAX], *pi = env_find(block, got, "PATH_INFO");
+	size_t split = 0;
+	enum why why;
+
+	snprintf(path, sizeof path, "%s", pi ? pi + strlen("PATH_INFO=") : "/");
+	why = route_find(o->dir, path, file, fsize, &split);
+	if (why != W_NONE) {
+		report_send(ex, REP_ROUTE, why, NULL, 0);
+		_exit(EXIT_CLEAN);
+	}
+	got = env_drop(block, got, "SCRIPT_NAME");
+	got = env_drop(block, got, "PATH_INFO");
+	if (!env_append(block, &got, size, "SCRIPT_NAME", 11, path, split) ||
+	    !env_append(block, &got, size, "PATH_INFO", 9, path + split, strlen(path + split))) {
+		errno = E2BIG;
+		prog_child_fail(ex);
+	}
+	return got;
+}
+
+/* --check, with the variables the program would get: its verdict is
+ * reported; the child goes on only when it admits, with REMOTE_USER. */
+static size_t prog_check(const struct options *o, char *block, size_t got, size_t size,
+			 int err, int ex, int64_t deadline)
+{
+	char out[CHECK_OUT_MAX];
+	struct check_answer a;
+	size_t len = 0;
+	char **envp = prog_environ(o, block, got);
+	int st, detail;
+
+	if (!envp)
+		prog_child_fail(ex);
+	st = check_run(o->check, envp, err, ex, deadline, out, &len);
+	free(envp);
+	report_send(ex, REP_CHECK, st, out, len);
+	if (check_judge(st, out, len, &a, &detail) != W_NONE)
+		_exit(EXIT_CLEAN);
+	if (a.user.len && !env_append(block, &got, size, "REMOTE_USER", 11, a.user.p, a.user.len)) {
+		errno = E2BIG;
+		prog_child_fail(ex);
+	}
+	return got;
+}
+
 /* The child, forked before the sandbox and not under it, in its own
  * process group from the fork on: it waits for the request's environment
- * (EOF before it: no handshake, no program), then runs PROGRAM, stdin,
- * stdout and stderr on the pipes, every other descriptor closed but fd 3,
- * the exec pipe (close on exec: its EOF tells wsfilter that the exec
+ * (EOF before it: no handshake, no program), finds the --dir route, runs
+ * the --check, then runs the program, stdin, stdout and stderr on the
+ * pipes, every other descriptor closed but fd 3, the report pipe (close
+ * on exec: its EOF after the report tells wsfilter that the exec
  * succeeded).  It dies with wsfilter (SIGKILL), however wsfilter ends. */
-static void prog_child(const struct options *o, int in, int out, int err, int ctl, int ex,
-		       pid_t parent) __attribute__((noreturn));
+static void prog_child(const struct options *o, const int fds[5], pid_t parent,
+		       int64_t deadline) __attribute__((noreturn));
 
-static void prog_child(const struct options *o, int in, int out, int err, int ctl, int ex,
-		       pid_t parent)
+static void prog_child(const struct options *o, const int fds[5], pid_t parent,
+		       int64_t deadline)
 {
-	static char block[ENV_MAX];
+	static char block[ENV_MAX + 512], file[PATH_MAX];
 	extern char **environ;
+	int in = fds[0], out = fds[1], err = fds[2], ctl = fds[3], ex = fds[4];
+	char **envp, *argv[2] = { file, NULL };
 	size_t got = 0;
-	char **envp;
 	ssize_t r;
-	sigset_t none;
 
 	(void)setpgid(0, 0);
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
 		_exit(EXIT_INTERNAL);
-	while (got < sizeof block && (r = read(ctl, block + got, sizeof block - got)) != 0) {
+	while (got < ENV_MAX && (r = read(ctl, block + got, ENV_MAX - got)) != 0) {
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0)
@@ -2344,18 +2884,17 @@ static void prog_child(const struct options *o, int in, int out, int err, int ct
 	}
 	if (got == 0)
 		_exit(EXIT_CLEAN);
+	if (o->dir)
+		got = prog_route(o, block, got, sizeof block, file, sizeof file, ex);
+	if (o->check)
+		got = prog_check(o, block, got, sizeof block, err, ex, deadline);
+	if (!o->runs)
+		_exit(EXIT_CLEAN); /* the check admitted: the built-in filter serves */
 	/* above 2, so that the dup2()s below leave it alone */
 	if ((r = fcntl(ex, F_DUPFD_CLOEXEC, 3)) < 0)
 		prog_child_fail(ex);
 	ex = (int)r;
-	/* the dispositions and mask a program expects, whatever wsfilter set */
-	signal(SIGPIPE, SIG_DFL);
-	signal(SIGTERM, SIG_DFL);
-	signal(SIGINT, SIG_DFL);
-	signal(SIGHUP, SIG_DFL);
-	signal(SIGCHLD, SIG_DFL);
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
+	child_signals();
 	if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0 ||
 	    (ex != 3 && dup3(ex, 3, O_CLOEXEC) < 0))
 		prog_child_fail(ex);
@@ -2364,7 +2903,10 @@ static void prog_child(const struct options *o, int in, int out, int err, int ct
 	if (!(envp = prog_environ(o, block, got)))
 		prog_child_fail(ex);
 	environ = envp;
-	execvp(o->program[0], o->program);
+	if (o->dir)
+		execv(file, argv);
+	else
+		execvp(o->program[0], o->program);
 	prog_child_fail(ex);
 }
 
@@ -2403,7 +2945,11 @@ static void prog_prepare(struct conn *c, const struct options *o)
 		close(p[2][0]);
 		close(p[3][1]);
 		close(p[4][0]);
-		prog_child(o, p[0][0], p[1][1], p[2][1], p[3][0], p[4][1], self);
+		int fds[5] = { p[0][0], p[1][1], p[2][1], p[3][0], p[4][1] };
+		int64_t hs = o->hs_timeout * 1000;
+
+		/* the check's deadline comes before the 101's */
+		prog_child(o, fds, self, c->k.start_ms + hs - (hs / 4 < 250 ? hs / 4 : 250));
 	}
 	/* its own group from here on, whichever of the two runs first */
 	(void)setpgid(pid, pid);
@@ -2443,17 +2989,28 @@ static void ep_close(struct conn *c, int i)
 		c->k.pin_closed = 1; /* the core drops its input from now on */
 }
 
-/* What became of its exec: EOF, it runs; an errno, it cannot. */
+/* What became of the request in the waiting child: its report, then EOF. */
 static void prog_exec_read(struct conn *c)
 {
-	int e = 0;
-	ssize_t n = read(c->ep[EP_PROG_EXEC].fd, &e, sizeof e);
+	ssize_t n = read(c->ep[EP_PROG_EXEC].fd, c->rep + c->rep_len, sizeof c->rep - c->rep_len);
 
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
+	if (n > 0 && c->rep_len + (size_t)n < sizeof c->rep) {
+		c->rep_len += (size_t)n;
+		return;
+	}
 	ep_close(c, EP_PROG_EXEC);
-	c->prog_ran = n == 0;
-	prog_started(&c->k, n == 0 ? 0 : n == (ssize_t)sizeof e && e ? e : EIO);
+	if (n != 0) { /* more than a report holds, or a broken pipe */
+		if (c->k.state == CS_STARTING)
+			conn_end(&c->k, W_PROG_EXEC, EIO);
+		return;
+	}
+	c->prog_ran = prog_report(&c->k, c->rep, c->rep_len) && c->k.opt->runs;
+	if (!c->k.opt->runs) { /* only the check ran: its stderr may still come */
+		ep_close(c, EP_PROG_IN);
+		ep_close(c, EP_PROG_OUT);
+	}
 }
 
 /* Write what is queued for its stdin; returns the bytes written. */
@@ -2543,7 +3100,7 @@ static void prog_poll_exit(struct conn *c)
 	if (waitid(P_PID, (id_t)c->prog_pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0 || !si.si_pid)
 		return;
 	c->prog_exited = 1;
-	c->prog_status = si.si_code == CLD_EXITED ? (si.si_status & 0xff) << 8 : si.si_status & 0x7f;
+	c->prog_status = status_of(&si);
 }
 
 /* Its side is done: it exited, and its stdout and stderr have ended.  A
@@ -2613,13 +3170,26 @@ static void prog_tend(struct conn *c, int64_t now)
 }
 
 /* The connection is over: SIGKILL to whatever is left of its group,
- * then reap it. */
+ * then reap it.  A child whose report never came may be waiting for its
+ * check: the report pipe's end tells it to kill the check's group, which
+ * it does at once; it has up to half a second before its own SIGKILL. */
 static void prog_end(struct conn *c)
 {
+	struct timespec tick = { 0, 10 * 1000000 };
 	siginfo_t si;
+	int i;
 
 	if (!c->prog_pid)
 		return;
+	if (c->ep[EP_PROG_EXEC].fd >= 0 && c->k.opt->check) {
+		ep_close(c, EP_PROG_EXEC);
+		for (i = 0; i < 50; i++) {
+			memset(&si, 0, sizeof si);
+			if (waitid(P_PID, (id_t)c->prog_pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0 || si.si_pid)
+				break;
+			(void)ppoll(NULL, 0, &tick, NULL);
+		}
+	}
 	(void)kill(-c->prog_pid, SIGKILL);
 	while (waitid(P_PID, (id_t)c->prog_pid, &si, WEXITED) < 0 && errno == EINTR)
 		;
@@ -3141,7 +3711,8 @@ static const char usage_text[] =
 	"                [-q] [--sandbox=on|off|required] [--no-sandbox] [-h] [-V]\n"
 	"                [--binary] [--clear-env] [--grace S] [--max-connections N]\n"
 	"                [--max-per-source N] [--stop-timeout S] [--idle-exit S]\n"
-	"                [--] [PROGRAM [ARG...]]\n";
+	"                [--dir DIR] [--check PROGRAM] [--sameorigin]\n"
+	"                [--header 'NAME: VALUE']... [--] [PROGRAM [ARG...]]\n";
 
 static const char help_text[] =
 	"WebSocket (RFC 6455) server for one connection on stdin/stdout, started by a\n"
@@ -3176,6 +3747,15 @@ static const char help_text[] =
 	"  --grace S              with PROGRAM: once its input has ended, S seconds to\n"
 	"                         end before SIGTERM to its group, S more before\n"
 	"                         SIGKILL, S more for its output (default 2)\n"
+	"  --dir DIR              instead of PROGRAM: the upgrade's path names the\n"
+	"                         program, an executable file in DIR (longest match by\n"
+	"                         whole segments; the rest is PATH_INFO); else 404\n"
+	"  --check PROGRAM        before each 101, run PROGRAM with the request's CGI\n"
+	"                         variables: exit 0 admits (\"Remote-User: NAME\" sets\n"
+	"                         REMOTE_USER), 1 refuses (403, or its \"Status: 4NN\"\n"
+	"                         and header lines), anything else is a 500\n"
+	"  --sameorigin           refuse (403) an upgrade whose Origin is not the Host\n"
+	"  --header 'NAME: VALUE' add this header to every answer (repeatable)\n"
 	"Given a listening socket (systemd Accept=no, inetd wait), wsfilter accepts\n"
 	"and forks one process per connection itself:\n"
 	"  --max-connections N    at most N at once; more wait in the backlog (4096)\n"
@@ -3188,11 +3768,13 @@ static const char help_text[] =
 	"\n"
 	"Exit status: 0 clean close or page served, 1 internal error, 2 usage,\n"
 	"3 client broke the protocol, 4 client left without a close, 5 timeout,\n"
-	"6 the program could not be run, exited non-zero or was killed.\n";
+	"6 the program could not be run, exited non-zero or was killed, or the\n"
+	"admission check failed.\n";
 
 enum {
 	OPT_ECHO = 256, OPT_ORIGIN, OPT_PROTOCOL, OPT_TRUST_PROXY, OPT_LOG,
 	OPT_NO_SANDBOX, OPT_SANDBOX, OPT_BINARY, OPT_CLEAR_ENV,
+	OPT_DIR, OPT_CHECK, OPT_SAMEORIGIN, OPT_HEADER,
 	OPT_NUMBER, /* a numeric option, from the table */
 };
 
@@ -3229,6 +3811,10 @@ static const struct option flagopts[] = {
 	{ "sandbox",     required_argument, NULL, OPT_SANDBOX },
 	{ "binary",      no_argument,       NULL, OPT_BINARY },
 	{ "clear-env",   no_argument,       NULL, OPT_CLEAR_ENV },
+	{ "dir",         required_argument, NULL, OPT_DIR },
+	{ "check",       required_argument, NULL, OPT_CHECK },
+	{ "sameorigin",  no_argument,       NULL, OPT_SAMEORIGIN },
+	{ "header",      required_argument, NULL, OPT_HEADER },
 	{ "help",        no_argument,       NULL, 'h' },
 	{ "version",     no_argument,       NULL, 'V' },
 };
@@ -3298,6 +3884,38 @@ static void list_add(const char **list, int *count, const char *name, const char
 	list[(*count)++] = v;
 }
 
+/* --header 'Name: value': a token name, a value without CR, LF or NUL
+ * (argv has none of the last), kept as "Name: value\r\n". */
+static void header_add(struct options *o, const char *v)
+{
+	const char *colon = strchr(v, ':'), *p;
+	struct span value;
+	int n;
+
+	for (p = v; colon && p < colon; p++)
+		if (!is_tchar((unsigned char)*p))
+			break;
+	if (!colon || colon == v || p < colon || strpbrk(v, "\r\n"))
+		usage_error("--header '%s' is not 'Name: value' with a token name and one line", v);
+	value = span_trim(colon + 1, strlen(colon + 1));
+	n = snprintf(o->headers + o->headers_len, sizeof o->headers - o->headers_len,
+		     "%.*s: %.*s\r\n", (int)(colon - v), v, (int)value.len, value.p);
+	if (n < 0 || (size_t)n >= sizeof o->headers - o->headers_len)
+		usage_error("--header: more than %d bytes of headers in all", HEADERS_MAX - 1);
+	o->headers_len += (size_t)n;
+}
+
+/* --dir: an existing directory, kept as its real path. */
+static const char *dir_real(const char *v)
+{
+	struct stat st;
+	char *real = realpath(v, NULL);
+
+	if (!real || stat(real, &st) < 0 || !S_ISDIR(st.st_mode))
+		usage_error("--dir '%s' is not a directory", v);
+	return real;
+}
+
 /* The index of v among an option's n values, or a usage error. */
 static int pick(const char *v, const char *const *names, int n, const char *opt,
 		const char *values)
@@ -3338,6 +3956,10 @@ static void parse_options(int argc, char **argv, struct options *o)
 		case OPT_NO_SANDBOX:  o->sandbox = SANDBOX_OFF; break;
 		case OPT_BINARY:      o->binary = 1; break;
 		case OPT_CLEAR_ENV:   o->clear_env = 1; break;
+		case OPT_DIR:         o->dir = dir_real(optarg); break;
+		case OPT_CHECK:       o->check = optarg; break;
+		case OPT_SAMEORIGIN:  o->sameorigin = 1; break;
+		case OPT_HEADER:      header_add(o, optarg); break;
 		case OPT_SANDBOX:     o->sandbox = (enum sandbox_mode)pick(optarg, sandboxes, 3, "--sandbox", "on, off or required"); break;
 		case 'h':
 			printf("%s\n%s", usage_text, help_text);
@@ -3353,10 +3975,16 @@ static void parse_options(int argc, char **argv, struct options *o)
 	}
 	if (optind < argc)
 		o->program = argv + optind;
-	if (!o->program && (o->binary || o->clear_env))
-		usage_error("--binary and --clear-env need a PROGRAM");
-	if (o->program && o->echo)
-		usage_error("--echo is the built-in filter: not with a PROGRAM");
+	if (o->program && o->dir)
+		usage_error("--dir names the programs: not with a PROGRAM");
+	if (o->check && !*o->check)
+		usage_error("--check needs a program");
+	o->runs = o->program || o->dir;
+	o->gate = o->runs || o->check;
+	if (!o->runs && (o->binary || o->clear_env))
+		usage_error("--binary and --clear-env need a PROGRAM or --dir");
+	if (o->runs && o->echo)
+		usage_error("--echo is the built-in filter: not with a PROGRAM or --dir");
 	if (!o->ping_interval && o->ping_timeout)
 		usage_error("--ping-timeout needs keepalive pings (--ping-interval above 0)");
 	if (!o->ping_timeout)
@@ -3570,7 +4198,7 @@ static void log_summary(const struct conn *c, int64_t now)
 		if (c->k.out_total > c->k.written_total)
 			snprintf(unsent, sizeof unsent, ", %llu B unsent",
 				 (unsigned long long)(c->k.out_total - c->k.written_total));
-		if (c->prog_exited && c->k.prog_go && c->k.why != W_PROG_EXIT && c->k.why != W_PROG_KILLED) {
+		if (c->prog_exited && c->prog_ran && c->k.why != W_PROG_EXIT && c->k.why != W_PROG_KILLED) {
 			int detail;
 			enum why pw = prog_why(c->prog_status, &detail);
 
@@ -3578,8 +4206,9 @@ static void log_summary(const struct conn *c, int64_t now)
 			if (pw != W_PROG_DONE)
 				reason_text(pw, detail, prog + 2, sizeof prog - 2);
 		}
-		log_line("%s websocket%s%s %lld.%03llds, in %llu msg %llu B, out %llu msg %llu B%s%s%s%s, exit %d",
-			 c->k.peer, c->k.protocol ? " " : "", c->k.protocol ? c->k.protocol : "",
+		log_line("%s%s%s websocket%s%s %lld.%03llds, in %llu msg %llu B, out %llu msg %llu B%s%s%s%s, exit %d",
+			 c->k.peer, c->k.user[0] ? " user " : "", c->k.user,
+			 c->k.protocol ? " " : "", c->k.protocol ? c->k.protocol : "",
 			 (long long)(ms / 1000), (long long)(ms % 1000),
 			 (unsigned long long)c->k.msgs_in, (unsigned long long)c->k.bytes_in,
 			 (unsigned long long)c->k.meter.msgs, (unsigned long long)c->k.meter.bytes,
@@ -3667,7 +4296,7 @@ static int serve(struct conn *c, const struct options *o, const int fds[2],
 		fd_setup(fds[1]);
 	rng_seed(c->k.rng);
 	c->pgid_slot = pgid_slot;
-	if (o->program)
+	if (o->gate)
 		prog_prepare(c, o);
 	if (sandbox_start(o, c->prog_pid, 0) < 0)
 		return EXIT_INTERNAL;
@@ -3756,14 +4385,8 @@ static long long per_source(const struct acceptor *a, const unsigned char key[16
  * it is there, is read first so that the close is a FIN, not a reset. */
 static void acceptor_refuse(int fd, const char *who, long long n, const struct options *o)
 {
-	static const char answer[] =
-		"HTTP/1.1 429 Too Many Requests\r\n"
-		"Content-Type: text/plain; charset=utf-8\r\n"
-		"Content-Length: 39\r\n"
-		"Retry-After: 1\r\n"
-		"Connection: close\r\n\r\n"
-		"too many connections from this address\n";
-	char junk[HEAD_MAX], date[40], head[sizeof answer + 64];
+	static const char body[] = "too many connections from this address\n";
+	char junk[HEAD_MAX], date[40], head[512 + HEADERS_MAX];
 	struct timespec ts;
 	char *at;
 	int len;
@@ -3772,8 +4395,15 @@ static void acceptor_refuse(int fd, const char *who, long long n, const struct o
 	/* RFC 9110 6.6.1: an origin server with a clock sends Date */
 	clock_gettime(CLOCK_REALTIME, &ts);
 	http_date((int64_t)ts.tv_sec, date);
-	len = snprintf(head, sizeof head, "%.*sDate: %s\r\n%s", (int)(strstr(answer, "\r\n") - answer + 2),
-		       answer, date, strstr(answer, "\r\n") + 2);
+	len = snprintf(head, sizeof head,
+		       "HTTP/1.1 429 Too Many Requests\r\n"
+		       "Date: %s\r\n"
+		       "Content-Type: text/plain; charset=utf-8\r\n"
+		       "Content-Length: %zu\r\n"
+		       "Retry-After: 1\r\n"
+		       "%s"
+		       "Connection: close\r\n\r\n%s",
+		       date, sizeof body - 1, o->headers, body);
 	if (len > 0 && (size_t)len < sizeof head)
 		(void)!write(fd, head, (size_t)len);
 	(void)shutdown(fd, SHUT_WR);
@@ -4044,7 +4674,7 @@ static int acceptor_tables(struct acceptor *a, long long max)
 #ifdef MADV_WIPEONFORK
 	(void)madvise(a->kids, (size_t)max * sizeof *a->kids, MADV_WIPEONFORK);
 #endif
-	if (!a->opt->program)
+	if (!a->opt->gate)
 		return 0;
 	a->pgids = mmap(NULL, (size_t)max * sizeof *a->pgids, PROT_READ | PROT_WRITE,
 			MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -4091,7 +4721,7 @@ static int acceptor_run(struct conn *c, struct options *o, int lfd, const sigset
 		 o->max_conn == 1 ? "" : "s");
 	/* a PROGRAM must start outside any filter of wsfilter's, and the
 	 * children fork it: then only they are confined */
-	if (!o->program && sandbox_start(o, 0, 1) < 0)
+	if (!o->gate && sandbox_start(o, 0, 1) < 0)
 		return EXIT_INTERNAL;
 	acceptor_loop(&acc);
 	return acc.status;

@@ -127,6 +127,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if ((sel & 0x0e) == 0x0c)
 			o.hs_timeout = 1;
 	}
+	/* bits 1-3 = 101: an admission check (also before the built-in
+	 * filter), and --sameorigin; with a program, routes by --dir */
+	if ((sel & 0x0e) == 0x0a) {
+		o.check = "check";
+		o.sameorigin = 1;
+		if (o.program) {
+			o.dir = "/nonexistent";
+			o.program = NULL;
+		}
+	}
+	o.runs = o.program || o.dir;
+	o.gate = o.runs || o.check;
 	o.ping_timeout = o.ping_interval;
 	o.send_timeout = 1;
 	log_to = LOG_NONE;
@@ -152,7 +164,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		c->in_len += n;
 		off += n;
 		now += 10;
-		if (o.program && c->state == CS_OPEN) {
+		if (o.runs && c->state == CS_OPEN) {
 			size_t room = buf_room(c->pout, &c->pout_off, c->pout_len);
 			size_t k = n < room ? n : room;
 
@@ -163,8 +175,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		conn_process(c, now);
 		if (c->state == CS_STARTING && (sel & 0x0e) != 0x0c) {
-			/* the program's exec: it fails when bits 1-3 are all set */
-			prog_started(c, (sel & 0x0e) == 0x0e ? ENOENT : 0);
+			/* the waiting child's report: the exec fails when bits
+			 * 1-3 are all set; with a check, the rest of the input
+			 * is the report as it comes (records, the check's
+			 * output); else it is empty: the program runs */
+			static unsigned char rep[REPORT_MAX];
+			struct report h = { REP_ERRNO, ENOENT, 0 };
+			size_t rl = 0;
+
+			if ((sel & 0x0e) == 0x0e) {
+				memcpy(rep, &h, sizeof h);
+				rl = sizeof h;
+			} else if (o.check) {
+				rl = size - off < sizeof rep ? size - off : sizeof rep;
+				memcpy(rep, data + off, rl);
+				off += rl;
+			}
+			prog_report(c, rep, rl);
 			conn_process(c, now);
 		}
 		drain(c);

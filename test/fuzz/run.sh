@@ -14,7 +14,7 @@ python3 mkcorpus.py corpus
 # the libFuzzer input has an option byte first: seed a few variants
 rm -rf out/lf-corpus && mkdir -p out/lf-corpus
 for f in corpus/*; do
-	for sel in 000 021 122 163 200 201; do
+	for sel in 000 021 122 163 200 201 012 212; do
 		{ printf "\\$sel"; cat "$f"; } > "out/lf-corpus/$(basename "$f")-$sel"
 	done
 done
