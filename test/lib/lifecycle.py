@@ -36,6 +36,7 @@ import os
 import random
 import re
 import shutil
+import shlex
 import signal
 import socket
 import struct
@@ -94,15 +95,18 @@ def draw(rng):
         c["mode"] = "launched"  # the open-files limit of a launched wsfilter
     elif rng.random() < 0.05:
         c["event"] = "sigexec"
+    c["route"] = rng.choice(["none"] * 4 + ["dir", "check", "dircheck"])
     return c
 
 
-FIELDS = ["mode", "bin", "lines", "size", "rate", "end", "msgs", "client", "at", "pause", "event", "et", "req"]
+FIELDS = ["mode", "bin", "lines", "size", "rate", "end", "msgs", "client", "at", "pause", "event", "et", "req",
+          "route"]
 # the request: plain; a long legal target (a head near 8 KiB, the target three times
 # in the variables); hostile headers (Proxy, a name with '_'); starved: wsfilter under an
 # open-files limit that leaves no room for the program's pipes (503).  The event sigexec
 # stops the child that is to exec the program, then sends SIGTERM while the request
-# waits for that exec (503).
+# waits for that exec (503).  The route: the program as PROGRAM (none), or found by
+# --dir (dir) as DIR/lc, or admitted by a --check that names the user (check), or both.
 LONG_PATH = "/lc/" + "p" * 2500
 LONG_QUERY = "q=" + "v" * 4000
 
@@ -114,6 +118,7 @@ def spec(c):
 def parse_spec(text):
     c = dict(kv.split("=", 1) for kv in text.split())
     c.setdefault("req", "plain")
+    c.setdefault("route", "none")
     for k in ("bin", "lines", "size", "msgs"):
         c[k] = int(c[k])
     for k in ("rate", "at", "pause", "et"):
@@ -139,8 +144,23 @@ def wsfilter_args(c, state, grace):
     if c["bin"]:
         a.append("--binary")
     rate = ("%g" % c["rate"])
-    return a + ["--", PY, os.path.join(HERE, "lcprog.py"), state, str(c["lines"]), str(c["size"]), rate,
-                c["end"]]
+    prog = [PY, os.path.join(HERE, "lcprog.py"), state, str(c["lines"]), str(c["size"]), rate, c["end"]]
+    top = os.path.dirname(state)
+    if "check" in c["route"]:
+        a += ["--check", script(os.path.join(top, "check"), "echo 'Remote-User: lc'")]
+    if "dir" in c["route"]:
+        os.mkdir(os.path.join(top, "dir"))
+        script(os.path.join(top, "dir", "lc"), "exec " + " ".join(shlex.quote(w) for w in prog))
+        return a + ["--dir", os.path.join(top, "dir")]
+    return a + ["--"] + prog
+
+
+def script(path, body):
+    """An executable shell script at path; returns path."""
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\n%s\n" % body)
+    os.chmod(path, 0o755)
+    return path
 
 
 def proc_stat(pid):
@@ -453,9 +473,13 @@ def check_env(c, target, state):
     except (OSError, ValueError):
         return []  # the program never ran
     path, _, query = target.partition("?")
+    script_name = ""
+    if "dir" in c["route"]:
+        script_name, path = "/lc", path[len("/lc"):]
     want = {"REQUEST_URI": target, "QUERY_STRING": query, "PATH_INFO": path, "REMOTE_ADDR": "127.0.0.1",
             "HTTP_HOST": "127.0.0.1", "HTTP_X_CASE": c["req"], "HTTP_PROXY": "http://admin:3128",
-            "HTTP_X_FORWARDED_FOR": None, "HTTP_FOO": None}
+            "HTTP_X_FORWARDED_FOR": None, "HTTP_FOO": None, "SCRIPT_NAME": script_name,
+            "REMOTE_USER": "lc" if "check" in c["route"] else None}
     return ["env: %s is %r, expected %r" % (k, (env.get(k) or "")[:40] if env.get(k) else env.get(k),
                                              (v or "")[:40] if v else v)
             for k, v in want.items() if env.get(k) != v]
