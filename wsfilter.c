@@ -2746,7 +2746,7 @@ static int check_read(int fd, char *out, size_t *len, int *big)
 		if (r > 0 && *len < CHECK_OUT_MAX)
 			*len += (size_t)r;
 		else if (r > 0)
-			*big = 1;
+			return !(*big = 1); /* one byte too many: done */
 		else
 			return r < 0 && (errno == EAGAIN || errno == EINTR);
 	}
@@ -2766,7 +2766,9 @@ static int check_run(const char *check, char **envp, int err, int ex, int64_t de
 	nfds_t n;
 	pid_t pid;
 
-	if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0 || (pid = fork()) < 0)
+	/* only wsfilter's end is non-blocking: the check writes as usual */
+	if (pipe2(p, O_CLOEXEC) < 0 || fcntl(p[0], F_SETFL, O_NONBLOCK) < 0 ||
+	    (pid = fork()) < 0)
 		prog_child_fail(ex);
 	if (pid == 0)
 		check_exec(check, envp, p[1], err);
@@ -2774,7 +2776,7 @@ static int check_run(const char *check, char **envp, int err, int ex, int64_t de
 	close(p[1]);
 	pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	*len = 0;
-	while ((!exited || open_out) && (left = deadline - now_ms()) > 0) {
+	while ((!exited || open_out) && !big && (left = deadline - now_ms()) > 0) {
 		n = 0;
 		pfd[n++] = (struct pollfd){ ex, 0, 0 }; /* POLLERR: no reader left */
 		if (open_out)
@@ -2799,7 +2801,7 @@ static int check_run(const char *check, char **envp, int err, int ex, int64_t de
 	close(p[0]);
 	if (pidfd >= 0)
 		close(pidfd);
-	return !exited ? CHECK_TIMEOUT : big ? CHECK_TOO_BIG : st;
+	return big ? CHECK_TOO_BIG : !exited ? CHECK_TIMEOUT : st;
 }
 
 /* --dir: the route of the request's PATH_INFO, into file; its split into
