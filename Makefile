@@ -94,7 +94,7 @@ SOAK_CASES = 3000
 soak: wsfilter
 	/usr/bin/python3 test/lib/lifecycle.py --cases $(SOAK_CASES) --jobs 6
 
-FAST_SUITE = $(ASAN_SUITE) test/endings.bats
+FAST_SUITE = $(ASAN_SUITE) test/endings.bats test/routes.bats
 SLOW_SUITE = test/launchers.bats test/systemd.bats test/acceptor-systemd.bats \
 	test/browser.bats test/scale.bats
 

@@ -29,58 +29,6 @@ teardown() {
 	done
 }
 
-# ws STATUS [SCRIPT-OPTION...] STEP... [-- WSFILTER-ARGS]: a scripted conversation over
-# TCP (wstest.py script); wsfilter must end with exit STATUS. --close-timeout 1 unless
-# the arguments set another.
-ws() {
-	local expect=$1 steps=()
-	shift
-	while [ $# -gt 0 ] && [ "$1" != -- ]; do
-		steps+=("$1")
-		shift
-	done
-	[ $# -gt 0 ] && shift
-	run wst script --timeout 10 --expect "$expect" "${steps[@]}" -- --close-timeout 1 "$@"
-	echo "$output"
-}
-
-# running PID: PID exists and is not a zombie.
-running() {
-	local s
-	s=$(ps -o stat= -p "$1" 2>/dev/null) && [ -n "$s" ] && [[ $s != Z* ]]
-}
-
-# group_running PGID: the live processes of process group PGID, one pid a line.
-group_running() {
-	ps -e -o pid=,pgid=,stat= | awk -v g="$1" '$2 == g && $3 !~ /^Z/ { print $1 }'
-}
-
-# assert_gone PID...: within 5 s none of the PIDs runs, nor anything in their process groups.
-assert_gone() {
-	local i p left
-	for i in $(seq 1 50); do
-		left=
-		for p; do
-			running "$p" && left+=" $p"
-			left+=$(group_running "$p" | sed 's/^/ /' | tr -d '\n')
-		done
-		[ -z "$left" ] && return 0
-		sleep 0.1
-	done
-	ps -o pid,ppid,pgid,stat,args -p "$(echo $left | tr ' ' ,)" || true
-	fail "still running:$left"
-}
-
-# pid_of FILE: the pid a program wrote into FILE (waits up to 5 s for it).
-pid_of() {
-	local i
-	for i in $(seq 1 50); do
-		[ -s "$1" ] && head -n 1 "$1" && return 0
-		sleep 0.1
-	done
-	fail "no pid in $1"
-}
-
 # ---- lines and bytes --------------------------------------------------------
 
 @test "cat: each text message is one line, each line one message; a message with \\n is two lines" {
@@ -556,17 +504,6 @@ assert_cgi_env() {
 	ws 0 "send:${REQ}X-Forwarded-Proto: http\r\n\r\n" head wait:3 eof -- --trust-proxy --clear-env /usr/bin/env
 	assert_success
 	refute_line --regexp '^TEXT HTTPS='
-}
-
-# req_for TARGET [HEADER-LINE...]: an upgrade request for TARGET with these header lines
-# after the usual ones, as a send: step takes it (\r\n escapes).
-req_for() {
-	local r="GET $1 HTTP/1.1\r\nHost: h.example:99\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" h
-	shift
-	for h; do
-		r+="$h\r\n"
-	done
-	printf '%s\\r\\n' "$r"
 }
 
 # long_target PATH-BYTES QUERY-BYTES: "/p0001/p0002...?k0001=v&k0002=v...", a path of

@@ -122,6 +122,72 @@ assert_http_date() {
 	assert_imf_fixdate "$(sed -n 's/^H date: //p' <<<"$output")" 60
 }
 
+# ---- a program per connection (wsfilter -- PROGRAM, --dir) -------------------
+
+# ws STATUS [SCRIPT-OPTION...] STEP... [-- WSFILTER-ARGS]: a scripted conversation over
+# TCP (wstest.py script); wsfilter must end with exit STATUS. --close-timeout 1 unless
+# the arguments set another.
+ws() {
+	local expect=$1 steps=()
+	shift
+	while [ $# -gt 0 ] && [ "$1" != -- ]; do
+		steps+=("$1")
+		shift
+	done
+	[ $# -gt 0 ] && shift
+	run wst script --timeout 10 --expect "$expect" "${steps[@]}" -- --close-timeout 1 "$@"
+	echo "$output"
+}
+
+# running PID: PID exists and is not a zombie.
+running() {
+	local s
+	s=$(ps -o stat= -p "$1" 2>/dev/null) && [ -n "$s" ] && [[ $s != Z* ]]
+}
+
+# group_running PGID: the live processes of process group PGID, one pid a line.
+group_running() {
+	ps -e -o pid=,pgid=,stat= | awk -v g="$1" '$2 == g && $3 !~ /^Z/ { print $1 }'
+}
+
+# assert_gone PID...: within 5 s none of the PIDs runs, nor anything in their process groups.
+assert_gone() {
+	local i p left
+	for i in $(seq 1 50); do
+		left=
+		for p; do
+			running "$p" && left+=" $p"
+			left+=$(group_running "$p" | sed 's/^/ /' | tr -d '\n')
+		done
+		[ -z "$left" ] && return 0
+		sleep 0.1
+	done
+	ps -o pid,ppid,pgid,stat,args -p "$(echo $left | tr ' ' ,)" || true
+	fail "still running:$left"
+}
+
+# pid_of FILE: the pid a program wrote into FILE (waits up to 5 s for it).
+pid_of() {
+	local i
+	for i in $(seq 1 50); do
+		[ -s "$1" ] && head -n 1 "$1" && return 0
+		sleep 0.1
+	done
+	fail "no pid in $1"
+}
+
+# req_for TARGET [HEADER-LINE...]: an upgrade request for TARGET (Host: $REQ_HOST, default
+# h.example:99, and RFC 6455's sample key) with these header lines after the usual ones,
+# as a send: step takes it (\r\n escapes).
+req_for() {
+	local r="GET $1 HTTP/1.1\r\nHost: ${REQ_HOST:-h.example:99}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" h
+	shift
+	for h; do
+		r+="$h\r\n"
+	done
+	printf '%s\\r\\n' "$r"
+}
+
 # ---- hostile clients (test/lib/hostile_cases.py) ----------------------------
 
 # hostile NAME: run scenario NAME of hostile_cases.py (it checks the answer, the
