@@ -267,3 +267,76 @@ drive() {
 	assert_server_log "$PAGE_GET" \
 		"$WS, in 0 msg 0 B, out 0 msg 0 B, close 1001 by server \(server shutting down\), exit 0"
 }
+
+# make_route_dir: $BATS_TEST_TMPDIR/dir for --dir, with one program, chat: on connect a greeting
+# with its SCRIPT_NAME, PATH_INFO and QUERY_STRING, then two lines for each line it reads (the
+# line in capitals, its length): replies the default mode would count as mismatches.
+make_route_dir() {
+	DIR=$BATS_TEST_TMPDIR/dir
+	mkdir -p "$DIR"
+	cat >"$DIR/chat" <<-'SH'
+		#!/bin/sh
+		echo "hello from $SCRIPT_NAME, path $PATH_INFO, query $QUERY_STRING"
+		while IFS= read -r l; do
+			printf '%s\n' "$l" | tr a-z A-Z
+			echo "${#l} characters"
+		done
+	SH
+	chmod 755 "$DIR/chat"
+}
+
+# The routed program's connection, ended by the page's close (1001) or the stop at the end.
+ROUTED='close 1001 by (client|server \(server shutting down\)), program (exited 0|killed by SIGTERM), exit 0'
+
+@test "console mode against a --dir route: the URL typed, every reply shown as it comes, none judged" {
+	make_route_dir
+	start_server --dir "$DIR"
+	drive console "http://127.0.0.1:$PORT/" --ws "ws://127.0.0.1:$PORT/chat/room1?x=1" \
+		--script 'wait 1|send hello|wait 3|send two words|wait 5'
+	assert_success
+	# the page's own connection: / names no program under --dir
+	assert_line --regexp "^FIRST-STATUS: Connection to ws://127\.0\.0\.1:$PORT/ failed: code 1006"
+	assert_line "URL-FIELD: ws://127.0.0.1:$PORT/chat/room1?x=1"
+	assert_line "CONSOLE-MODE: true"
+	assert_line "STATUS: WebSocket connection established"
+	local logs
+	logs=$(grep '^LOG: ' <<<"$output")
+	assert_regex "$(head -n 1 <<<"$logs")" "^LOG: Connection to ws://127\.0\.0\.1:$PORT/ failed: code 1006"
+	assert_equal "$(sed 1d <<<"$logs")" "$(printf 'LOG: %s\n' \
+		"Connected to ws://127.0.0.1:$PORT/chat/room1?x=1" \
+		'Received: hello from /chat, path /room1, query x=1' \
+		'Sent: hello' \
+		'Received: HELLO' \
+		'Received: 5 characters' \
+		'Sent: two words' \
+		'Received: TWO WORDS' \
+		'Received: 9 characters')"
+	assert_line "BURST-DISABLED: true"
+	assert_line "COUNT-sent: 2"
+	assert_line "COUNT-recv: 5"
+	assert_line "COUNT-out: 0"
+	assert_line "COUNT-lost: 0"
+	assert_line "COUNT-bad: 0"
+	# no CSP violation or script error; Chromium's only complaint is the 404 of the first try
+	refute_output --partial "PAGE-ERROR:"
+	assert_equal "$(grep '^CONSOLE:' <<<"$output" | grep -vc ' 404')" 0
+	assert_server_log "$PAGE_GET" 'http 404 "GET /" [0-9]+\.[0-9]{3}s \(.*\), exit 3' \
+		"$WS, in 2 msg 14 B, out 5 msg [0-9]+ B, $ROUTED"
+}
+
+@test "a link to the page with #/PATH opens the console on that route at once" {
+	make_route_dir
+	start_server --dir "$DIR"
+	drive console "http://127.0.0.1:$PORT/#/chat/room2?y=2" --script 'wait 1|send abc|wait 3'
+	assert_success
+	assert_line "URL-FIELD: ws://127.0.0.1:$PORT/chat/room2?y=2"
+	assert_line "CONSOLE-MODE: true"
+	assert_line "STATUS: WebSocket connection established"
+	assert_line 'LOG: Received: hello from /chat, path /room2, query y=2'
+	assert_line 'LOG: Received: ABC'
+	assert_line 'LOG: Received: 3 characters'
+	assert_line "COUNT-bad: 0"
+	refute_output --partial "CONSOLE:"
+	refute_output --partial "PAGE-ERROR:"
+	assert_server_log "$PAGE_GET" "$WS, in 1 msg 3 B, out 3 msg [0-9]+ B, $ROUTED"
+}

@@ -1,5 +1,5 @@
 // Drives web/index.html in headless Chromium for test/browser.bats.
-// usage: node drive.mjs SCENARIO PAGE_URL [--ws WS_URL] [--count N] [--shot PNG]
+// usage: node drive.mjs SCENARIO PAGE_URL [--ws WS_URL] [--count N] [--shot PNG] [--script STEPS]
 // Prints "KEY: value" lines for the bats test to check; exits 1 when a wait times out.
 // With PW_ENDPOINT set (see serve.mjs) it opens a new context in that browser, otherwise it
 // starts its own Chromium with a fresh temporary profile.
@@ -53,6 +53,31 @@ async function burst(page, n) {
 	out('SUMMARY', await text(page, '#summary'));
 	out('LOG-LINES', await page.locator('#log > div').count());
 	out('FOLDED', await text(page, '#folded'));
+}
+
+// Console mode: STEPS, '|'-separated, run in order: "wait N" waits until N replies are shown
+// in all, "send TEXT" types TEXT and clicks Send One Message.
+async function consoleScript(page, steps) {
+	const shown = () => page.locator('#log > div', { hasText: /^Received: / }).count();
+	for (const step of steps.split('|').filter(Boolean)) {
+		const [word, ...rest] = step.split(' ');
+		if (word === 'send') {
+			await page.fill('#msg', rest.join(' '));
+			await page.click('#send');
+		} else if (word === 'wait') {
+			const n = Number(rest[0]);
+			try {
+				await page.waitForFunction(k => [...document.querySelectorAll('#log > div')]
+					.filter(d => d.textContent.startsWith('Received: ')).length >= k, n, { timeout: 10_000 });
+			} catch {
+				failed = true;
+				out('WAIT-FAILED', `${n} replies not shown within 10 s (${await shown()} shown)`);
+				return;
+			}
+		} else throw new Error(`unknown console step ${step}`);
+	}
+	// nothing more comes within half a second
+	await page.waitForTimeout(500);
 }
 
 try {
@@ -127,6 +152,27 @@ try {
 			await page.check('#echo');
 			await sendOne(page);
 		}
+		await report(page);
+		break;
+	case 'console':
+		// --ws: the page's own connection (to its default URL) first, whatever it gives; then the
+		// URL typed, console mode ticked, Connect. Without it the page's link chose both.
+		if (opt.ws) {
+			await page.waitForFunction(() => document.getElementById('status').dataset.state !== 'connecting', null, { timeout: 15_000 });
+			out('FIRST-STATUS', await text(page, '#status'));
+			if ((await text(page, '#connect')) === 'Disconnect') {
+				await page.click('#connect');
+				await waitState(page, 'closed');
+			}
+			await page.fill('#url', opt.ws);
+			await page.check('#console');
+			await page.click('#connect');
+		}
+		out('URL-FIELD', await page.inputValue('#url'));
+		out('CONSOLE-MODE', await page.isChecked('#console'));
+		if (await waitState(page, 'open')) await consoleScript(page, opt.script || '');
+		for (const l of await page.locator('#log > div').allTextContents()) out('LOG', l);
+		out('BURST-DISABLED', await page.isDisabled('#burst'));
 		await report(page);
 		break;
 	case 'stop':
