@@ -17,6 +17,7 @@
 #   QUICK=1 sh test/bench/run.sh    1 round, smaller counts, under a minute
 #   ONLY=haproxy sh test/bench/run.sh   only the HAProxy scenario (haproxy.sh)
 #   ONLY=acceptor sh test/bench/run.sh  only the acceptor-mode scenario (acceptor.sh)
+#   ONLY=routes sh test/bench/run.sh    only --dir and --check's cost (routes.sh)
 #   sh test/bench/run.sh --report   the tables again from the last figures
 #
 # Environment: WSFILTER (binary, default ./wsfilter), RUNS (rounds),
@@ -61,6 +62,11 @@ esac
 ACCEPTOR=
 case " $WORKLOADS " in
 *" acceptor "*) ACCEPTOR=1 WORKLOADS=$(echo " $WORKLOADS " | sed 's/ acceptor / /; s/^ *//; s/ *$//') ;;
+esac
+# "routes" (test/bench/routes.sh) too, after acceptor: run unless ONLY leaves it out
+ROUTES=
+case " ${ONLY:-routes} " in
+*" routes "*) ROUTES=1 WORKLOADS=$(echo " $WORKLOADS " | sed 's/ routes / /; s/^ *//; s/ *$//') ;;
 esac
 
 workload_args() {
@@ -314,6 +320,10 @@ report() {
 		cat "$LOGDIR/acceptor.md"
 		echo
 	fi
+	if [ -n "$ROUTES" ] && [ -s "$LOGDIR/routes.md" ]; then
+		cat "$LOGDIR/routes.md"
+		echo
+	fi
 	echo "## Machine"
 	echo
 	machine
@@ -372,6 +382,12 @@ if [ -n "$ACCEPTOR" ]; then
 	log "bench: acceptor mode (test/bench/acceptor.sh)"
 	WSFILTER=$WSFILTER BIN=$BIN LOGDIR=$LOGDIR QUICK=$QUICK RUNS=$RUNS \
 		bash "$HERE/acceptor.sh" >/dev/null || log "bench: the acceptor scenario failed"
+fi
+rm -f "$LOGDIR/routes.md"	# no stale section in a later --report
+if [ -n "$ROUTES" ]; then
+	log "bench: routes and admission (test/bench/routes.sh)"
+	WSFILTER=$WSFILTER BIN=$BIN LOGDIR=$LOGDIR QUICK=$QUICK RUNS=$RUNS \
+		bash "$HERE/routes.sh" >/dev/null || log "bench: the routes scenario failed"
 fi
 log "bench: done in $(( $(date +%s) - T0 )) s"
 report | tee "$BIN/report.md"
