@@ -320,6 +320,7 @@ struct check_answer {
 	int status, status_line;     /* Status: 4NN and its line; 0: none */
 	struct span user;            /* Remote-User */
 	struct span body;            /* after a blank line */
+	struct span type;            /* Content-Type: the body's */
 	char headers[2 * CHECK_OUT_MAX]; /* the others, "Name: value\r\n" each */
 	size_t headers_len;
 };
@@ -1641,14 +1642,29 @@ static void hs_accept(struct core *c, const struct hs_request *r, const char *he
 	c->state = CS_STARTING;
 }
 
+/* A header name wsfilter writes itself, so that neither --header nor a
+ * check may: the framing of the answer, its type, its Date, the upgrade's
+ * own fields.  (A check's Content-Type is taken apart: its body's.) */
+static int header_ours(struct span name)
+{
+	static const char *const ours[] = {
+		"Content-Length", "Connection", "Date", "Upgrade", "Transfer-Encoding",
+		"Keep-Alive", "Status", "Remote-User",
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof ours / sizeof ours[0]; i++)
+		if (span_eq(name, ours[i]))
+			return 1;
+	return span_eq(name, "Content-Type") ||
+	       (name.len >= 14 && !strncasecmp(name.p, "Sec-WebSocket-", 14));
+}
+
 /* An admission check's output: CGI header lines ("Name: value", LF or
  * CRLF); after a blank line, the body of its refusal.  Returns the number
  * of the first line wsfilter cannot use (from 1), 0 when none. */
 static int check_parse(const char *p, size_t n, struct check_answer *a)
 {
-	static const char *const ours[] = {
-		"Content-Length", "Connection", "Date", "Upgrade", "Transfer-Encoding",
-	};
 	const char *end = p + n, *eol, *colon, *q;
 	struct span name, value;
 	size_t len, i;
@@ -1657,6 +1673,7 @@ static int check_parse(const char *p, size_t n, struct check_answer *a)
 	a->status = a->status_line = 0;
 	a->user = (struct span){ NULL, 0 };
 	a->body = (struct span){ NULL, 0 };
+	a->type = (struct span){ NULL, 0 };
 	a->headers_len = 0;
 	a->headers[0] = '\0';
 	for (; p < end; p = eol < end ? eol + 1 : end) {
@@ -1678,10 +1695,9 @@ static int check_parse(const char *p, size_t n, struct check_answer *a)
 		for (i = 0; i < value.len; i++)
 			if (value.p[i] == '\r' || value.p[i] == '\0')
 				return line;
-		for (i = 0; i < sizeof ours / sizeof ours[0]; i++)
-			if (span_eq(name, ours[i]))
-				return line;
 		if (span_eq(name, "Status")) {
+			if (a->status_line)
+				return line; /* one status */
 			for (i = 0, k = 0; i < 3 && i < value.len && isdigit((unsigned char)value.p[i]); i++)
 				k = k * 10 + value.p[i] - '0';
 			if (i < 3 || (value.len > 3 && value.p[3] != ' ') || k < 100)
@@ -1689,11 +1705,19 @@ static int check_parse(const char *p, size_t n, struct check_answer *a)
 			a->status = k;
 			a->status_line = line;
 		} else if (span_eq(name, "Remote-User")) {
+			if (a->user.len)
+				return line; /* one user */
 			for (i = 0; i < value.len && value.p[i] > 0x20 && value.p[i] < 0x7f; i++)
 				;
 			if (!value.len || i < value.len || value.len > USER_MAX)
 				return line;
 			a->user = value;
+		} else if (span_eq(name, "Content-Type")) {
+			if (a->type.len || !value.len)
+				return line;
+			a->type = value;
+		} else if (header_ours(name)) {
+			return line;
 		} else {
 			k = snprintf(a->headers + a->headers_len, sizeof a->headers - a->headers_len,
 				     "%.*s: %.*s\r\n", (int)name.len, name.p, (int)value.len, value.p);
@@ -1743,10 +1767,13 @@ static void check_refuse(struct core *c, const struct check_answer *a)
 {
 	int status = a->status ? a->status : HTTP_FORBIDDEN;
 	char body[128];
+	char type[CHECK_OUT_MAX + 1];
 	int n = snprintf(body, sizeof body, "%d %s\n", status, http_reason(status));
 
+	snprintf(type, sizeof type, "%.*s", (int)a->type.len, a->type.p);
 	if (a->body.len)
-		http_answer(c, status, a->headers, "text/plain; charset=utf-8", a->body.p, a->body.len);
+		http_answer(c, status, a->headers, a->type.len ? type : "text/plain; charset=utf-8",
+			    a->body.p, a->body.len);
 	else
 		http_answer(c, status, a->headers, "text/plain; charset=utf-8", body,
 			    n > 0 && (size_t)n < sizeof body ? (size_t)n : 0);
@@ -3899,6 +3926,8 @@ static void header_add(struct options *o, const char *v)
 			break;
 	if (!colon || colon == v || p < colon || strpbrk(v, "\r\n"))
 		usage_error("--header '%s' is not 'Name: value' with a token name and one line", v);
+	if (header_ours((struct span){ v, (size_t)(colon - v) }))
+		usage_error("--header '%.*s': wsfilter writes that header itself", (int)(colon - v), v);
 	value = span_trim(colon + 1, strlen(colon + 1));
 	n = snprintf(o->headers + o->headers_len, sizeof o->headers - o->headers_len,
 		     "%.*s: %.*s\r\n", (int)(colon - v), v, (int)value.len, value.p);

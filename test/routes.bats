@@ -514,6 +514,12 @@ no_canary() {
 	assert_line 'H x-why: too many'
 	# a status wsfilter has no name for
 	refused 499 3 /chat -- --dir "$D" --check "$(check odd 'echo "Status: 499 Custom Thing"; exit 1')"
+	# its own body, with its own Content-Type (once: ours gives way)
+	refused 401 3 /chat -- --dir "$D" --check \
+		"$(check page 'printf "Status: 401 No\nContent-Type: text/html\n\n<p>log in</p>\n"; exit 1')"
+	assert_line 'H content-type: text/html'
+	assert_equal "$(grep -ci '^H content-type:' <<<"$output")" 1
+	assert_line 'BODY 14 <p>log in</p>\n'
 	# the same with a PROGRAM
 	refused 401 3 /x -- --check "$T/checks/basic" "$D/chat"
 	assert_line 'H www-authenticate: Basic realm="x"'
@@ -538,6 +544,13 @@ no_canary() {
 		date|echo "Date: Thu, 01 Jan 1970 00:00:00 GMT"; exit 1|.*
 		upgrade|echo "Upgrade: websocket"; exit 1|.*
 		te|printf "Status: 401 No\nTransfer-Encoding: chunked\n"; exit 1|.*
+		keep-alive|echo "Keep-Alive: timeout=5"; exit 1|.*
+		sec-accept|echo "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRk7sxOo="; exit 0|.*
+		sec-protocol|echo "sec-websocket-protocol: chat"; exit 1|.*
+		two-types|printf "Content-Type: text/html\nContent-Type: text/plain\n"; exit 1|.*
+		empty-type|echo "Content-Type:"; exit 1|.*
+		two-status|printf "Status: 401 No\nStatus: 403 No\n"; exit 1|.*
+		two-users|printf "Remote-User: alice\nRemote-User: bob\n"; exit 0|.*
 		nocolon|echo "no colon here"; exit 1|.*
 		space-name|echo "Bad Name: x"; exit 1|.*
 		empty-name|echo ": x"; exit 1|.*
@@ -731,10 +744,12 @@ assert_extra_headers() {
 	assert_extra_headers
 }
 
-@test "--header with a name that is not a token, no colon, or a CR or LF in its value: exit 2" {
+@test "--header with a name that is not a token, no colon, a CR or LF in its value, or a header wsfilter writes itself: exit 2" {
 	local v
 	for v in 'X-Test' 'X Test: v' ': v' 'X(y): v' 'X-Test;: v' 'Ä: v' $'X-Test: a\rb' $'X-Test: a\nb' \
-		$'X-Test: a\r\nInjected: 1' $'X-Test: a\r' ''; do
+		$'X-Test: a\r\nInjected: 1' $'X-Test: a\r' '' 'Content-Length: 0' 'connection: keep-alive' \
+		'Date: x' 'Upgrade: h2c' 'Transfer-Encoding: chunked' 'Content-Type: text/html' \
+		'Sec-WebSocket-Protocol: chat' 'sec-websocket-accept: x' 'Keep-Alive: 5'; do
 		run "$WSFILTER" --header "$v" </dev/null
 		echo "wsfilter --header $(printf '%q' "$v"): exit $status: $output"
 		assert_equal "$status" 2
