@@ -3651,10 +3651,14 @@ static void conn_init(struct conn *c, const struct options *o, const int fds[2],
 
 /* One connection on fds, handed over by a launcher or by the acceptor
  * (accepted: the peer comes from the socket alone, not from a launcher's
- * variables): set it up, confine the process, run the loop.  Returns the
- * exit status. */
-static int serve(struct conn *c, const struct options *o, const int fds[2],
-		 const sigset_t *run_mask, int accepted, pid_t *pgid_slot)
+ * variables): set it up, confine the process, run the loop, write the log
+ * line and end the process with the connection's exit status. */
+static void serve(struct conn *c, const struct options *o, const int fds[2],
+		  const sigset_t *run_mask, int accepted, pid_t *pgid_slot)
+	__attribute__((noreturn));
+
+static void serve(struct conn *c, const struct options *o, const int fds[2],
+		  const sigset_t *run_mask, int accepted, pid_t *pgid_slot)
 {
 	struct timespec wall;
 
@@ -3670,10 +3674,14 @@ static int serve(struct conn *c, const struct options *o, const int fds[2],
 	if (o->program)
 		prog_prepare(c, o);
 	if (sandbox_start(o, c->prog_pid, 0) < 0)
-		return EXIT_INTERNAL;
+		_exit(EXIT_INTERNAL);
 	conn_run(c, run_mask);
 	log_summary(c, now_ms());
-	return c->k.status;
+	/* _exit, not exit: every line went out with write(2), nothing is
+	 * left to flush, and no exit handler (the loader's, stdio's) has
+	 * anything to do.  Run, they would only write pages: in a child of
+	 * the acceptor, copies of pages it shares with the parent. */
+	_exit(c->k.status);
 }
 
 /* ==== The acceptor ===================================================== */
@@ -3867,7 +3875,7 @@ static void acceptor_child(const struct acceptor *a, int fd, pid_t *pgid_slot)
 	/* the parent gone: end as on a stop */
 	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != a->parent)
 		_exit(EXIT_INTERNAL);
-	exit(serve(a->conn, a->opt, fds, a->run_mask, 1, pgid_slot));
+	serve(a->conn, a->opt, fds, a->run_mask, 1, pgid_slot);
 }
 
 static void acceptor_accept_failed(struct acceptor *a, int64_t now, int err)
@@ -4117,6 +4125,6 @@ int main(int argc, char **argv)
 	signals_setup(&run_mask);
 	if (lfd >= 0)
 		return acceptor_run(&conn, &opt, lfd, &run_mask);
-	return serve(&conn, &opt, fds, &run_mask, 0, NULL);
+	serve(&conn, &opt, fds, &run_mask, 0, NULL);
 }
 #endif
