@@ -3535,15 +3535,22 @@ static void peer_name(struct conn *c, int fd, int from_env)
 		peer_set(&c->k, a, port);
 }
 
-/* Set up a client descriptor: no delayed ACKs and little unsent data in
- * the kernel on TCP, non-blocking I/O so that one poll loop drives both
- * directions.  A terminal is left as it is (others share it). */
-static void fd_setup(int fd)
+/* No delayed ACKs and little unsent data in the kernel, on TCP.  Set on
+ * a listening socket, they are every accepted socket's. */
+static void tcp_setup(int fd)
 {
 	int one = 1, lowat = NOTSENT_LOWAT;
 
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof lowat);
+}
+
+/* Set up a client descriptor: tcp_setup, and non-blocking I/O so that
+ * one poll loop drives both directions.  A terminal is left as it is
+ * (others share it). */
+static void fd_setup(int fd)
+{
+	tcp_setup(fd);
 	if (!is_socket(fd) && isatty(fd))
 		return;
 	fd_nonblock(fd);
@@ -3649,26 +3656,45 @@ static void conn_init(struct conn *c, const struct options *o, const int fds[2],
 	c->shared = fds[0] == fds[1];
 }
 
+/* What the acceptor learnt of a connection from accept(2) and from its
+ * listening socket, handed to the child so that it asks the kernel for
+ * none of it again: the socket is a non-blocking TCP socket (accept4)
+ * with tcp_setup's options (the listening socket's), and these are its
+ * ends. */
+struct accepted {
+	char addr[INET6_ADDRSTRLEN];  /* the client's address, "" when unknown */
+	char port[8];                 /* and its port, "" when it has none */
+	const char *local_port;       /* the listening socket's port, or "" */
+};
+
 /* One connection on fds, handed over by a launcher or by the acceptor
- * (accepted: the peer comes from the socket alone, not from a launcher's
- * variables): set it up, confine the process, run the loop, write the log
- * line and end the process with the connection's exit status. */
+ * (ac: what the acceptor knows of it; the peer then comes from accept(2)
+ * alone, not from a launcher's variables): set it up, confine the
+ * process, run the loop, write the log line and end the process with the
+ * connection's exit status. */
 static void serve(struct conn *c, const struct options *o, const int fds[2],
-		  const sigset_t *run_mask, int accepted, pid_t *pgid_slot)
+		  const sigset_t *run_mask, const struct accepted *ac, pid_t *pgid_slot)
 	__attribute__((noreturn));
 
 static void serve(struct conn *c, const struct options *o, const int fds[2],
-		  const sigset_t *run_mask, int accepted, pid_t *pgid_slot)
+		  const sigset_t *run_mask, const struct accepted *ac, pid_t *pgid_slot)
 {
 	struct timespec wall;
 
 	clock_gettime(CLOCK_REALTIME, &wall);
 	conn_init(c, o, fds, now_ms(), (int64_t)wall.tv_sec);
-	peer_name(c, fds[0], !accepted);
-	c->out_socket = is_socket(fds[1]);
-	fd_setup(fds[0]);
-	if (fds[1] != fds[0])
-		fd_setup(fds[1]);
+	if (ac) {
+		if (ac->addr[0])
+			peer_set(&c->k, ac->addr, ac->port[0] ? ac->port : NULL);
+		snprintf(c->k.local_port, sizeof c->k.local_port, "%s", ac->local_port);
+		c->out_socket = 1;
+	} else {
+		peer_name(c, fds[0], 1);
+		c->out_socket = is_socket(fds[1]);
+		fd_setup(fds[0]);
+		if (fds[1] != fds[0])
+			fd_setup(fds[1]);
+	}
 	rng_seed(c->k.rng);
 	c->pgid_slot = pgid_slot;
 	if (o->program)
@@ -3734,6 +3760,7 @@ struct acceptor {
 	long long nfree;
 	int64_t accept_err_at;       /* accept(2) failures: the last logged */
 	long long accept_errs;       /* and those since, not logged */
+	char local_port[8];          /* the listening socket's, for SERVER_PORT */
 };
 
 /* A source as log text: "a.b.c.d:port" or "[::1]:port". */
@@ -3859,10 +3886,11 @@ static pid_t acceptor_fork(void)
 }
 
 /* The child: the connection alone, as if a launcher had started it. */
-static void acceptor_child(const struct acceptor *a, int fd, pid_t *pgid_slot)
-	__attribute__((noreturn));
+static void acceptor_child(const struct acceptor *a, int fd, const struct accepted *ac,
+			   pid_t *pgid_slot) __attribute__((noreturn));
 
-static void acceptor_child(const struct acceptor *a, int fd, pid_t *pgid_slot)
+static void acceptor_child(const struct acceptor *a, int fd, const struct accepted *ac,
+			   pid_t *pgid_slot)
 {
 	int fds[2] = { fd, fd };
 
@@ -3875,7 +3903,7 @@ static void acceptor_child(const struct acceptor *a, int fd, pid_t *pgid_slot)
 	/* the parent gone: end as on a stop */
 	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != a->parent)
 		_exit(EXIT_INTERNAL);
-	serve(a->conn, a->opt, fds, a->run_mask, 1, pgid_slot);
+	serve(a->conn, a->opt, fds, a->run_mask, ac, pgid_slot);
 }
 
 static void acceptor_accept_failed(struct acceptor *a, int64_t now, int err)
@@ -3898,6 +3926,7 @@ static void acceptor_accept(struct acceptor *a, int64_t now)
 {
 	const struct options *o = a->opt;
 	struct sockaddr_storage ss;
+	struct accepted ac = { .local_port = a->local_port };
 	unsigned char key[16];
 	char who[INET6_ADDRSTRLEN + 16];
 	socklen_t sl;
@@ -3921,19 +3950,28 @@ static void acceptor_accept(struct acceptor *a, int64_t now)
 			return;
 		}
 		port = source_of(&ss, key);
-		source_text(key, port, who, sizeof who);
 		if (o->max_per_source && (n = per_source(a, key)) >= o->max_per_source) {
+			source_text(key, port, who, sizeof who);
 			acceptor_refuse(fd, who, n, o);
 			continue;
+		}
+		/* the peer as the child would have read it with getpeername */
+		ac.addr[0] = ac.port[0] = '\0';
+		if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
+			key_addr(key, ac.addr, sizeof ac.addr);
+			snprintf(ac.port, sizeof ac.port, "%u", port);
+		} else if (ss.ss_family == AF_UNIX) {
+			snprintf(ac.addr, sizeof ac.addr, "unix");
 		}
 		slot = a->pgids ? a->free_slots[--a->nfree] : -1;
 		pid = acceptor_fork();
 		if (pid == 0)
-			acceptor_child(a, fd, slot >= 0 ? &a->pgids[slot] : NULL);
+			acceptor_child(a, fd, &ac, slot >= 0 ? &a->pgids[slot] : NULL);
 		close(fd);
 		if (pid < 0 && slot >= 0)
 			a->free_slots[a->nfree++] = slot;
 		if (pid < 0) {
+			source_text(key, port, who, sizeof who);
 			log_line("%s closed: cannot fork: %s", who, strerror(errno));
 			a->retry_at = now + ACCEPT_RETRY_MS;
 			return;
@@ -4093,8 +4131,14 @@ static int acceptor_run(struct conn *c, struct options *o, int lfd, const sigset
 	acc.run_mask = run_mask;
 	acc.parent = getpid();
 	acc.idle_since = now_ms();
-	if (getsockname(lfd, (struct sockaddr *)&ss, &sl) == 0)
+	if (getsockname(lfd, (struct sockaddr *)&ss, &sl) == 0) {
 		source_text(key, source_of(&ss, key), where, sizeof where);
+		if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6)
+			snprintf(acc.local_port, sizeof acc.local_port, "%u", source_of(&ss, key));
+	}
+	/* each child's socket gets these from the listening socket, and
+	 * the child makes no system call for them */
+	tcp_setup(lfd);
 	log_line("accepting on %s, at most %lld connection%s", where, o->max_conn,
 		 o->max_conn == 1 ? "" : "s");
 	/* a PROGRAM must start outside any filter of wsfilter's, and the
@@ -4125,6 +4169,6 @@ int main(int argc, char **argv)
 	signals_setup(&run_mask);
 	if (lfd >= 0)
 		return acceptor_run(&conn, &opt, lfd, &run_mask);
-	serve(&conn, &opt, fds, &run_mask, 0, NULL);
+	serve(&conn, &opt, fds, &run_mask, NULL, NULL);
 }
 #endif
