@@ -3664,7 +3664,7 @@ static void conn_init(struct conn *c, const struct options *o, const int fds[2],
 struct accepted {
 	char addr[INET6_ADDRSTRLEN];  /* the client's address, "" when unknown */
 	char port[8];                 /* and its port, "" when it has none */
-	const char *local_port;       /* the listening socket's port, or "" */
+	char local_port[8];           /* the listening socket's port, or "" */
 };
 
 /* One connection on fds, handed over by a launcher or by the acceptor
@@ -3885,25 +3885,35 @@ static pid_t acceptor_fork(void)
 	return (pid_t)syscall(SYS_clone, SIGCHLD, NULL, NULL, NULL, NULL);
 }
 
-/* The child: the connection alone, as if a launcher had started it. */
-static void acceptor_child(const struct acceptor *a, int fd, const struct accepted *ac,
-			   pid_t *pgid_slot) __attribute__((noreturn));
+/* What a child takes with it, copied from the parent's state before the
+ * fork: that state is wiped in a child (acceptor_private). */
+struct child_start {
+	struct conn *conn;
+	const struct options *opt;
+	const sigset_t *run_mask;
+	int lfd;
+	pid_t parent;
+	pid_t *pgid_slot;            /* its entry in pgids, or NULL */
+	struct accepted ac;
+};
 
-static void acceptor_child(const struct acceptor *a, int fd, const struct accepted *ac,
-			   pid_t *pgid_slot)
+/* The child: the connection alone, as if a launcher had started it. */
+static void acceptor_child(const struct child_start *cs, int fd) __attribute__((noreturn));
+
+static void acceptor_child(const struct child_start *cs, int fd)
 {
 	int fds[2] = { fd, fd };
 
-	close(a->lfd);
+	close(cs->lfd);
 	/* written only when set: every page a child writes is its own copy */
 	if (stop_signal)
 		stop_signal = 0;
 	if (child_signal)
 		child_signal = 0;
 	/* the parent gone: end as on a stop */
-	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != a->parent)
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != cs->parent)
 		_exit(EXIT_INTERNAL);
-	serve(a->conn, a->opt, fds, a->run_mask, ac, pgid_slot);
+	serve(cs->conn, cs->opt, fds, cs->run_mask, &cs->ac, cs->pgid_slot);
 }
 
 static void acceptor_accept_failed(struct acceptor *a, int64_t now, int err)
@@ -3925,8 +3935,10 @@ static void acceptor_accept_failed(struct acceptor *a, int64_t now, int err)
 static void acceptor_accept(struct acceptor *a, int64_t now)
 {
 	const struct options *o = a->opt;
+	struct child_start cs = { .conn = a->conn, .opt = o, .run_mask = a->run_mask,
+				  .lfd = a->lfd, .parent = a->parent };
+	struct accepted *ac = &cs.ac;
 	struct sockaddr_storage ss;
-	struct accepted ac = { .local_port = a->local_port };
 	unsigned char key[16];
 	char who[INET6_ADDRSTRLEN + 16];
 	socklen_t sl;
@@ -3956,17 +3968,19 @@ static void acceptor_accept(struct acceptor *a, int64_t now)
 			continue;
 		}
 		/* the peer as the child would have read it with getpeername */
-		ac.addr[0] = ac.port[0] = '\0';
+		ac->addr[0] = ac->port[0] = '\0';
 		if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
-			key_addr(key, ac.addr, sizeof ac.addr);
-			snprintf(ac.port, sizeof ac.port, "%u", port);
+			key_addr(key, ac->addr, sizeof ac->addr);
+			snprintf(ac->port, sizeof ac->port, "%u", port);
 		} else if (ss.ss_family == AF_UNIX) {
-			snprintf(ac.addr, sizeof ac.addr, "unix");
+			snprintf(ac->addr, sizeof ac->addr, "unix");
 		}
+		memcpy(ac->local_port, a->local_port, sizeof ac->local_port);
 		slot = a->pgids ? a->free_slots[--a->nfree] : -1;
+		cs.pgid_slot = slot >= 0 ? &a->pgids[slot] : NULL;
 		pid = acceptor_fork();
 		if (pid == 0)
-			acceptor_child(a, fd, &ac, slot >= 0 ? &a->pgids[slot] : NULL);
+			acceptor_child(&cs, fd);    /* *a is wiped there: cs only */
 		close(fd);
 		if (pid < 0 && slot >= 0)
 			a->free_slots[a->nfree++] = slot;
@@ -4075,28 +4089,38 @@ static int acceptor_inetd(struct options *o)
 	return lfd;
 }
 
-/* The tables: the children, parent's alone (a child gets it wiped, so
- * that the pages the parent writes after a fork are not left to the
- * child as copies of its own); with a PROGRAM, the program groups (shared
- * with the children) and their free entries.  -1 when out of memory. */
+/* Memory for the parent alone, zeroed, NULL when there is none.  A child
+ * gets it wiped (MADV_WIPEONFORK): the pages the parent writes after a
+ * fork then stay its own, instead of being shared until the parent's
+ * next write, which copies them and flushes the TLB each time. */
+static void *acceptor_private(size_t size)
+{
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		return NULL;
+#ifdef MADV_WIPEONFORK
+	(void)madvise(p, size, MADV_WIPEONFORK);
+#endif
+	return p;
+}
+
+/* The tables: the children (the parent's alone); with a PROGRAM, the
+ * program groups (shared with the children) and their free entries.
+ * -1 when out of memory. */
 static int acceptor_tables(struct acceptor *a, long long max)
 {
 	long long i;
 
-	a->kids = mmap(NULL, (size_t)max * sizeof *a->kids, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (a->kids == MAP_FAILED)
+	a->kids = acceptor_private((size_t)max * sizeof *a->kids);
+	if (!a->kids)
 		return -1;
-#ifdef MADV_WIPEONFORK
-	(void)madvise(a->kids, (size_t)max * sizeof *a->kids, MADV_WIPEONFORK);
-#endif
 	if (!a->opt->program)
 		return 0;
 	a->pgids = mmap(NULL, (size_t)max * sizeof *a->pgids, PROT_READ | PROT_WRITE,
 			MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	a->free_slots = mmap(NULL, (size_t)max * sizeof *a->free_slots, PROT_READ | PROT_WRITE,
-			     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (a->pgids == MAP_FAILED || a->free_slots == MAP_FAILED)
+	a->free_slots = acceptor_private((size_t)max * sizeof *a->free_slots);
+	if (a->pgids == MAP_FAILED || !a->free_slots)
 		return -1;
 	for (i = 0; i < max; i++)
 		a->free_slots[i] = (int)(max - 1 - i);
@@ -4109,7 +4133,7 @@ static int acceptor_tables(struct acceptor *a, long long max)
  * exit status. */
 static int acceptor_run(struct conn *c, struct options *o, int lfd, const sigset_t *run_mask)
 {
-	static struct acceptor acc;
+	struct acceptor *a = acceptor_private(sizeof *a);
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof ss;
 	unsigned char key[16];
@@ -4119,22 +4143,26 @@ static int acceptor_run(struct conn *c, struct options *o, int lfd, const sigset
 		return EXIT_INTERNAL;
 	if (o->idle_exit < 0)
 		o->idle_exit = 0;
-	acc.opt = o;
-	if (acceptor_tables(&acc, o->max_conn) < 0) {
+	if (!a) {
+		log_line("cannot allocate the acceptor's state");
+		return EXIT_INTERNAL;
+	}
+	a->opt = o;
+	if (acceptor_tables(a, o->max_conn) < 0) {
 		log_line("cannot allocate the table of %lld connections", o->max_conn);
 		return EXIT_INTERNAL;
 	}
 	fd_nonblock(lfd);
-	acc.lfd = lfd;
-	acc.conn = c;
-	acc.idle_exit = o->idle_exit;
-	acc.run_mask = run_mask;
-	acc.parent = getpid();
-	acc.idle_since = now_ms();
+	a->lfd = lfd;
+	a->conn = c;
+	a->idle_exit = o->idle_exit;
+	a->run_mask = run_mask;
+	a->parent = getpid();
+	a->idle_since = now_ms();
 	if (getsockname(lfd, (struct sockaddr *)&ss, &sl) == 0) {
 		source_text(key, source_of(&ss, key), where, sizeof where);
 		if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6)
-			snprintf(acc.local_port, sizeof acc.local_port, "%u", source_of(&ss, key));
+			snprintf(a->local_port, sizeof a->local_port, "%u", source_of(&ss, key));
 	}
 	/* each child's socket gets these from the listening socket, and
 	 * the child makes no system call for them */
@@ -4145,8 +4173,8 @@ static int acceptor_run(struct conn *c, struct options *o, int lfd, const sigset
 	 * children fork it: then only they are confined */
 	if (!o->program && sandbox_start(o, 0, 1) < 0)
 		return EXIT_INTERNAL;
-	acceptor_loop(&acc);
-	return acc.status;
+	acceptor_loop(a);
+	return a->status;
 }
 
 #ifndef WSFILTER_NO_MAIN
