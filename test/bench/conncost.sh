@@ -15,6 +15,9 @@
 #   websocketd   websocketd lineecho (listens by itself)
 #   inetd        wsfilter under --accept --inetd (fork and exec per connection)
 #   inetd-static the same, linked statically
+#   inetd-nosb, acc-prog-static, acc-prog-other: wsfilter --no-sandbox
+#                under --accept; the static wsfilter and WSFILTER_OTHER
+#                -- lineecho (not in the default set)
 #   exec         lineecho-static under --accept --inetd (the exec ceiling)
 #
 #  1. N sequential connections (wsload --connections; --raw for the line
@@ -58,7 +61,7 @@ build_tools
 need_commands systemd-socket-activate timeout
 [ -x "$WSFILTER" ] || { log "conncost: $WSFILTER not built (make)"; exit 1; }
 case " $SERVERS " in
-*" acc-static "*|*" inetd-static "*)
+*" acc-static "*|*" inetd-static "*|*" acc-prog-static "*)
 	if [ -z "${WSFILTER_STATIC:-}" ]; then
 		make -s -C "$TOP" static >&2 || exit 1
 		WSFILTER_STATIC=$TOP/wsfilter-static
@@ -86,6 +89,9 @@ server_cmd() {	# NAME PORT
 	acc-before) echo "$sa $WSFILTER_BEFORE" ;;
 	acc-other)  echo "$sa $WSFILTER_OTHER" ;;
 	inetd-static) echo "$sa --accept --inetd $WSFILTER_STATIC" ;;
+	inetd-nosb) echo "$sa --accept --inetd $WSFILTER --no-sandbox" ;;
+	acc-prog-static) echo "$sa $WSFILTER_STATIC -- $BIN/lineecho" ;;
+	acc-prog-other) echo "$sa $WSFILTER_OTHER -- $BIN/lineecho" ;;
 	fork)       echo "$sa $BIN/lineecho --fork" ;;
 	acc-prog)   echo "$sa $WSFILTER -- $BIN/lineecho" ;;
 	websocketd) echo "websocketd --port=$2 --address=127.0.0.1 --loglevel=fatal $BIN/lineecho" ;;
