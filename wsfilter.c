@@ -4194,15 +4194,22 @@ static void peer_name(struct conn *c, int fd, int from_env)
 		peer_set(&c->k, a, port);
 }
 
-/* Set up a client descriptor: no delayed ACKs and little unsent data in
- * the kernel on TCP, non-blocking I/O so that one poll loop drives both
- * directions.  A terminal is left as it is (others share it). */
-static void fd_setup(int fd)
+/* No delayed ACKs and little unsent data in the kernel, on TCP.  Set on
+ * a listening socket, they are every accepted socket's. */
+static void tcp_setup(int fd)
 {
 	int one = 1, lowat = NOTSENT_LOWAT;
 
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof lowat);
+}
+
+/* Set up a client descriptor: tcp_setup, and non-blocking I/O so that
+ * one poll loop drives both directions.  A terminal is left as it is
+ * (others share it). */
+static void fd_setup(int fd)
+{
+	tcp_setup(fd);
 	if (!is_socket(fd) && isatty(fd))
 		return;
 	fd_nonblock(fd);
@@ -4309,31 +4316,58 @@ static void conn_init(struct conn *c, const struct options *o, const int fds[2],
 	c->shared = fds[0] == fds[1];
 }
 
+/* What the acceptor learnt of a connection from accept(2) and from its
+ * listening socket, handed to the child so that it asks the kernel for
+ * none of it again: the socket is a non-blocking TCP socket (accept4)
+ * with tcp_setup's options (the listening socket's), and these are its
+ * ends. */
+struct accepted {
+	char addr[INET6_ADDRSTRLEN];  /* the client's address, "" when unknown */
+	char port[8];                 /* and its port, "" when it has none */
+	char local_port[8];           /* the listening socket's port, or "" */
+};
+
 /* One connection on fds, handed over by a launcher or by the acceptor
- * (accepted: the peer comes from the socket alone, not from a launcher's
- * variables): set it up, confine the process, run the loop.  Returns the
- * exit status. */
-static int serve(struct conn *c, const struct options *o, const int fds[2],
-		 const sigset_t *run_mask, int accepted, pid_t *pgid_slot)
+ * (ac: what the acceptor knows of it; the peer then comes from accept(2)
+ * alone, not from a launcher's variables): set it up, confine the
+ * process, run the loop, write the log line and end the process with the
+ * connection's exit status. */
+static void serve(struct conn *c, const struct options *o, const int fds[2],
+		  const sigset_t *run_mask, const struct accepted *ac, pid_t *pgid_slot)
+	__attribute__((noreturn));
+
+static void serve(struct conn *c, const struct options *o, const int fds[2],
+		  const sigset_t *run_mask, const struct accepted *ac, pid_t *pgid_slot)
 {
 	struct timespec wall;
 
 	clock_gettime(CLOCK_REALTIME, &wall);
 	conn_init(c, o, fds, now_ms(), (int64_t)wall.tv_sec);
-	peer_name(c, fds[0], !accepted);
-	c->out_socket = is_socket(fds[1]);
-	fd_setup(fds[0]);
-	if (fds[1] != fds[0])
-		fd_setup(fds[1]);
+	if (ac) {
+		if (ac->addr[0])
+			peer_set(&c->k, ac->addr, ac->port[0] ? ac->port : NULL);
+		snprintf(c->k.local_port, sizeof c->k.local_port, "%s", ac->local_port);
+		c->out_socket = 1;
+	} else {
+		peer_name(c, fds[0], 1);
+		c->out_socket = is_socket(fds[1]);
+		fd_setup(fds[0]);
+		if (fds[1] != fds[0])
+			fd_setup(fds[1]);
+	}
 	rng_seed(c->k.rng);
 	c->pgid_slot = pgid_slot;
 	if (o->gate)
 		prog_prepare(c, o);
 	if (sandbox_start(o, c->prog_pid, 0) < 0)
-		return EXIT_INTERNAL;
+		_exit(EXIT_INTERNAL);
 	conn_run(c, run_mask);
 	log_summary(c, now_ms());
-	return c->k.status;
+	/* _exit, not exit: every line went out with write(2), nothing is
+	 * left to flush, and no exit handler (the loader's, stdio's) has
+	 * anything to do.  Run, they would only write pages: in a child of
+	 * the acceptor, copies of pages it shares with the parent. */
+	_exit(c->k.status);
 }
 
 /* ==== The acceptor ===================================================== */
@@ -4386,6 +4420,7 @@ struct acceptor {
 	long long nfree;
 	int64_t accept_err_at;       /* accept(2) failures: the last logged */
 	long long accept_errs;       /* and those since, not logged */
+	char local_port[8];          /* the listening socket's, for SERVER_PORT */
 };
 
 /* A source as log text: "a.b.c.d:port" or "[::1]:port". */
@@ -4511,24 +4546,35 @@ static pid_t acceptor_fork(void)
 	return (pid_t)syscall(SYS_clone, SIGCHLD, NULL, NULL, NULL, NULL);
 }
 
-/* The child: the connection alone, as if a launcher had started it. */
-static void acceptor_child(const struct acceptor *a, int fd, pid_t *pgid_slot)
-	__attribute__((noreturn));
+/* What a child takes with it, copied from the parent's state before the
+ * fork: that state is wiped in a child (acceptor_private). */
+struct child_start {
+	struct conn *conn;
+	const struct options *opt;
+	const sigset_t *run_mask;
+	int lfd;
+	pid_t parent;
+	pid_t *pgid_slot;            /* its entry in pgids, or NULL */
+	struct accepted ac;
+};
 
-static void acceptor_child(const struct acceptor *a, int fd, pid_t *pgid_slot)
+/* The child: the connection alone, as if a launcher had started it. */
+static void acceptor_child(const struct child_start *cs, int fd) __attribute__((noreturn));
+
+static void acceptor_child(const struct child_start *cs, int fd)
 {
 	int fds[2] = { fd, fd };
 
-	close(a->lfd);
+	close(cs->lfd);
 	/* written only when set: every page a child writes is its own copy */
 	if (stop_signal)
 		stop_signal = 0;
 	if (child_signal)
 		child_signal = 0;
 	/* the parent gone: end as on a stop */
-	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != a->parent)
+	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != cs->parent)
 		_exit(EXIT_INTERNAL);
-	exit(serve(a->conn, a->opt, fds, a->run_mask, 1, pgid_slot));
+	serve(cs->conn, cs->opt, fds, cs->run_mask, &cs->ac, cs->pgid_slot);
 }
 
 static void acceptor_accept_failed(struct acceptor *a, int64_t now, int err)
@@ -4550,6 +4596,9 @@ static void acceptor_accept_failed(struct acceptor *a, int64_t now, int err)
 static void acceptor_accept(struct acceptor *a, int64_t now)
 {
 	const struct options *o = a->opt;
+	struct child_start cs = { .conn = a->conn, .opt = o, .run_mask = a->run_mask,
+				  .lfd = a->lfd, .parent = a->parent };
+	struct accepted *ac = &cs.ac;
 	struct sockaddr_storage ss;
 	unsigned char key[16];
 	char who[INET6_ADDRSTRLEN + 16];
@@ -4574,19 +4623,30 @@ static void acceptor_accept(struct acceptor *a, int64_t now)
 			return;
 		}
 		port = source_of(&ss, key);
-		source_text(key, port, who, sizeof who);
 		if (o->max_per_source && (n = per_source(a, key)) >= o->max_per_source) {
+			source_text(key, port, who, sizeof who);
 			acceptor_refuse(fd, who, n, o);
 			continue;
 		}
+		/* the peer as the child would have read it with getpeername */
+		ac->addr[0] = ac->port[0] = '\0';
+		if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
+			key_addr(key, ac->addr, sizeof ac->addr);
+			snprintf(ac->port, sizeof ac->port, "%u", port);
+		} else if (ss.ss_family == AF_UNIX) {
+			snprintf(ac->addr, sizeof ac->addr, "unix");
+		}
+		memcpy(ac->local_port, a->local_port, sizeof ac->local_port);
 		slot = a->pgids ? a->free_slots[--a->nfree] : -1;
+		cs.pgid_slot = slot >= 0 ? &a->pgids[slot] : NULL;
 		pid = acceptor_fork();
 		if (pid == 0)
-			acceptor_child(a, fd, slot >= 0 ? &a->pgids[slot] : NULL);
+			acceptor_child(&cs, fd);    /* *a is wiped there: cs only */
 		close(fd);
 		if (pid < 0 && slot >= 0)
 			a->free_slots[a->nfree++] = slot;
 		if (pid < 0) {
+			source_text(key, port, who, sizeof who);
 			log_line("%s closed: cannot fork: %s", who, strerror(errno));
 			a->retry_at = now + ACCEPT_RETRY_MS;
 			return;
@@ -4690,28 +4750,38 @@ static int acceptor_inetd(struct options *o)
 	return lfd;
 }
 
-/* The tables: the children, parent's alone (a child gets it wiped, so
- * that the pages the parent writes after a fork are not left to the
- * child as copies of its own); with a PROGRAM, the program groups (shared
- * with the children) and their free entries.  -1 when out of memory. */
+/* Memory for the parent alone, zeroed, NULL when there is none.  A child
+ * gets it wiped (MADV_WIPEONFORK): the pages the parent writes after a
+ * fork then stay its own, instead of being shared until the parent's
+ * next write, which copies them and flushes the TLB each time. */
+static void *acceptor_private(size_t size)
+{
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		return NULL;
+#ifdef MADV_WIPEONFORK
+	(void)madvise(p, size, MADV_WIPEONFORK);
+#endif
+	return p;
+}
+
+/* The tables: the children (the parent's alone); with a PROGRAM, the
+ * program groups (shared with the children) and their free entries.
+ * -1 when out of memory. */
 static int acceptor_tables(struct acceptor *a, long long max)
 {
 	long long i;
 
-	a->kids = mmap(NULL, (size_t)max * sizeof *a->kids, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (a->kids == MAP_FAILED)
+	a->kids = acceptor_private((size_t)max * sizeof *a->kids);
+	if (!a->kids)
 		return -1;
-#ifdef MADV_WIPEONFORK
-	(void)madvise(a->kids, (size_t)max * sizeof *a->kids, MADV_WIPEONFORK);
-#endif
 	if (!a->opt->gate)
 		return 0;
 	a->pgids = mmap(NULL, (size_t)max * sizeof *a->pgids, PROT_READ | PROT_WRITE,
 			MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	a->free_slots = mmap(NULL, (size_t)max * sizeof *a->free_slots, PROT_READ | PROT_WRITE,
-			     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (a->pgids == MAP_FAILED || a->free_slots == MAP_FAILED)
+	a->free_slots = acceptor_private((size_t)max * sizeof *a->free_slots);
+	if (a->pgids == MAP_FAILED || !a->free_slots)
 		return -1;
 	for (i = 0; i < max; i++)
 		a->free_slots[i] = (int)(max - 1 - i);
@@ -4724,7 +4794,7 @@ static int acceptor_tables(struct acceptor *a, long long max)
  * exit status. */
 static int acceptor_run(struct conn *c, struct options *o, int lfd, const sigset_t *run_mask)
 {
-	static struct acceptor acc;
+	struct acceptor *a = acceptor_private(sizeof *a);
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof ss;
 	unsigned char key[16];
@@ -4734,28 +4804,38 @@ static int acceptor_run(struct conn *c, struct options *o, int lfd, const sigset
 		return EXIT_INTERNAL;
 	if (o->idle_exit < 0)
 		o->idle_exit = 0;
-	acc.opt = o;
-	if (acceptor_tables(&acc, o->max_conn) < 0) {
+	if (!a) {
+		log_line("cannot allocate the acceptor's state");
+		return EXIT_INTERNAL;
+	}
+	a->opt = o;
+	if (acceptor_tables(a, o->max_conn) < 0) {
 		log_line("cannot allocate the table of %lld connections", o->max_conn);
 		return EXIT_INTERNAL;
 	}
 	fd_nonblock(lfd);
-	acc.lfd = lfd;
-	acc.conn = c;
-	acc.idle_exit = o->idle_exit;
-	acc.run_mask = run_mask;
-	acc.parent = getpid();
-	acc.idle_since = now_ms();
-	if (getsockname(lfd, (struct sockaddr *)&ss, &sl) == 0)
+	a->lfd = lfd;
+	a->conn = c;
+	a->idle_exit = o->idle_exit;
+	a->run_mask = run_mask;
+	a->parent = getpid();
+	a->idle_since = now_ms();
+	if (getsockname(lfd, (struct sockaddr *)&ss, &sl) == 0) {
 		source_text(key, source_of(&ss, key), where, sizeof where);
+		if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6)
+			snprintf(a->local_port, sizeof a->local_port, "%u", source_of(&ss, key));
+	}
+	/* each child's socket gets these from the listening socket, and
+	 * the child makes no system call for them */
+	tcp_setup(lfd);
 	log_line("accepting on %s, at most %lld connection%s", where, o->max_conn,
 		 o->max_conn == 1 ? "" : "s");
 	/* a PROGRAM must start outside any filter of wsfilter's, and the
 	 * children fork it: then only they are confined */
 	if (!o->gate && sandbox_start(o, 0, 1) < 0)
 		return EXIT_INTERNAL;
-	acceptor_loop(&acc);
-	return acc.status;
+	acceptor_loop(a);
+	return a->status;
 }
 
 #ifndef WSFILTER_NO_MAIN
@@ -4778,6 +4858,6 @@ int main(int argc, char **argv)
 	signals_setup(&run_mask);
 	if (lfd >= 0)
 		return acceptor_run(&conn, &opt, lfd, &run_mask);
-	return serve(&conn, &opt, fds, &run_mask, 0, NULL);
+	serve(&conn, &opt, fds, &run_mask, NULL, NULL);
 }
 #endif

@@ -8,7 +8,13 @@
 # websocketd, all on loopback, interleaved, every figure from this run:
 #
 #  1. sequential connections (handshake, one message, close; wsload
-#     --connections), conn/s and the ratio to Node ws;
+#     --connections), conn/s and the ratio to Node ws, server CPU and minor
+#     page faults per connection; beside the ceilings, in plain lines
+#     (wsload --raw): the fork ceiling, `lineecho --fork` given the
+#     listening socket as wsfilter is (it accepts, forks, filters lines,
+#     _exits), for Accept=no; the exec ceiling, a static lineecho under
+#     --accept, for Accept=yes; and `wsfilter -- lineecho` in acceptor mode
+#     beside websocketd running the same lineecho;
 #  2. C connections at once (1,000, and 10,000 in the full run), each doing
 #     10 round trips one at a time, then held open HOLD s: whether all
 #     completed, replies lost, the time until the last round trip, the
@@ -55,7 +61,7 @@ rm -f "$D"/*.log "$D"/*.out
 : >"$TSV"
 
 # ---- the servers
-ALL_SERVERS="acc-dyn acc-static inetd-dyn inetd-static node-ws python-websockets websocketd"
+ALL_SERVERS="acc-dyn acc-static fork-ceiling inetd-dyn inetd-static exec-ceiling acc-prog node-ws python-websockets websocketd"
 ACC_SERVERS=${ACC_SERVERS:-$ALL_SERVERS}
 CONC_SERVERS="acc-dyn acc-static inetd-dyn inetd-static node-ws"
 server_cmd() {	# NAME PORT
@@ -63,12 +69,18 @@ server_cmd() {	# NAME PORT
 	case $1 in
 	acc-dyn)      echo "systemd-socket-activate -l 127.0.0.1:$port $WSFILTER --max-connections $MAXCONN" ;;
 	acc-static)   echo "systemd-socket-activate -l 127.0.0.1:$port $WSFILTER_STATIC --max-connections $MAXCONN" ;;
+	acc-prog)     echo "systemd-socket-activate -l 127.0.0.1:$port $WSFILTER --max-connections $MAXCONN -- $BIN/lineecho" ;;
+	fork-ceiling) echo "systemd-socket-activate -l 127.0.0.1:$port $BIN/lineecho --fork" ;;
+	exec-ceiling) echo "systemd-socket-activate -l 127.0.0.1:$port --accept --inetd $BIN/lineecho-static" ;;
 	inetd-dyn)    echo "systemd-socket-activate -l 127.0.0.1:$port --accept --inetd $WSFILTER" ;;
 	inetd-static) echo "systemd-socket-activate -l 127.0.0.1:$port --accept --inetd $WSFILTER_STATIC" ;;
 	node-ws)      echo "node $HERE/peer_ws.mjs $port" ;;
 	python-websockets) echo "$PY $HERE/peer_websockets.py $port" ;;
 	websocketd)   echo "websocketd --port=$port --address=127.0.0.1 --loglevel=fatal $BIN/lineecho" ;;
 	esac
+}
+server_raw() {	# wsload's mode: plain lines for the ceilings
+	case $1 in *-ceiling) echo --raw ;; esac
 }
 server_handler() {	# the per-connection process's comm
 	case $1 in
@@ -105,10 +117,15 @@ ACCEPTOR=1
 if ! "$WSFILTER" --max-connections "$MAXCONN" -V >/dev/null 2>&1; then
 	ACCEPTOR=
 	log "bench: $WSFILTER has no acceptor mode (--max-connections is not an option): Accept=no is left out"
-	ACC_SERVERS=$(echo " $ACC_SERVERS " | sed 's/ acc-dyn / /; s/ acc-static / /')
+	ACC_SERVERS=$(echo " $ACC_SERVERS " | sed 's/ acc-dyn / /; s/ acc-static / /; s/ acc-prog / /')
 	CONC_SERVERS=$(echo " $CONC_SERVERS " | sed 's/ acc-dyn / /; s/ acc-static / /')
 fi
 CONC_SERVERS=$(for s in $CONC_SERVERS; do case " $ACC_SERVERS " in *" $s "*) echo "$s" ;; esac; done | xargs)
+
+# the exec ceiling is a static lineecho: none where there is no static libc
+if [ ! -x "$BIN/lineecho-static" ]; then
+	ACC_SERVERS=$(echo " $ACC_SERVERS " | sed 's/ exec-ceiling / /')
+fi
 
 # the open-files limit: as high as the hard limit allows (the client holds
 # every connection, Node ws too)
@@ -141,8 +158,8 @@ start_server() {	# NAME: in its own session; PID and PORT set
 	# one connection first: systemd-socket-activate without --accept
 	# executes wsfilter only when the first connection comes, and the
 	# figures are of a server that has served one
-	if ! timeout -k 2 20 "$BIN/wsload" --connections 1 -s 17 --timeout 15 127.0.0.1 "$port" \
-		>>"$D/warmup.out" 2>>"$D/wsload.log"; then
+	if ! timeout -k 2 20 "$BIN/wsload" $(server_raw "$s") --connections 1 -s 17 --timeout 15 \
+		127.0.0.1 "$port" >>"$D/warmup.out" 2>>"$D/wsload.log"; then
 		log "bench: $s: the first connection failed"
 		stop_server "$s"
 		return 1
@@ -224,14 +241,16 @@ for r in $(seq 1 "$RUNS"); do
 		*) printf 'seq\t%s\t%s\tstatus=nostart\n' "$s" "$r" >>"$TSV"; continue ;;
 		esac
 		before=$(cpu_ticks "${PID[$s]}")
-		out=$(timeout -k 2 "$SEQ_TIMEOUT" "$BIN/wsload" --connections "$N_SEQ" -s 17 --stall 5 \
-			--timeout $((SEQ_TIMEOUT - 5)) 127.0.0.1 "${PORT[$s]}" 2>>"$D/wsload.log")
+		faults0=$(minor_faults "${PID[$s]}")
+		out=$(timeout -k 2 "$SEQ_TIMEOUT" "$BIN/wsload" $(server_raw "$s") --connections "$N_SEQ" \
+			-s 17 --stall 5 --timeout $((SEQ_TIMEOUT - 5)) 127.0.0.1 "${PORT[$s]}" 2>>"$D/wsload.log")
 		rc=$?
 		# the launchers' children reaped (2 s), so that their CPU is in
 		wait_children_gone "${PID[$s]}"
 		after=$(cpu_ticks "${PID[$s]}")
+		faults1=$(minor_faults "${PID[$s]}")
 		[ -n "$out" ] || out="status=failed why=\"wsload exit $rc\""
-		out="$out server_cpu_s=$(cpu_seconds $((after - before)))"
+		out="$out server_cpu_s=$(cpu_seconds $((after - before))) $(fault_delta "$faults0" "$faults1")"
 		printf 'seq\t%s\t%s\t%s\n' "$s" "$r" "$out" >>"$TSV"
 		log "  acceptor seq $s #$r: $out"
 	done

@@ -14,7 +14,9 @@ WSFILTER=${WSFILTER:-$TOP/wsfilter}
 
 log() { printf '%s\n' "$*" >&2; }
 
-# build_tools: wsload and lineecho in $BIN, rebuilt when their source is newer.
+# build_tools: wsload and lineecho in $BIN, rebuilt when their source is newer;
+# and lineecho-static, the exec ceiling (left out, with a message, where there
+# is no static libc).
 build_tools() {
 	local t
 	mkdir -p "$BIN"
@@ -23,6 +25,10 @@ build_tools() {
 			$CC -O2 -Wall -Wextra -o "$BIN/$t" "$HERE/$t.c" || exit 1
 		fi
 	done
+	if [ ! -x "$BIN/lineecho-static" ] || [ "$HERE/lineecho.c" -nt "$BIN/lineecho-static" ]; then
+		$CC -O2 -Wall -Wextra -static -o "$BIN/lineecho-static" "$HERE/lineecho.c" ||
+			log "bench: no static lineecho (static libc missing?): no exec ceiling"
+	fi
 }
 
 # need_commands CMD...: exit 1 with a message naming the first one missing.
@@ -40,6 +46,22 @@ cpu_ticks() {
 	stat=${stat##*) }
 	set -- $stat
 	echo $(( ${12} + ${13} + ${14} + ${15} ))
+}
+
+# minor_faults PID: "minflt cminflt" of PID (cminflt: its reaped children's).
+minor_faults() {
+	local stat
+	stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo "0 0"; return; }
+	stat=${stat##*) }
+	set -- $stat
+	echo "$8 $9"
+}
+
+# fault_delta "MINFLT CMINFLT" "MINFLT CMINFLT": the minor faults between two
+# minor_faults readings, as "root_faults=N child_faults=N".
+fault_delta() {
+	set -- $1 $2
+	echo "root_faults=$(($3 - $1)) child_faults=$(($4 - $2))"
 }
 
 # cpu_seconds TICKS: TICKS of the clock (CLK_TCK) in seconds, two decimals.
