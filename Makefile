@@ -9,7 +9,11 @@ DOCDIR = $(PREFIX)/share/doc/wsfilter
 SYSTEMDUNITDIR = $(PREFIX)/lib/systemd/system
 
 CC = cc
-CFLAGS = -O2 -g
+# The optimisation and debug flags, unless the build brings its own (the
+# environment, as dpkg-buildflags exports them, or `make CFLAGS=...`). The
+# warnings (WARN) and what wsfilter itself needs (CPPFLAGS_ALL, LDFLAGS_ALL)
+# are added to them, never replaced; CPPFLAGS and LDFLAGS are the user's.
+CFLAGS ?= -O2 -g
 WARN = -std=c11 -Wall -Wextra -Wpedantic -Wshadow -Wformat=2 -Wstrict-prototypes
 CPPFLAGS_ALL = -DVERSION=\"$(VERSION)\" -D_FORTIFY_SOURCE=2
 ASAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
