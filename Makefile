@@ -6,6 +6,8 @@ PREFIX = /usr/local
 BINDIR = $(PREFIX)/bin
 MANPREFIX = $(PREFIX)/share/man
 DOCDIR = $(PREFIX)/share/doc/wsfilter
+# the inetd, xinetd and HAProxy files (the Debian package: DOCDIR/examples)
+EXAMPLEDIR = $(DOCDIR)
 SYSTEMDUNITDIR = $(PREFIX)/lib/systemd/system
 
 CC = cc
@@ -121,7 +123,7 @@ bench: wsfilter
 
 install: wsfilter$(STATIC:1=-static)
 	mkdir -p $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANPREFIX)/man1 \
-		$(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(DOCDIR)/xinetd.d $(DESTDIR)$(DOCDIR)/haproxy
+		$(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(EXAMPLEDIR)/xinetd.d $(DESTDIR)$(EXAMPLEDIR)/haproxy
 	cp -f wsfilter$(STATIC:1=-static) $(DESTDIR)$(BINDIR)/wsfilter
 	chmod 755 $(DESTDIR)$(BINDIR)/wsfilter
 	cp -f wsfilter.1 $(DESTDIR)$(MANPREFIX)/man1/wsfilter.1
@@ -133,16 +135,16 @@ install: wsfilter$(STATIC:1=-static)
 		> $(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter-acceptor.service
 	cp -f systemd/wsfilter-acceptor.socket $(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter-acceptor.socket
 	sed 's|/usr/local/bin/wsfilter|$(BINDIR)/wsfilter|g' inetd/inetd.conf \
-		> $(DESTDIR)$(DOCDIR)/inetd.conf
+		> $(DESTDIR)$(EXAMPLEDIR)/inetd.conf
 	sed 's|/usr/local/bin/wsfilter|$(BINDIR)/wsfilter|g' inetd/xinetd.d/wsfilter \
-		> $(DESTDIR)$(DOCDIR)/xinetd.d/wsfilter
-	cp -f haproxy/wsfilter.cfg $(DESTDIR)$(DOCDIR)/haproxy/wsfilter.cfg
+		> $(DESTDIR)$(EXAMPLEDIR)/xinetd.d/wsfilter
+	cp -f haproxy/wsfilter.cfg $(DESTDIR)$(EXAMPLEDIR)/haproxy/wsfilter.cfg
 	cp -f README.md $(DESTDIR)$(DOCDIR)/README.md
 	chmod 644 $(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter@.service \
 		$(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter.socket \
 		$(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter-acceptor.service \
-		$(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter-acceptor.socket $(DESTDIR)$(DOCDIR)/inetd.conf \
-		$(DESTDIR)$(DOCDIR)/xinetd.d/wsfilter $(DESTDIR)$(DOCDIR)/haproxy/wsfilter.cfg \
+		$(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter-acceptor.socket $(DESTDIR)$(EXAMPLEDIR)/inetd.conf \
+		$(DESTDIR)$(EXAMPLEDIR)/xinetd.d/wsfilter $(DESTDIR)$(EXAMPLEDIR)/haproxy/wsfilter.cfg \
 		$(DESTDIR)$(DOCDIR)/README.md
 
 uninstall:
@@ -151,9 +153,11 @@ uninstall:
 		$(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter.socket \
 		$(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter-acceptor.service \
 		$(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter-acceptor.socket \
-		$(DESTDIR)$(DOCDIR)/inetd.conf $(DESTDIR)$(DOCDIR)/xinetd.d/wsfilter \
-		$(DESTDIR)$(DOCDIR)/haproxy/wsfilter.cfg $(DESTDIR)$(DOCDIR)/README.md
-	-rmdir $(DESTDIR)$(DOCDIR)/xinetd.d $(DESTDIR)$(DOCDIR)/haproxy $(DESTDIR)$(DOCDIR)
+		$(DESTDIR)$(EXAMPLEDIR)/inetd.conf $(DESTDIR)$(EXAMPLEDIR)/xinetd.d/wsfilter \
+		$(DESTDIR)$(EXAMPLEDIR)/haproxy/wsfilter.cfg $(DESTDIR)$(DOCDIR)/README.md
+	-rmdir $(DESTDIR)$(EXAMPLEDIR)/xinetd.d $(DESTDIR)$(EXAMPLEDIR)/haproxy
+	-[ "$(EXAMPLEDIR)" = "$(DOCDIR)" ] || rmdir $(DESTDIR)$(EXAMPLEDIR)
+	-rmdir $(DESTDIR)$(DOCDIR)
 
 clean:
 	rm -f wsfilter wsfilter-static wsfilter-asan wsfilter-test-forbidden wsfilter-test-abort web_index.h web_index.h.tmp
