@@ -78,13 +78,24 @@ check-fast: suites-listed
 check-slow: wsfilter wsfilter-test-forbidden wsfilter-test-abort
 	$(BATS) $(SLOW_SUITE)
 
-# every test/*.bats is in one of the two stages
+# every test/*.bats is in one of the stages
 suites-listed:
-	@for f in test/*.bats; do case " $(FAST_SUITE) $(SLOW_SUITE) " in \
-		*" $$f "*) ;; *) echo "$$f is in neither FAST_SUITE nor SLOW_SUITE"; exit 1 ;; esac; done
+	@for f in test/*.bats; do case " $(FAST_SUITE) $(SLOW_SUITE) $(PACKAGE_SUITE) " in \
+		*" $$f "*) ;; *) echo "$$f is in none of FAST_SUITE, SLOW_SUITE, PACKAGE_SUITE"; exit 1 ;; esac; done
 
 deps:
 	sh test/deps.sh
+
+# the Debian package, built in this tree (debian/rules clean runs make clean
+# first); the .deb lands in the parent directory
+deb:
+	dpkg-buildpackage -us -uc -b
+
+# the package built from fresh clones of HEAD, lintian, hardening-check, a
+# second build byte for byte, and its autopkgtest under systemd in a container
+PACKAGE_SUITE = test/package.bats
+check-package: suites-listed
+	$(BATS) $(PACKAGE_SUITE)
 
 # the suites that exercise wsfilter's own code paths; the launcher, systemd
 # and browser suites test configurations (ASAN_SUITE=test runs them all)
@@ -163,4 +174,4 @@ clean:
 	rm -f wsfilter wsfilter-static wsfilter-asan wsfilter-test-forbidden wsfilter-test-abort web_index.h web_index.h.tmp
 	rm -rf test/fuzz/bin test/fuzz/out
 
-.PHONY: all static run test check check-fast check-slow suites-listed deps test-asan test-valgrind mutants fuzz bench soak install uninstall clean
+.PHONY: all static run test check check-fast check-slow check-package suites-listed deps deb test-asan test-valgrind mutants fuzz bench soak install uninstall clean
