@@ -99,6 +99,7 @@ need_package() {
 			./usr/share/doc/wsfilter/examples/suffix.sh
 			./usr/share/doc/wsfilter/examples/wsfilter@.service.d/program.conf
 			./usr/share/doc/wsfilter/examples/xinetd.d/wsfilter
+			./usr/share/lintian/overrides/wsfilter
 			./usr/share/man/man1/wsfilter.1.gz
 		EOF
 	)"
