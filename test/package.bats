@@ -72,7 +72,7 @@ need_package() {
 
 @test "dpkg-buildpackage -us -uc -b in a fresh clone builds the .deb named after the version and the architecture" {
 	build_in "$SRC1"
-	ls "$OUT1" >&3
+	ls "$OUT1" | sed 's/^/# /' >&3
 	[ -f "$OUT1/$DEB" ] || fail "no $DEB in $OUT1: $(ls "$OUT1")"
 	# the flags of dpkg-buildflags reach the compiler
 	run grep -c -e '^cc .* -ffile-prefix-map=[^ ]*=\. .*-fstack-protector-strong' "$OUT1/build.log"
@@ -138,7 +138,7 @@ need_package() {
 		"$OUT1/wsfilter_${DEB_VERSION}_$ARCH.changes"
 	printf '# %s\n' "${lines[@]}" >&3
 	assert_success
-	refute_line --regexp '^[EWPX]: '
+	refute_line --regexp '^[EWP]: '
 	# the one override, for a tag that only an upload to Debian can clear
 	run lintian --pedantic -I -E --show-overrides "$OUT1/wsfilter_${DEB_VERSION}_$ARCH.changes"
 	run grep '^O: ' <<<"$output"
