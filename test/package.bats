@@ -36,7 +36,9 @@ setup_file() {
 	fi
 }
 
-teardown_file() {
+# The container is booted inside its test, so its pid is known only there:
+# the test's own teardown shuts it down.
+teardown() {
 	nspawn_shutdown
 }
 
