@@ -15,7 +15,11 @@ CC = cc
 # environment, as dpkg-buildflags exports them, or `make CFLAGS=...`). The
 # warnings (WARN) and what wsfilter itself needs (CPPFLAGS_ALL, LDFLAGS_ALL)
 # are added to them, never replaced; CPPFLAGS and LDFLAGS are the user's.
-CFLAGS ?= -O2 -g
+# Not `CFLAGS ?=`: under .POSIX, GNU make's own default for CFLAGS is -O1,
+# which ?= would keep.
+ifeq ($(origin CFLAGS),default)
+CFLAGS = -O2 -g
+endif
 WARN = -std=c11 -Wall -Wextra -Wpedantic -Wshadow -Wformat=2 -Wstrict-prototypes
 CPPFLAGS_ALL = -DVERSION=\"$(VERSION)\" -D_FORTIFY_SOURCE=2
 ASAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all

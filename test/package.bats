@@ -72,6 +72,17 @@ need_package() {
 	[[ $DEB_VERSION == "$VERSION"-[0-9]* ]] || fail "$DEB_VERSION has no Debian revision"
 }
 
+@test "make: -O2 -g by default; CFLAGS from the environment or the command line replace them, the warnings stay" {
+	run env -u CFLAGS make -s -n -B -C "$TOP" wsfilter
+	assert_line --regexp '^cc -std=c11 -Wall .* -O2 -g .*-o wsfilter wsfilter\.c$'
+	run env CFLAGS='-O3 -fstack-protector-strong' make -s -n -B -C "$TOP" wsfilter
+	assert_line --regexp '^cc -std=c11 -Wall .* -O3 -fstack-protector-strong -Wl,'
+	refute_output --partial '-O2'
+	run env -u CFLAGS make -s -n -B -C "$TOP" wsfilter CFLAGS=-Os
+	assert_line --regexp '^cc -std=c11 -Wall .* -Os -Wl,'
+	refute_output --partial '-O2'
+}
+
 @test "dpkg-buildpackage -us -uc -b in a fresh clone builds the .deb named after the version and the architecture" {
 	build_in "$SRC1"
 	ls "$OUT1" | sed 's/^/# /' >&3
