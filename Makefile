@@ -6,10 +6,20 @@ PREFIX = /usr/local
 BINDIR = $(PREFIX)/bin
 MANPREFIX = $(PREFIX)/share/man
 DOCDIR = $(PREFIX)/share/doc/wsfilter
+# the inetd, xinetd and HAProxy files (the Debian package: DOCDIR/examples)
+EXAMPLEDIR = $(DOCDIR)
 SYSTEMDUNITDIR = $(PREFIX)/lib/systemd/system
 
 CC = cc
+# The optimisation and debug flags, unless the build brings its own (the
+# environment, as dpkg-buildflags exports them, or `make CFLAGS=...`). The
+# warnings (WARN) and what wsfilter itself needs (CPPFLAGS_ALL, LDFLAGS_ALL)
+# are added to them, never replaced; CPPFLAGS and LDFLAGS are the user's.
+# Not `CFLAGS ?=`: under .POSIX, GNU make's own default for CFLAGS is -O1,
+# which ?= would keep.
+ifeq ($(origin CFLAGS),default)
 CFLAGS = -O2 -g
+endif
 WARN = -std=c11 -Wall -Wextra -Wpedantic -Wshadow -Wformat=2 -Wstrict-prototypes
 CPPFLAGS_ALL = -DVERSION=\"$(VERSION)\" -D_FORTIFY_SOURCE=2
 ASAN_FLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
@@ -72,13 +82,24 @@ check-fast: suites-listed
 check-slow: wsfilter wsfilter-test-forbidden wsfilter-test-abort
 	$(BATS) $(SLOW_SUITE)
 
-# every test/*.bats is in one of the two stages
+# every test/*.bats is in one of the stages
 suites-listed:
-	@for f in test/*.bats; do case " $(FAST_SUITE) $(SLOW_SUITE) " in \
-		*" $$f "*) ;; *) echo "$$f is in neither FAST_SUITE nor SLOW_SUITE"; exit 1 ;; esac; done
+	@for f in test/*.bats; do case " $(FAST_SUITE) $(SLOW_SUITE) $(PACKAGE_SUITE) " in \
+		*" $$f "*) ;; *) echo "$$f is in none of FAST_SUITE, SLOW_SUITE, PACKAGE_SUITE"; exit 1 ;; esac; done
 
 deps:
 	sh test/deps.sh
+
+# the Debian package, built in this tree (debian/rules clean runs make clean
+# first); the .deb lands in the parent directory
+deb:
+	dpkg-buildpackage -us -uc -b
+
+# the package built from fresh clones of HEAD, lintian, hardening-check, a
+# second build byte for byte, and its autopkgtest under systemd in a container
+PACKAGE_SUITE = test/package.bats
+check-package: suites-listed
+	$(BATS) $(PACKAGE_SUITE)
 
 # the suites that exercise wsfilter's own code paths; the launcher, systemd
 # and browser suites test configurations (ASAN_SUITE=test runs them all)
@@ -117,7 +138,7 @@ bench: wsfilter
 
 install: wsfilter$(STATIC:1=-static)
 	mkdir -p $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANPREFIX)/man1 \
-		$(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(DOCDIR)/xinetd.d $(DESTDIR)$(DOCDIR)/haproxy
+		$(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(EXAMPLEDIR)/xinetd.d $(DESTDIR)$(EXAMPLEDIR)/haproxy
 	cp -f wsfilter$(STATIC:1=-static) $(DESTDIR)$(BINDIR)/wsfilter
 	chmod 755 $(DESTDIR)$(BINDIR)/wsfilter
 	cp -f wsfilter.1 $(DESTDIR)$(MANPREFIX)/man1/wsfilter.1
@@ -129,16 +150,16 @@ install: wsfilter$(STATIC:1=-static)
 		> $(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter-acceptor.service
 	cp -f systemd/wsfilter-acceptor.socket $(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter-acceptor.socket
 	sed 's|/usr/local/bin/wsfilter|$(BINDIR)/wsfilter|g' inetd/inetd.conf \
-		> $(DESTDIR)$(DOCDIR)/inetd.conf
+		> $(DESTDIR)$(EXAMPLEDIR)/inetd.conf
 	sed 's|/usr/local/bin/wsfilter|$(BINDIR)/wsfilter|g' inetd/xinetd.d/wsfilter \
-		> $(DESTDIR)$(DOCDIR)/xinetd.d/wsfilter
-	cp -f haproxy/wsfilter.cfg $(DESTDIR)$(DOCDIR)/haproxy/wsfilter.cfg
+		> $(DESTDIR)$(EXAMPLEDIR)/xinetd.d/wsfilter
+	cp -f haproxy/wsfilter.cfg $(DESTDIR)$(EXAMPLEDIR)/haproxy/wsfilter.cfg
 	cp -f README.md $(DESTDIR)$(DOCDIR)/README.md
 	chmod 644 $(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter@.service \
 		$(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter.socket \
 		$(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter-acceptor.service \
-		$(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter-acceptor.socket $(DESTDIR)$(DOCDIR)/inetd.conf \
-		$(DESTDIR)$(DOCDIR)/xinetd.d/wsfilter $(DESTDIR)$(DOCDIR)/haproxy/wsfilter.cfg \
+		$(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter-acceptor.socket $(DESTDIR)$(EXAMPLEDIR)/inetd.conf \
+		$(DESTDIR)$(EXAMPLEDIR)/xinetd.d/wsfilter $(DESTDIR)$(EXAMPLEDIR)/haproxy/wsfilter.cfg \
 		$(DESTDIR)$(DOCDIR)/README.md
 
 uninstall:
@@ -147,12 +168,14 @@ uninstall:
 		$(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter.socket \
 		$(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter-acceptor.service \
 		$(DESTDIR)$(SYSTEMDUNITDIR)/wsfilter-acceptor.socket \
-		$(DESTDIR)$(DOCDIR)/inetd.conf $(DESTDIR)$(DOCDIR)/xinetd.d/wsfilter \
-		$(DESTDIR)$(DOCDIR)/haproxy/wsfilter.cfg $(DESTDIR)$(DOCDIR)/README.md
-	-rmdir $(DESTDIR)$(DOCDIR)/xinetd.d $(DESTDIR)$(DOCDIR)/haproxy $(DESTDIR)$(DOCDIR)
+		$(DESTDIR)$(EXAMPLEDIR)/inetd.conf $(DESTDIR)$(EXAMPLEDIR)/xinetd.d/wsfilter \
+		$(DESTDIR)$(EXAMPLEDIR)/haproxy/wsfilter.cfg $(DESTDIR)$(DOCDIR)/README.md
+	-rmdir $(DESTDIR)$(EXAMPLEDIR)/xinetd.d $(DESTDIR)$(EXAMPLEDIR)/haproxy
+	-[ "$(EXAMPLEDIR)" = "$(DOCDIR)" ] || rmdir $(DESTDIR)$(EXAMPLEDIR)
+	-rmdir $(DESTDIR)$(DOCDIR)
 
 clean:
 	rm -f wsfilter wsfilter-static wsfilter-asan wsfilter-test-forbidden wsfilter-test-abort web_index.h web_index.h.tmp
 	rm -rf test/fuzz/bin test/fuzz/out
 
-.PHONY: all static run test check check-fast check-slow suites-listed deps test-asan test-valgrind mutants fuzz bench soak install uninstall clean
+.PHONY: all static run test check check-fast check-slow check-package suites-listed deps deb test-asan test-valgrind mutants fuzz bench soak install uninstall clean

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs what building and testing wsfilter needs on Debian 12 (run as root).
 # wsfilter itself needs only a C compiler and libc; the rest is for the tests,
-# the fuzzers and the benchmark.
+# the fuzzers, the benchmark and the Debian package (build, lintian,
+# hardening-check from devscripts).
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,7 @@ apt-get install -y -qq --no-install-recommends \
 	libwrap0 libevent-2.1-7 libbsd0 libtirpc3 \
 	websocketd chromium fonts-dejavu-core \
 	afl++ valgrind hyperfine \
+	git dpkg-dev debhelper fakeroot lintian devscripts \
 	>/dev/null
 
 # Node.js runs the Node ws client and Playwright; Debian 12 ships 18, which
