@@ -2758,8 +2758,8 @@ static void check_exec(const char *check, char **envp, int out, int err)
 	_exit(127);
 }
 
-/* Read what the check writes: up to CHECK_OUT_MAX into out, more is
- * counted in *big and dropped.  0 once its stdout has ended. */
+/* Read what the check writes: up to CHECK_OUT_MAX into out; a byte more
+ * sets *big.  0 once its stdout has ended or *big is set. */
 static int check_read(int fd, char *out, size_t *len, int *big)
 {
 	char junk[512];
