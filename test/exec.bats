@@ -16,16 +16,13 @@ setup() {
 }
 
 teardown() {
-	local f p
+	local p
 	stop_launchers
 	# programs (and their groups) whose pids a test wrote down
-	for f in "$T"/*.pid; do
-		[ -e "$f" ] || continue
-		for p in $(cat "$f"); do
-			kill -CONT "$p" 2>/dev/null || true # a child a test stopped (stop-child)
-			kill -KILL -- "-$p" 2>/dev/null || true
-			kill -KILL "$p" 2>/dev/null || true
-		done
+	for p in $(written_pids "$T"); do
+		kill -CONT "$p" 2>/dev/null || true # a child a test stopped (stop-child)
+		kill -KILL -- "-$p" 2>/dev/null || true
+		kill -KILL "$p" 2>/dev/null || true
 	done
 }
 

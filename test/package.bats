@@ -195,33 +195,9 @@ need_package() {
 # are free there), SRC read-only on /srv/src and DEBDIR on /srv/deb; sets
 # NSPAWN_PID and CONTAINER_PID and waits until its systemd is running.
 package_boot() {
-	local i p state
-	systemd-nspawn --register=no --keep-unit --volatile=overlay --private-network \
-		--console=passive --bind-ro="$1:/srv/src" --bind-ro="$2:/srv/deb" \
-		-D "$PACKAGE_IMAGE" -b </dev/null >"$3" 2>&1 3>&- &
-	NSPAWN_PID=$!
-	CONTAINER_PID=
-	for i in $(seq 1 200); do
-		for p in $(descendants "$NSPAWN_PID"); do
-			if [ "$(cat "/proc/$p/comm" 2>/dev/null)" = systemd ] &&
-				grep -qE '^NSpid:.*[[:space:]]1$' "/proc/$p/status" 2>/dev/null; then
-				CONTAINER_PID=$p
-				break 2
-			fi
-		done
-		kill -0 "$NSPAWN_PID" 2>/dev/null || break
-		sleep 0.05
-	done
-	[ -n "$CONTAINER_PID" ] || fail "the container's systemd did not start: $(cat "$3")"
-	for i in $(seq 1 120); do
-		state=$(timeout 60 nsenter -t "$CONTAINER_PID" -a systemctl is-system-running --wait 2>&1) || true
-		case $state in
-		running | degraded) return 0 ;;
-		*"Failed to connect to bus"* | offline) sleep 0.25 ;;
-		*) break ;;
-		esac
-	done
-	fail "the container did not finish booting: $state $(cat "$3")"
+	nspawn_boot_image "$PACKAGE_IMAGE" "$3" --private-network \
+		--bind-ro="$1:/srv/src" --bind-ro="$2:/srv/deb" ||
+		fail "the container did not boot (see $3)"
 }
 
 @test "autopkgtest in a container booted with systemd: the installed package serves 10,000 messages through each unit pair, and purge leaves nothing" {

@@ -23,17 +23,14 @@ setup() {
 }
 
 teardown() {
-	local f p
+	local p
 	stop_launchers
 	# the checks' process groups (their pids written down) while a process of this test's
 	# is still in them, then anything with MARK
-	for f in "$T"/*.pid; do
-		[ -e "$f" ] || continue
-		for p in $(cat "$f"); do
-			if ps -o args= -g "$p" 2>/dev/null | grep -qF -e "$T/" -e "$MARK"; then
-				kill -KILL -- "-$p" 2>/dev/null || true
-			fi
-		done
+	for p in $(written_pids "$T"); do
+		if ps -o args= -g "$p" 2>/dev/null | grep -qF -e "$T/" -e "$MARK"; then
+			kill -KILL -- "-$p" 2>/dev/null || true
+		fi
 	done
 	for p in $(pgrep -f -- "$MARK" || true); do
 		kill -KILL "$p" 2>/dev/null || true
@@ -132,32 +129,34 @@ check() {
 
 # ---- running and judging ----------------------------------------------------
 
-# upgrade EXIT TARGET [HEADER-LINE...] [-- WSFILTER-ARGS]: an upgrade request for TARGET
-# (req_for), the answer's head, the program's messages until its close (wait:3), then EOF;
-# wsfilter must end with EXIT (see assert_101).
-upgrade() {
-	local expect=$1 target=$2 hdrs=()
-	shift 2
-	while [ $# -gt 0 ] && [ "$1" != -- ]; do
-		hdrs+=("$1")
-		shift
-	done
-	[ $# -gt 0 ] && shift
-	ws "$expect" "send:$(req_for "$target" "${hdrs[@]}")" head wait:3 eof -- "$@"
-}
-
-# refused CODE EXIT TARGET [HEADER-LINE...] [-- WSFILTER-ARGS]: an upgrade request for
-# TARGET gets CODE instead of a 101 (a well-formed answer, its body whole), and wsfilter
-# ends with EXIT.
-refused() {
-	local code=$1 expect=$2 target=$3 hdrs=()
+# request EXIT STEPS TARGET [HEADER-LINE...] [-- WSFILTER-ARGS]: ws EXIT with an upgrade
+# request for TARGET (req_for) and then the wstest.py STEPS (one word each).
+request() {
+	local expect=$1 steps=$2 target=$3 hdrs=()
 	shift 3
 	while [ $# -gt 0 ] && [ "$1" != -- ]; do
 		hdrs+=("$1")
 		shift
 	done
 	[ $# -gt 0 ] && shift
-	ws "$expect" "send:$(req_for "$target" "${hdrs[@]}")" head body eof -- "$@"
+	# shellcheck disable=SC2086 # STEPS are words
+	ws "$expect" "send:$(req_for "$target" "${hdrs[@]}")" $steps -- "$@"
+}
+
+# upgrade EXIT TARGET [HEADER-LINE...] [-- WSFILTER-ARGS]: an upgrade request for TARGET
+# (req_for), the answer's head, the program's messages until its close (wait:3), then EOF;
+# wsfilter must end with EXIT (see assert_101).
+upgrade() {
+	request "$1" "head wait:3 eof" "${@:2}"
+}
+
+# refused CODE EXIT TARGET [HEADER-LINE...] [-- WSFILTER-ARGS]: an upgrade request for
+# TARGET gets CODE instead of a 101 (a well-formed answer, its body whole), and wsfilter
+# ends with EXIT.
+refused() {
+	local code=$1 expect=$2
+	shift 2
+	request "$expect" "head body eof" "$@"
 	assert_success
 	assert_line --index 1 --regexp "^STATUS HTTP/1\.1 $code "
 	refute_line --partial '101 Switching'
@@ -622,13 +621,7 @@ no_canary() {
 	within 0.5 3 "$(sed -n 's/^ELAPSED //p' <<<"$output")"
 	pid=$(pid_of "$T/slow.pid")
 	assert_gone "$pid"
-	local i left
-	for i in $(seq 1 50); do
-		left=$(pgrep -f -- "$MARK" || true)
-		[ -z "$left" ] && break
-		sleep 0.1
-	done
-	[ -z "$left" ] || fail "left of the check: $(ps -o pid,pgid,args -p "$(paste -sd, <<<"$left")")"
+	assert_none_matching "$MARK" "the check"
 	nothing_ran
 }
 
@@ -873,13 +866,7 @@ launcher_log() {
 	assert_line --index 0 --regexp '^STATUS HTTP/1\.1 500 '
 	within 1.5 5 "$(sed -n 's/^ELAPSED //p' <<<"$output")"
 	assert_gone "$(pid_of "$T/slow.pid")"
-	local i left
-	for i in $(seq 1 50); do
-		left=$(pgrep -f -- "$MARK" || true)
-		[ -z "$left" ] && break
-		sleep 0.1
-	done
-	[ -z "$left" ] || fail "left of the check: $(ps -o pid,pgid,args -p "$(paste -sd, <<<"$left")")"
+	assert_none_matching "$MARK" "the check"
 	assert_children_ended "$p" 5 '0|3|6'
 	run child_ends "$p"
 	assert_equal "$(grep -c ', exit 0$' <<<"$output")" 1

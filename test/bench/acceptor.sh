@@ -35,15 +35,7 @@
 # (e.g. "1000 10000"), HOLD (seconds held), ACC_SERVERS (subset).
 # Writes raw figures to $LOGDIR/acceptor.tsv, the markdown section to
 # $LOGDIR/acceptor.md (and stdout), logs to $LOGDIR/acceptor/.
-if [ -z "${BASH_VERSION:-}" ]; then
-	exec bash "$0" "$@"
-fi
-set -u
-
 . "$(dirname "$0")/../lib/bench.sh"
-LOGDIR=${LOGDIR:-$BIN/run}
-QUICK=${QUICK:-}
-[ "$QUICK" = 0 ] && QUICK=
 if [ -n "$QUICK" ]; then
 	RUNS=${RUNS:-1} CONC_RUNS=${CONC_RUNS:-1}
 	N_SEQ=50 CONC_SIZES=${CONC_SIZES:-1000} HOLD=${HOLD:-2}
@@ -56,6 +48,7 @@ MAXCONN=20000		# --max-connections for Accept=no
 TSV=$LOGDIR/acceptor.tsv
 MD=$LOGDIR/acceptor.md
 D=$LOGDIR/acceptor
+LOGS=$D
 mkdir -p "$D/bin" "$D/build"
 rm -f "$D"/*.log "$D"/*.out
 : >"$TSV"
@@ -64,19 +57,13 @@ rm -f "$D"/*.log "$D"/*.out
 ALL_SERVERS="acc-dyn acc-static fork-ceiling inetd-dyn inetd-static exec-ceiling acc-prog node-ws python-websockets websocketd"
 ACC_SERVERS=${ACC_SERVERS:-$ALL_SERVERS}
 CONC_SERVERS="acc-dyn acc-static inetd-dyn inetd-static node-ws"
-server_cmd() {	# NAME PORT
-	local port=$2
+server_cmd() {	# NAME PORT: lib/bench.sh's per_conn_cmd, but the peers
+	local kind=${1%-dyn}
 	case $1 in
-	acc-dyn)      echo "systemd-socket-activate -l 127.0.0.1:$port $WSFILTER --max-connections $MAXCONN" ;;
-	acc-static)   echo "systemd-socket-activate -l 127.0.0.1:$port $WSFILTER_STATIC --max-connections $MAXCONN" ;;
-	acc-prog)     echo "systemd-socket-activate -l 127.0.0.1:$port $WSFILTER --max-connections $MAXCONN -- $BIN/lineecho" ;;
-	fork-ceiling) echo "systemd-socket-activate -l 127.0.0.1:$port $BIN/lineecho --fork" ;;
-	exec-ceiling) echo "systemd-socket-activate -l 127.0.0.1:$port --accept --inetd $BIN/lineecho-static" ;;
-	inetd-dyn)    echo "systemd-socket-activate -l 127.0.0.1:$port --accept --inetd $WSFILTER" ;;
-	inetd-static) echo "systemd-socket-activate -l 127.0.0.1:$port --accept --inetd $WSFILTER_STATIC" ;;
-	node-ws)      echo "node $HERE/peer_ws.mjs $port" ;;
-	python-websockets) echo "$PY $HERE/peer_websockets.py $port" ;;
-	websocketd)   echo "websocketd --port=$port --address=127.0.0.1 --loglevel=fatal $BIN/lineecho" ;;
+	node-ws) echo "node $HERE/peer_ws.mjs $2" ;;
+	python-websockets) echo "$PY $HERE/peer_websockets.py $2" ;;
+	acc-*) per_conn_cmd "$kind" "$2" --max-connections "$MAXCONN" ;;
+	*) per_conn_cmd "${kind%-ceiling}" "$2" ;;
 	esac
 }
 server_raw() {	# wsload's mode: plain lines for the ceilings
@@ -135,35 +122,16 @@ ulimit -n "$HARD" 2>/dev/null || log "bench: could not raise the open-files limi
 NOFILE=$(ulimit -n)
 log "bench: acceptor: open-files limit $NOFILE (hard $(ulimit -Hn))"
 
-# ---- processes (pick_port, wait_port, cpu_ticks, wait_children_gone and
-# rotate are lib/bench.sh's)
+# ---- processes (pick_port, wait_port, cpu_ticks, wait_children_gone, rotate,
+# launch, warm_up, stop_all and seq_rounds are lib/bench.sh's)
 backlog() {	# PORT: the listening socket's backlog (ss Send-Q)
 	ss -Hltn "sport = :$1" 2>/dev/null | awk 'NR == 1 { print $3 }'
 }
 treemem() { "$PY" "$HERE/treemem.py" "$@"; }
 
-declare -A PID PORT
-start_server() {	# NAME: in its own session; PID and PORT set
-	local s=$1 port cmd
-	port=$(pick_port)
-	cmd=$(server_cmd "$s" "$port")
-	(cd "$TOP" && eval "exec setsid $cmd") </dev/null >>"$D/$s.log" 2>&1 &
-	PID[$s]=$!
-	PORT[$s]=$port
-	if ! wait_port "$port" 127.0.0.1 15; then
-		log "bench: $s did not start listening on $port"
-		stop_server "$s"
-		return 1
-	fi
-	# one connection first: systemd-socket-activate without --accept
-	# executes wsfilter only when the first connection comes, and the
-	# figures are of a server that has served one
-	if ! timeout -k 2 20 "$BIN/wsload" $(server_raw "$s") --connections 1 -s 17 --timeout 15 \
-		127.0.0.1 "$port" >>"$D/warmup.out" 2>>"$D/wsload.log"; then
-		log "bench: $s: the first connection failed"
-		stop_server "$s"
-		return 1
-	fi
+start_server() {	# NAME: in its own session, one connection served; PID and PORT set
+	launch "$1"
+	server_up "$1" && warm_up "$1" $(server_raw "$1") -s 17 || { stop_server "$1"; return 1; }
 }
 # TERM to the session and to the tree's every process (Accept=no's children
 # included, wherever they moved), up to 15 s for all of them, then KILL
@@ -186,10 +154,6 @@ stop_server() {	# NAME
 	fi
 	wait "$root" 2>/dev/null
 	PID[$s]=
-}
-stop_all() {
-	local s
-	for s in "${!PID[@]}"; do stop_server "$s"; done
 }
 WPID=
 cleanup() {
@@ -231,31 +195,24 @@ T0=$(date +%s)
 
 # ---- 1. sequential connections: every server up at once, interleaved rounds
 SEQ_TIMEOUT=$([ -n "$QUICK" ] && echo 30 || echo 90)
+seq_one() {	# SERVER ROUND
+	local s=$1 r=$2 before after faults0 faults1 out rc
+	before=$(cpu_ticks "${PID[$s]}")
+	faults0=$(minor_faults "${PID[$s]}")
+	out=$(timeout -k 2 "$SEQ_TIMEOUT" "$BIN/wsload" $(server_raw "$s") --connections "$N_SEQ" \
+		-s 17 --stall 5 --timeout $((SEQ_TIMEOUT - 5)) 127.0.0.1 "${PORT[$s]}" 2>>"$D/wsload.log")
+	rc=$?
+	# the launchers' children reaped (2 s), so that their CPU is in
+	wait_children_gone "${PID[$s]}"
+	after=$(cpu_ticks "${PID[$s]}")
+	faults1=$(minor_faults "${PID[$s]}")
+	[ -n "$out" ] || out="status=failed why=\"wsload exit $rc\""
+	out="$out server_cpu_s=$(cpu_seconds $((after - before))) $(fault_delta "$faults0" "$faults1")"
+	printf 'seq\t%s\t%s\t%s\n' "$s" "$r" "$out" >>"$TSV"
+	log "  acceptor seq $s #$r: $out"
+}
 log "bench: acceptor: $N_SEQ sequential connections, $RUNS round(s): $ACC_SERVERS"
-STARTED=
-for s in $ACC_SERVERS; do start_server "$s" && STARTED="$STARTED $s"; done
-for r in $(seq 1 "$RUNS"); do
-	for s in $(rotate "$r" $ACC_SERVERS); do
-		case " $STARTED " in
-		*" $s "*) ;;
-		*) printf 'seq\t%s\t%s\tstatus=nostart\n' "$s" "$r" >>"$TSV"; continue ;;
-		esac
-		before=$(cpu_ticks "${PID[$s]}")
-		faults0=$(minor_faults "${PID[$s]}")
-		out=$(timeout -k 2 "$SEQ_TIMEOUT" "$BIN/wsload" $(server_raw "$s") --connections "$N_SEQ" \
-			-s 17 --stall 5 --timeout $((SEQ_TIMEOUT - 5)) 127.0.0.1 "${PORT[$s]}" 2>>"$D/wsload.log")
-		rc=$?
-		# the launchers' children reaped (2 s), so that their CPU is in
-		wait_children_gone "${PID[$s]}"
-		after=$(cpu_ticks "${PID[$s]}")
-		faults1=$(minor_faults "${PID[$s]}")
-		[ -n "$out" ] || out="status=failed why=\"wsload exit $rc\""
-		out="$out server_cpu_s=$(cpu_seconds $((after - before))) $(fault_delta "$faults0" "$faults1")"
-		printf 'seq\t%s\t%s\t%s\n' "$s" "$r" "$out" >>"$TSV"
-		log "  acceptor seq $s #$r: $out"
-	done
-done
-stop_all
+seq_rounds $ACC_SERVERS
 
 # ---- 2. and 3. C connections at once, held: a fresh server for each run
 run_conc() {	# SERVER C ROUND

@@ -44,20 +44,13 @@
 # WSFILTER_BEFORE, WSFILTER_OTHER (for acc-before, acc-other), N, R,
 # PARTS (of "1 2 3 4 5"), SERVERS.  Prints markdown; raw output in
 # bin/conncost/.
-if [ -z "${BASH_VERSION:-}" ]; then
-	exec bash "$0" "$@"
-fi
-set -u
-BIN=$(cd "$(dirname "$0")" && pwd)/bin	# not an inherited BIN
 . "$(dirname "$0")/../lib/bench.sh"
-OUT=$BIN/conncost
+own_out conncost
+LOGS=$OUT
 N=${N:-1000}
 R=${R:-3}
 PARTS=${PARTS:-"1 2 3 4 5"}
 SERVERS=${SERVERS:-"acc acc-static fork acc-prog websocketd inetd exec"}
-mkdir -p "$OUT"
-rm -f "$OUT"/*
-build_tools
 need_commands systemd-socket-activate timeout
 [ -x "$WSFILTER" ] || { log "conncost: $WSFILTER not built (make)"; exit 1; }
 case " $SERVERS " in
@@ -80,58 +73,22 @@ if [ -n "${WSFILTER_OTHER:-}" ]; then
 fi
 HZ=$(getconf CLK_TCK)
 
-server_cmd() {	# NAME PORT
-	local sa="systemd-socket-activate -l 127.0.0.1:$2"
-	case $1 in
-	acc)        echo "$sa $WSFILTER" ;;
-	acc-static) echo "$sa $WSFILTER_STATIC" ;;
-	acc-nosb)   echo "$sa $WSFILTER --no-sandbox" ;;
-	acc-before) echo "$sa $WSFILTER_BEFORE" ;;
-	acc-other)  echo "$sa $WSFILTER_OTHER" ;;
-	inetd-static) echo "$sa --accept --inetd $WSFILTER_STATIC" ;;
-	inetd-nosb) echo "$sa --accept --inetd $WSFILTER --no-sandbox" ;;
-	acc-prog-static) echo "$sa $WSFILTER_STATIC -- $BIN/lineecho" ;;
-	acc-prog-other) echo "$sa $WSFILTER_OTHER -- $BIN/lineecho" ;;
-	fork)       echo "$sa $BIN/lineecho --fork" ;;
-	acc-prog)   echo "$sa $WSFILTER -- $BIN/lineecho" ;;
-	websocketd) echo "websocketd --port=$2 --address=127.0.0.1 --loglevel=fatal $BIN/lineecho" ;;
-	inetd)      echo "$sa --accept --inetd $WSFILTER" ;;
-	exec)       echo "$sa --accept --inetd $BIN/lineecho-static" ;;
-	esac
-}
+server_cmd() { per_conn_cmd "$1" "$2"; }	# NAME PORT: the names are lib/bench.sh's
 server_raw() { case $1 in fork|exec) echo --raw ;; esac; }
 
-declare -A PID PORT
-start() {	# NAME [WRAP...]: the server in its own session, one connection served
-	local s=$1 port
-	shift
-	port=$(pick_port)
-	eval "exec setsid $* $(server_cmd "$s" "$port")" </dev/null >>"$OUT/$s.log" 2>&1 &
-	PID[$s]=$!
-	PORT[$s]=$port
-	wait_port "$port" 127.0.0.1 15 || { log "conncost: $s did not listen"; return 1; }
-	"$BIN/wsload" $(server_raw "$s") --connections 1 -s 17 127.0.0.1 "$port" >/dev/null 2>&1
-	wait_children_gone "${PID[$s]}"
+# the server in its own session, one connection served (launch, server_up,
+# warm_up, stop_server and stop_all are lib/bench.sh's)
+start() {	# NAME
+	launch "$1"
+	server_up "$1" || return 1
+	warm_up "$1" $(server_raw "$1") -s 17 || true
 }
-stop() {
-	local s=$1
-	[ -n "${PID[$s]:-}" ] || return 0
-	kill -TERM -- "-${PID[$s]}" 2>/dev/null
-	for _ in $(seq 1 50); do kill -0 "${PID[$s]}" 2>/dev/null || break; sleep 0.1; done
-	kill -KILL -- "-${PID[$s]}" 2>/dev/null
-	wait "${PID[$s]}" 2>/dev/null
-	PID[$s]=
-}
-trap 'for s in "${!PID[@]}"; do stop "$s"; done' EXIT
+trap stop_all EXIT
 trap 'exit 130' INT TERM
 
 # minflt cminflt utime stime cutime cstime of PID
 counters() {
-	local st
-	st=$(cat "/proc/$1/stat" 2>/dev/null) || { echo "0 0 0 0 0 0"; return; }
-	st=${st##*) }
-	set -- $st
-	echo "$8 $9 ${12} ${13} ${14} ${15}"
+	stat_fields "$1" 10 11 14 15 16 17
 }
 
 echo "# What one connection costs"
@@ -156,7 +113,7 @@ if [[ " $PARTS " == *" 1 "* ]]; then
 			log "  $s #$r: $(echo "$w" | grep -o 'conn_s=[0-9]*')"
 		done
 	done
-	for s in $SERVERS; do stop "$s"; done
+	for s in $SERVERS; do stop_server "$s"; done
 	echo "## $N sequential connections, $R interleaved round(s)"
 	echo
 	echo "Medians (min-max). CPU: the server's whole tree per connection ($HZ Hz ticks over"
@@ -193,27 +150,27 @@ if [[ " $PARTS " == *" 1 "* ]]; then
 fi
 
 # ---- 2. system calls
+traced() {	# NAME CONNECTIONS STRACE-ARG...: strace -f on NAME's root over that many connections
+	local s=$1 n=$2 st
+	shift 2
+	strace -f -qq "$@" -p "${PID[$s]}" 2>>"$OUT/strace.log" &
+	st=$!
+	sleep 0.5
+	"$BIN/wsload" $(server_raw "$s") --connections "$n" -s 17 127.0.0.1 "${PORT[$s]}" >/dev/null
+	wait_children_gone "${PID[$s]}"
+	sleep 0.3
+	kill -INT "$st"
+	wait "$st" 2>/dev/null
+}
 if [[ " $PARTS " == *" 2 "* ]] && command -v strace >/dev/null; then
 	echo "## System calls"
 	echo
 	for s in $SERVERS; do
 		case $s in acc|acc-*|fork) ;; *) continue ;; esac
 		start "$s" || continue
-		strace -f -qq -o "$OUT/strace.$s.one" -p "${PID[$s]}" 2>>"$OUT/strace.log" &
-		st=$!
-		sleep 0.5
-		"$BIN/wsload" $(server_raw "$s") --connections 1 -s 17 127.0.0.1 "${PORT[$s]}" >/dev/null
-		wait_children_gone "${PID[$s]}"
-		sleep 0.3
-		kill -INT "$st"; wait "$st" 2>/dev/null
-		strace -f -qq -c -o "$OUT/strace.$s.count" -p "${PID[$s]}" 2>>"$OUT/strace.log" &
-		st=$!
-		sleep 0.5
-		"$BIN/wsload" $(server_raw "$s") --connections 100 -s 17 127.0.0.1 "${PORT[$s]}" >/dev/null
-		wait_children_gone "${PID[$s]}"
-		sleep 0.3
-		kill -INT "$st"; wait "$st" 2>/dev/null
-		stop "$s"
+		traced "$s" 1 -o "$OUT/strace.$s.one"
+		traced "$s" 100 -c -o "$OUT/strace.$s.count"
+		stop_server "$s"
 		"$PY" - "$s" "$OUT/strace.$s.one" "$OUT/strace.$s.count" <<-'EOF'
 			import re, sys
 			s, one, count = sys.argv[1:4]
@@ -274,7 +231,7 @@ if [[ " $PARTS " == *" 3 "* ]]; then
 		fi
 		kill -USR1 "$(cat "$OUT/ready" 2>/dev/null)" 2>/dev/null
 		wait "$wl" 2>/dev/null
-		stop "$s"
+		stop_server "$s"
 	done
 	echo
 fi
@@ -294,7 +251,7 @@ if [[ " $PARTS " == *" 4 "* ]] && perf stat -e page-faults true >/dev/null 2>&1;
 		"$BIN/wsload" $(server_raw "$s") --connections 20 -s 17 127.0.0.1 "${PORT[$s]}" >/dev/null
 		wait "$pr"
 		root=${PID[$s]}
-		stop "$s"
+		stop_server "$s"
 		echo "### $s"
 		echo
 		perf script -i "$OUT/perf.$s" -F pid,addr,sym >"$OUT/perf.$s.txt" 2>/dev/null
@@ -349,7 +306,7 @@ if [[ " $PARTS " == *" 5 "* ]] && perf stat -e cpu-clock true >/dev/null 2>&1; t
 		wait_children_gone "${PID[$s]}"
 		kill -INT "$pr"; wait "$pr" 2>/dev/null
 		root=${PID[$s]}
-		stop "$s"
+		stop_server "$s"
 		echo "### $s"
 		echo
 		perf script -i "$OUT/cpu.$s" -F comm,pid,ip,sym >"$OUT/cpu.$s.txt" 2>/dev/null

@@ -12,15 +12,10 @@
 #
 #   bash test/bench/profile.sh        N=100000 R=2000
 #   N=10000 R=500 bash test/bench/profile.sh
-set -u
-BIN=$(cd "$(dirname "$0")" && pwd)/bin	# not an inherited BIN
 . "$(dirname "$0")/../lib/bench.sh"
-OUT=$BIN/profile
+own_out profile
 N=${N:-100000}
 R=${R:-2000}
-mkdir -p "$OUT"
-rm -f "$OUT"/*
-build_tools
 
 # TOOL: strace|perf|callgrind; SERVER: builtin|exec|websocketd; ARGS for wsload
 run() {

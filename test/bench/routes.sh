@@ -24,15 +24,7 @@
 # (connections per round and server), ROUTE_SERVERS (subset).
 # Writes raw figures to $LOGDIR/routes.tsv, the markdown section to
 # $LOGDIR/routes.md (and stdout), logs to $LOGDIR/routes/.
-if [ -z "${BASH_VERSION:-}" ]; then
-	exec bash "$0" "$@"
-fi
-set -u
-
 . "$(dirname "$0")/../lib/bench.sh"
-LOGDIR=${LOGDIR:-$BIN/run}
-QUICK=${QUICK:-}
-[ "$QUICK" = 0 ] && QUICK=
 if [ -n "$QUICK" ]; then
 	RUNS=${RUNS:-2} N_SEQ=${N_SEQ:-50} SEQ_TIMEOUT=30
 else
@@ -41,6 +33,7 @@ fi
 TSV=$LOGDIR/routes.tsv
 MD=$LOGDIR/routes.md
 D=$LOGDIR/routes
+LOGS=$D
 rm -rf "$D"
 mkdir -p "$D/bin" "$D/d"
 : >"$TSV"
@@ -54,6 +47,9 @@ chmod 755 "$P/echo" "$P/ok"
 # ---- the servers
 ALL_SERVERS="prog dir check dir+check filter filter+check"
 ROUTE_SERVERS=${ROUTE_SERVERS:-$ALL_SERVERS}
+server_cmd() {	# NAME PORT: wsfilter in acceptor mode and its arguments
+	echo "systemd-socket-activate -l 127.0.0.1:$2 $WSFILTER $(server_args "$1")"
+}
 server_args() {	# NAME: wsfilter's arguments
 	case $1 in
 	prog)         echo "-- $P/echo" ;;
@@ -78,48 +74,11 @@ if ! "$WSFILTER" --dir "$P" --check "$P/ok" -V >/dev/null 2>&1; then
 	exit 1
 fi
 
-# ---- processes (pick_port, wait_port, cpu_ticks, wait_children_gone and
-# rotate are lib/bench.sh's)
-declare -A PID PORT
-start_server() {	# NAME: in its own session; PID and PORT set
-	local s=$1 port
-	port=$(pick_port)
-	# exec all the way: $! is wsfilter's pid (systemd-socket-activate
-	# executes it), the process group stop_server ends
-	(cd "$TOP" && eval "exec setsid systemd-socket-activate -l 127.0.0.1:$port $WSFILTER $(server_args "$s")") \
-		</dev/null >>"$D/$s.log" 2>&1 &
-	PID[$s]=$!
-	PORT[$s]=$port
-	if ! wait_port "$port" 127.0.0.1 15; then
-		log "bench: routes: $s did not start listening on $port"
-		stop_server "$s"
-		return 1
-	fi
-	# one connection first: wsfilter is executed when the first one comes,
-	# and the figures are of a server that has served one
-	if ! timeout -k 2 20 "$BIN/wsload" --connections 1 $WSLOAD_ARGS --timeout 15 127.0.0.1 "$port" \
-		>>"$D/warmup.out" 2>>"$D/wsload.log"; then
-		log "bench: routes: $s: the first connection failed ($(tail -n 1 "$D/warmup.out"))"
-		stop_server "$s"
-		return 1
-	fi
-	wait_children_gone "${PID[$s]}"
-}
-stop_server() {	# NAME: TERM to the group, up to 5 s, then KILL
-	local s=$1 root=${PID[$1]:-}
-	[ -n "$root" ] || return 0
-	kill -TERM -- "-$root" 2>/dev/null
-	for _ in $(seq 1 50); do
-		kill -0 "$root" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL -- "-$root" 2>/dev/null
-	wait "$root" 2>/dev/null
-	PID[$s]=
-}
-stop_all() {
-	local s
-	for s in "${!PID[@]}"; do stop_server "$s"; done
+# ---- processes (pick_port, wait_port, cpu_ticks, wait_children_gone, rotate,
+# launch, warm_up, stop_server, stop_all and seq_rounds are lib/bench.sh's)
+start_server() {	# NAME: in its own session, one connection served; PID and PORT set
+	launch "$1"
+	server_up "$1" && warm_up "$1" $WSLOAD_ARGS || { stop_server "$1"; return 1; }
 }
 trap stop_all EXIT
 trap 'stop_all; exit 130' INT TERM
@@ -136,35 +95,28 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 T0=$(date +%s)
 
 # ---- sequential connections: every server up at once, interleaved rounds
+seq_one() {	# SERVER ROUND
+	local s=$1 r=$2 lines0 before after out rc
+	lines0=$(wc -l <"$D/$s.log")
+	before=$(cpu_ticks "${PID[$s]}")
+	out=$(timeout -k 2 "$SEQ_TIMEOUT" "$BIN/wsload" --connections "$N_SEQ" $WSLOAD_ARGS --stall 5 \
+		--timeout $((SEQ_TIMEOUT - 5)) 127.0.0.1 "${PORT[$s]}" 2>>"$D/wsload.log")
+	rc=$?
+	# every connection's process reaped (2 s), so that its CPU is in
+	wait_children_gone "${PID[$s]}"
+	after=$(cpu_ticks "${PID[$s]}")
+	if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+		out="$out status=hung why=\"killed by timeout(1) after ${SEQ_TIMEOUT}s\""
+	elif [ -z "$out" ]; then
+		out="status=failed why=\"wsload exit $rc\""
+	fi
+	out="$out server_cpu_s=$(cpu_seconds $((after - before))) $(log_outcomes "$s" "$lines0")"
+	out="$out load1=$(cut -d' ' -f1 /proc/loadavg)"
+	printf 'seq\t%s\t%s\t%s\n' "$s" "$r" "$out" >>"$TSV"
+	log "  routes seq $s #$r: $out"
+}
 log "bench: routes: $N_SEQ sequential connections, $RUNS round(s): $ROUTE_SERVERS"
-STARTED=
-for s in $ROUTE_SERVERS; do start_server "$s" && STARTED="$STARTED $s"; done
-for r in $(seq 1 "$RUNS"); do
-	for s in $(rotate "$r" $ROUTE_SERVERS); do
-		case " $STARTED " in
-		*" $s "*) ;;
-		*) printf 'seq\t%s\t%s\tstatus=nostart\n' "$s" "$r" >>"$TSV"; continue ;;
-		esac
-		lines0=$(wc -l <"$D/$s.log")
-		before=$(cpu_ticks "${PID[$s]}")
-		out=$(timeout -k 2 "$SEQ_TIMEOUT" "$BIN/wsload" --connections "$N_SEQ" $WSLOAD_ARGS --stall 5 \
-			--timeout $((SEQ_TIMEOUT - 5)) 127.0.0.1 "${PORT[$s]}" 2>>"$D/wsload.log")
-		rc=$?
-		# every connection's process reaped (2 s), so that its CPU is in
-		wait_children_gone "${PID[$s]}"
-		after=$(cpu_ticks "${PID[$s]}")
-		if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
-			out="$out status=hung why=\"killed by timeout(1) after ${SEQ_TIMEOUT}s\""
-		elif [ -z "$out" ]; then
-			out="status=failed why=\"wsload exit $rc\""
-		fi
-		out="$out server_cpu_s=$(cpu_seconds $((after - before))) $(log_outcomes "$s" "$lines0")"
-		out="$out load1=$(cut -d' ' -f1 /proc/loadavg)"
-		printf 'seq\t%s\t%s\t%s\n' "$s" "$r" "$out" >>"$TSV"
-		log "  routes seq $s #$r: $out"
-	done
-done
-stop_all
+seq_rounds $ROUTE_SERVERS
 
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 SECS=$(( $(date +%s) - T0 ))

@@ -24,19 +24,13 @@
 # QUICK, ONLY (space-separated workload names to run), SERVERS (subset of
 # server names).  Prints a markdown report on stdout; logs and raw figures go
 # to test/bench/bin/run/.
-if [ -z "${BASH_VERSION:-}" ]; then
-	exec bash "$0" "$@"
-fi
-set -u
-
-BIN=$(cd "$(dirname "$0")" && pwd)/bin	# not an inherited BIN
 . "$(dirname "$0")/../lib/bench.sh"
+BIN=$HERE/bin	# not an inherited BIN
 LOGDIR=$BIN/run
-QUICK=${QUICK:-}
+LOGS=$LOGDIR
 if [ "${1:-}" = --report ] && [ -r "$LOGDIR/config" ]; then
-	. "$LOGDIR/config"	# the settings the figures were taken with
+	. "$LOGDIR/config"	# the settings the figures were taken with (QUICK empty or not 0)
 fi
-[ "$QUICK" = 0 ] && QUICK=
 
 # ---- workloads: name, wsload arguments, the figure compared, a label ----
 if [ -n "$QUICK" ]; then
@@ -163,48 +157,29 @@ server_handler() {
 }
 
 # ---- servers: started, stopped (log, build_tools, cpu_ticks, pick_port, wait_port,
-# wait_children_gone and rotate are lib/bench.sh's) ----
-declare -A PID PORT
+# wait_children_gone, rotate, launch, server_up, warm_up and stop_all are
+# lib/bench.sh's) ----
 start_servers() {
-	local s port cmd
+	local s
 	for s in $SERVERS; do
-		port=$(pick_port)
-		cmd=$(server_cmd "$s" "$port")
-		# exec: $! must be setsid's pid, the process group stop_servers kills
-		eval "exec setsid $cmd" </dev/null >>"$LOGDIR/$s.log" 2>&1 &
-		PID[$s]=$!
-		PORT[$s]=$port
+		launch "$s"
 	done
 	for s in $SERVERS; do
-		if ! wait_port "${PORT[$s]}" 127.0.0.1 15; then
-			log "bench: $s did not start listening on ${PORT[$s]}"
+		if ! server_up "$s"; then
 			PID[$s]=
 		elif server_lazy "$s"; then
-			# the figures are of a server that has served one connection
-			if ! timeout -k 2 20 "$BIN/wsload" --connections 1 -s 17 --timeout 15 \
-				127.0.0.1 "${PORT[$s]}" >>"$LOGDIR/warmup.out" 2>>"$LOGDIR/wsload.log"; then
-				log "bench: $s: the first connection failed"
-			fi
-			wait_children_gone "${PID[$s]}"
+			warm_up "$s" -s 17
 		fi
 	done
 }
 
 stop_servers() {
 	local s
+	# SIGTERM to every group first, so that they end side by side
 	for s in $SERVERS; do
 		[ -n "${PID[$s]:-}" ] && kill -TERM -- "-${PID[$s]}" 2>/dev/null
 	done
-	for s in $SERVERS; do
-		[ -n "${PID[$s]:-}" ] || continue
-		for _ in $(seq 1 30); do
-			kill -0 "${PID[$s]}" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL -- "-${PID[$s]}" 2>/dev/null
-		wait "${PID[$s]}" 2>/dev/null
-		PID[$s]=
-	done
+	stop_all
 }
 trap 'stop_servers; exit 130' INT TERM
 trap 'stop_servers' EXIT

@@ -166,6 +166,18 @@ assert_gone() {
 	fail "still running:$left"
 }
 
+# assert_none_matching PATTERN WHAT: within 5 s no process's command line matches
+# PATTERN (pgrep -f); else fails naming those left of WHAT.
+assert_none_matching() {
+	local i left
+	for i in $(seq 1 50); do
+		left=$(pgrep -f -- "$1" || true)
+		[ -z "$left" ] && return 0
+		sleep 0.1
+	done
+	fail "left of $2: $(ps -o pid,pgid,args -p "$(paste -sd, <<<"$left")")"
+}
+
 # pid_of FILE: the pid a program wrote into FILE (waits up to 5 s for it).
 pid_of() {
 	local i
@@ -174,6 +186,15 @@ pid_of() {
 		sleep 0.1
 	done
 	fail "no pid in $1"
+}
+
+# written_pids DIR: the pids that programs wrote into DIR/*.pid, one a line.
+written_pids() {
+	local f
+	for f in "$1"/*.pid; do
+		[ -e "$f" ] && cat "$f"
+	done
+	return 0
 }
 
 # req_for TARGET [HEADER-LINE...]: an upgrade request for TARGET (Host: $REQ_HOST, default

@@ -73,14 +73,22 @@ nspawn_stage() {
 	make -s -C "$TOP" -o wsfilter -o web_index.h install DESTDIR="$1" PREFIX=/usr/local >/dev/null
 }
 
-# nspawn_boot STAGE LOG: boot the image in the background; sets NSPAWN_PID and
-# CONTAINER_PID (the container's PID 1 as seen from the host) and waits until
-# the container's systemd reports running (or degraded).
+# nspawn_boot STAGE LOG: boot the image in the background, sharing the host's
+# network, with STAGE's /usr/local read-only on /usr/local; as nspawn_boot_image.
 nspawn_boot() {
-	local stage=$1 log=$2 i p state
+	nspawn_boot_image "$IMAGE" "$2" --bind-ro="$1/usr/local:/usr/local"
+}
+
+# nspawn_boot_image IMAGE LOG OPTION...: boot IMAGE in the background with the
+# extra systemd-nspawn OPTIONs, its console in LOG; sets NSPAWN_PID and
+# CONTAINER_PID (the container's PID 1 as seen from the host) and waits until
+# the container's systemd reports running (or degraded). Otherwise prints why,
+# with LOG, and returns 1.
+nspawn_boot_image() {
+	local image=$1 log=$2 i p state
+	shift 2
 	systemd-nspawn --register=no --keep-unit --volatile=overlay --console=passive \
-		--bind-ro="$stage/usr/local:/usr/local" -D "$IMAGE" -b \
-		</dev/null >"$log" 2>&1 3>&- &
+		"$@" -D "$image" -b </dev/null >"$log" 2>&1 3>&- &
 	NSPAWN_PID=$!
 	CONTAINER_PID=
 	for i in $(seq 1 200); do
