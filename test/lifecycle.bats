@@ -88,6 +88,8 @@ one_case() {
 
 @test "randomized cases: program x client x event, every invariant on each (the seed is printed)" {
 	lc --minutes "${LIFECYCLE_MINUTES:-2}" --jobs 6
+	# the seed and the count in the run's output, passed or not
+	grep -E '^lifecycle: SEED=|^[0-9]+ passed, [0-9]+ failed$' <<<"$output" | sed 's/^/# /' >&3
 	assert_success
 	assert_line --regexp '^lifecycle: SEED=[0-9]+'
 	assert_line --regexp '^[1-9][0-9]* passed, 0 failed$'
