@@ -3,7 +3,8 @@
 # wsfilter.c, one at a time, builds it, and runs the suites that must catch it
 # against that build.  A mutant that its suites all pass has survived, and the
 # script fails.  So does a mutant whose lines no longer match wsfilter.c, so
-# that the list keeps up with the code.  MUTANTS=name,name runs only those.
+# that the list keeps up with the code.  MUTANTS=name,name runs only those;
+# MUTANT_JOBS=N runs N at once (default 2).
 set -u
 cd "$(dirname "$0")/../.."
 work=$(mktemp -d)
@@ -40,41 +41,63 @@ for m in muts:
         open(os.path.join(d, "wsfilter.c"), "w").write(src.replace(old, new))
 PY
 
-failed=0 ran=0
-for d in "$work"/*/; do
+# one mutant: build it, run its suites; its verdict in $d/result, "ok ..."
+# when caught, "bad ..." when not
+one() {
+	local d=$1 name files=() missing= s start filter=()
 	name=$(basename "$d")
-	if [ -n "${MUTANTS:-}" ] && [[ ",$MUTANTS," != *",$name,"* ]]; then
-		continue
-	fi
 	if [ -f "$d/stale" ]; then
-		echo "mutant $name: $(cat "$d/stale")"
-		failed=$((failed + 1))
-		continue
+		echo "bad mutant $name: $(cat "$d/stale")" >"$d/result"
+		return
 	fi
 	if ! cc -O1 -D_FORTIFY_SOURCE=2 -I"$work" -o "$d/wsfilter" "$d/wsfilter.c" 2>"$d/cc.log"; then
-		echo "mutant $name: does not build"; head -5 "$d/cc.log"
-		failed=$((failed + 1))
-		continue
+		{ echo "bad mutant $name: does not build"; head -5 "$d/cc.log"; } >"$d/result"
+		return
 	fi
-	files=() missing=
 	for s in $(cat "$d/suites"); do
 		files+=("test/$s")
 		[ -f "test/$s" ] || missing="$missing test/$s"
 	done
 	if [ -n "$missing" ]; then
-		echo "mutant $name: no such suite:$missing"
+		echo "bad mutant $name: no such suite:$missing" >"$d/result"
+		return
+	fi
+	start=$SECONDS
+	[ -s "$d/filter" ] && filter=(-f "$(cat "$d/filter")")
+	if WSFILTER="$d/wsfilter" timeout 900 bats "${filter[@]}" "${files[@]}" >"$d/bats.log" 2>&1; then
+		echo "bad mutant $name: SURVIVED ${files[*]}" >"$d/result"
+	else
+		echo "ok mutant $name: caught by $(grep -c '^not ok' "$d/bats.log") test(s) in ${files[*]} ($((SECONDS - start)) s)" >"$d/result"
+	fi
+}
+
+# MUTANT_JOBS at a time (2: the suites wait on timers more than they compute;
+# a mutant is caught by a test's failure, which contention does not hide)
+jobs=${MUTANT_JOBS:-2} dirs=()
+for d in "$work"/*/; do
+	name=$(basename "$d")
+	if [ -n "${MUTANTS:-}" ] && [[ ",$MUTANTS," != *",$name,"* ]]; then
+		continue
+	fi
+	dirs+=("$d")
+	while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do
+		wait -n
+	done
+	one "$d" &
+done
+wait
+failed=0 ran=0
+for d in "${dirs[@]}"; do
+	if [ ! -s "$d/result" ]; then
+		echo "mutant $(basename "$d"): no verdict"
 		failed=$((failed + 1))
 		continue
 	fi
-	ran=$((ran + 1))
-	start=$SECONDS
-	filter=(); [ -s "$d/filter" ] && filter=(-f "$(cat "$d/filter")")
-	if WSFILTER="$d/wsfilter" timeout 900 bats "${filter[@]}" "${files[@]}" >"$d/bats.log" 2>&1; then
-		echo "mutant $name: SURVIVED ${files[*]}"
-		failed=$((failed + 1))
-	else
-		echo "mutant $name: caught by $(grep -c '^not ok' "$d/bats.log") test(s) in ${files[*]} ($((SECONDS - start)) s)"
-	fi
+	sed '1s/^[a-z]* //' "$d/result"
+	case $(head -c 3 "$d/result") in
+	"ok ") ran=$((ran + 1)) ;;
+	*) failed=$((failed + 1)); grep -q SURVIVED "$d/result" && ran=$((ran + 1)) ;;
+	esac
 done
 echo "mutants: $ran built and run, $failed survived or stale"
 [ "$failed" = 0 ]
