@@ -52,6 +52,117 @@ teardown() {
 	stop_acceptor "$p"
 }
 
+# ---- with a PROGRAM: the spare ---------------------------------------------
+
+# spares PARENT: the parent's children named wsfilter-spare, one a line.
+spares() {
+	local k
+	for k in $(cat "/proc/$1/task/$1/children" 2>/dev/null); do
+		[ "$(cat "/proc/$k/comm" 2>/dev/null)" = wsfilter-spare ] && echo "$k"
+	done
+	return 0
+}
+
+# wait_spare PARENT: the pid of its one spare, waiting up to 5 s for it.
+wait_spare() {
+	local i s
+	for i in $(seq 1 50); do
+		mapfile -t s < <(spares "$1")
+		[ "${#s[@]}" = 1 ] && { echo "${s[0]}"; return 0; }
+		[ "${#s[@]}" -gt 1 ] && { echo "the parent has ${#s[@]} spares: ${s[*]}" >&2; return 1; }
+		sleep 0.1
+	done
+	echo "the parent has no spare" >&2
+	return 1
+}
+
+@test "with a PROGRAM: one spare waits unconfined with its program's process and no socket of a client, takes the next connection, and the parent makes the next" {
+	start_acceptor --handshake-timeout 2 -- "$TOP/examples/suffix.sh"
+	hold_clients 1 "$T/hold"
+	local p s w k
+	p=$(acceptor_parent)
+	s=$(wait_spare "$p")
+	# its waiting process: its own group, not yet the program
+	w=$(xargs <"/proc/$s/task/$s/children")
+	assert_equal "$(wc -w <<<"$w")" 1
+	assert_equal "$(ps -o pgid= -p "$w" | tr -d ' ')" "$w"
+	assert_equal "$(cat "/proc/$w/comm")" wsfilter-spare
+	# no filter yet, no TCP socket: it has no connection
+	assert_equal "$(awk '/^Seccomp:/ { print $2 }' "/proc/$s/status")" 0
+	run ss -tnp
+	refute_output --partial "pid=$s,"
+	# the held connection's process is the one other child, confined
+	mapfile -t k < <(grep -vx "$s" <(tr ' ' '\n' <"/proc/$p/task/$p/children" | grep .))
+	assert_equal "${#k[@]}" 1
+	assert_equal "$(cat "/proc/${k[0]}/comm")" "$(basename "$WSFILTER" | cut -c1-15)"
+	sanitized || assert_equal "$(awk '/^Seccomp:/ { print $2 }' "/proc/${k[0]}/status")" 2
+	# the next connection is the spare's: its log line carries the spare's
+	# pid, and its clock starts with it, not when the spare was made
+	sleep 2.5
+	run wst script --timeout 10 --connect "$(hostport)" hs head text:hello frame close:1000 frame eof
+	assert_success
+	assert_line --regexp '^TEXT hello - [0-9]+$'
+	wait_child_ends "$p" 1
+	run child_ends "$p"
+	assert_line --regexp "^wsfilter\[$s\]: 127\.0\.0\.1:[0-9]+ websocket .* in 1 msg .* out 1 msg .*, close 1000 by client, program exited 0, exit 0\$"
+	# and a new spare is there, again one
+	local s2
+	s2=$(wait_spare "$p")
+	[ "$s2" != "$s" ] || fail "the spare $s is still a spare after its connection"
+	release "$T/hold" 1
+	assert_children_ended "$p" 2 '0|4'
+	# stopping: the spare and its waiting process end without a log line
+	w=$(xargs <"/proc/$s2/task/$s2/children")
+	stop_acceptor "$p"
+	assert_gone "$s2" $w
+	refute_killed "$p"
+	run parent_lines "$p"
+	assert_line "stopping: 0 connections"
+	run grep -c "^wsfilter\[$s2\]" "$ACCEPTOR_LOG"
+	assert_output 0
+}
+
+@test "with a PROGRAM: --max-connections 5 counts connections, not the spare: five are served, a sixth waits until one closes" {
+	start_acceptor --max-connections 5 -- "$TOP/examples/suffix.sh"
+	hold_clients 5 "$T/hold"
+	local p
+	p=$(acceptor_parent)
+	wait_spare "$p" >/dev/null
+	check_sixth_waits "$p" "$ROOT_PID"
+	stop_acceptor "$p"
+}
+
+@test "with a PROGRAM: a spare killed by a signal is logged, its waiting process is gone, and the next spare serves the next connection; --idle-exit ends the spare with the parent" {
+	start_acceptor --idle-exit 2 -- "$TOP/examples/suffix.sh"
+	run wst script --timeout 10 --connect "$(hostport)" hs head text:one frame close:1000 frame eof
+	assert_success
+	assert_line --regexp '^TEXT one - [0-9]+$'
+	local p s w s2
+	p=$(acceptor_parent)
+	s=$(wait_spare "$p")
+	w=$(xargs <"/proc/$s/task/$s/children")
+	kill -KILL "$s"
+	wait_parent_line "$p" "^spare $s killed by SIGKILL\$"
+	assert_gone $w
+	s2=$(wait_spare "$p")
+	run wst script --timeout 10 --connect "$(hostport)" hs head text:two frame close:1000 frame eof
+	assert_success
+	assert_line --regexp '^TEXT two - [0-9]+$'
+	assert_children_ended "$p" 2 0
+	run child_ends "$p"
+	assert_line --index 1 --regexp "^wsfilter\[$s2\]: .*, exit 0\$"
+	# idle: the parent exits 0, and nothing of it is left
+	s2=$(wait_spare "$p")
+	w=$(xargs <"/proc/$s2/task/$s2/children")
+	wait_gone 100 0.1 "$p" || fail "the parent did not exit at --idle-exit 2"
+	local rc=0
+	wait "$p" || rc=$?
+	assert_equal "$rc" 0
+	assert_gone "$s2" $w
+	run parent_lines "$p"
+	assert_line "idle for 2 s: exiting"
+}
+
 @test "--max-per-source 3: a 4th connection from 127.0.0.1 gets 429 and a log line; one from 127.0.0.2 is served" {
 	start_acceptor --max-per-source 3
 	hold_clients 3 "$T/hold"
