@@ -2888,46 +2888,30 @@ static size_t prog_check(const struct options *o, char *block, size_t got, size_
  * pipes, every other descriptor closed but fd 3, the report pipe (close
  * on exec: its EOF after the report tells wsfilter that the exec
  * succeeded).  It dies with wsfilter (SIGKILL), however wsfilter ends. */
-static void prog_child(const struct options *o, const int fds[5], pid_t parent)
-	__attribute__((noreturn));
+static void prog_child(const struct options *o, const int fds[5], pid_t parent,
+		       int64_t deadline) __attribute__((noreturn));
 
-/* Up to n bytes from fd, until EOF; -1 on an error. */
-static ssize_t read_all(int fd, void *buf, size_t n)
-{
-	size_t got = 0;
-	ssize_t r;
-
-	while (got < n && (r = read(fd, (char *)buf + got, n - got)) != 0) {
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -1;
-		got += (size_t)r;
-	}
-	return (ssize_t)got;
-}
-
-static void prog_child(const struct options *o, const int fds[5], pid_t parent)
+static void prog_child(const struct options *o, const int fds[5], pid_t parent,
+		       int64_t deadline)
 {
 	static char block[ENV_MAX + 512], file[PATH_MAX];
 	extern char **environ;
 	int in = fds[0], out = fds[1], err = fds[2], ctl = fds[3], ex = fds[4];
 	char **envp, *argv[2] = { file, NULL };
-	int64_t deadline;
-	size_t got;
+	size_t got = 0;
 	ssize_t r;
 
 	(void)setpgid(0, 0);
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
 		_exit(EXIT_INTERNAL);
-	/* the check's deadline, then the environment (prog_start) */
-	if ((r = read_all(ctl, &deadline, sizeof deadline)) < 0)
-		prog_child_fail(ex);
-	if (r < (ssize_t)sizeof deadline)
-		_exit(EXIT_CLEAN);
-	if ((r = read_all(ctl, block, ENV_MAX)) < 0)
-		prog_child_fail(ex);
-	if ((got = (size_t)r) == 0)
+	while (got < ENV_MAX && (r = read(ctl, block + got, ENV_MAX - got)) != 0) {
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			prog_child_fail(ex);
+		got += (size_t)r;
+	}
+	if (got == 0)
 		_exit(EXIT_CLEAN);
 	if (o->dir)
 		got = prog_route(o, block, got, sizeof block, file, sizeof file, ex);
@@ -2991,8 +2975,10 @@ static void prog_prepare(struct conn *c, const struct options *o)
 		close(p[3][1]);
 		close(p[4][0]);
 		int fds[5] = { p[0][0], p[1][1], p[2][1], p[3][0], p[4][1] };
+		int64_t hs = o->hs_timeout * 1000;
 
-		prog_child(o, fds, self);
+		/* the check's deadline comes before the 101's */
+		prog_child(o, fds, self, c->k.start_ms + hs - (hs / 4 < 250 ? hs / 4 : 250));
 	}
 	/* its own group from here on, whichever of the two runs first */
 	(void)setpgid(pid, pid);
@@ -3013,18 +2999,11 @@ static void prog_prepare(struct conn *c, const struct options *o)
 		fd_nonblock(c->ep[i].fd);
 }
 
-/* The request is accepted: hand the child the check's deadline and the
- * environment; EOF starts it.  Both fit the pipe (ENV_MAX). */
+/* The request is accepted: hand the child its environment; EOF starts it. */
 static void prog_start(struct conn *c)
 {
-	int64_t hs = c->k.opt->hs_timeout * 1000;
-	/* the check's deadline comes before the 101's */
-	int64_t deadline = c->k.start_ms + hs - (hs / 4 < 250 ? hs / 4 : 250);
-
 	if (c->prog_ctl < 0 || !c->k.prog_go)
 		return;
-	/* two writes: the filter has no writev */
-	(void)!write(c->prog_ctl, &deadline, sizeof deadline);
 	(void)!write(c->prog_ctl, c->k.env, c->k.env_len);
 	close(c->prog_ctl);
 	c->prog_ctl = -1;
@@ -4352,29 +4331,18 @@ struct accepted {
  * (ac: what the acceptor knows of it; the peer then comes from accept(2)
  * alone, not from a launcher's variables): set it up, confine the
  * process, run the loop, write the log line and end the process with the
- * connection's exit status.  A spare (spare_serve) has set up its
- * program already: prepared. */
+ * connection's exit status. */
 static void serve(struct conn *c, const struct options *o, const int fds[2],
-		  const sigset_t *run_mask, const struct accepted *ac, pid_t *pgid_slot,
-		  int prepared) __attribute__((noreturn));
+		  const sigset_t *run_mask, const struct accepted *ac, pid_t *pgid_slot)
+	__attribute__((noreturn));
 
 static void serve(struct conn *c, const struct options *o, const int fds[2],
-		  const sigset_t *run_mask, const struct accepted *ac, pid_t *pgid_slot,
-		  int prepared)
+		  const sigset_t *run_mask, const struct accepted *ac, pid_t *pgid_slot)
 {
 	struct timespec wall;
 
 	clock_gettime(CLOCK_REALTIME, &wall);
-	if (prepared) {
-		/* the connection starts now, not when the spare was made */
-		c->k.now = c->k.start_ms = c->k.last_rx_ms = now_ms();
-		c->k.wall_start = (int64_t)wall.tv_sec;
-		c->ep[EP_CLIENT_IN].fd = fds[0];
-		c->ep[EP_CLIENT_OUT].fd = fds[1];
-		c->shared = 1;
-	} else {
-		conn_init(c, o, fds, now_ms(), (int64_t)wall.tv_sec);
-	}
+	conn_init(c, o, fds, now_ms(), (int64_t)wall.tv_sec);
 	if (ac) {
 		if (ac->addr[0])
 			peer_set(&c->k, ac->addr, ac->port[0] ? ac->port : NULL);
@@ -4388,11 +4356,9 @@ static void serve(struct conn *c, const struct options *o, const int fds[2],
 			fd_setup(fds[1]);
 	}
 	rng_seed(c->k.rng);
-	if (!prepared) {
-		c->pgid_slot = pgid_slot;
-		if (o->gate)
-			prog_prepare(c, o);
-	}
+	c->pgid_slot = pgid_slot;
+	if (o->gate)
+		prog_prepare(c, o);
 	if (sandbox_start(o, c->prog_pid, 0) < 0)
 		_exit(EXIT_INTERNAL);
 	conn_run(c, run_mask);
@@ -4415,20 +4381,6 @@ static void serve(struct conn *c, const struct options *o, const int fds[2],
  * waits on the listening socket, accepts, forks, reaps, signals and
  * limits, and never touches a connection's state.
  *
- * With a PROGRAM a connection's process is made before its connection
- * comes: a spare, forked with its program's process already waiting
- * (prog_prepare), takes the next connection the parent accepts, handed
- * over on a socket pair of its own (SCM_RIGHTS, with what accept(2)
- * said), and serves it as any child does.  Both forks leave the
- * connection's path; the program's exec and start stay on it.  The
- * parent keeps one spare while it accepts, and makes one only when it
- * has none and holds no accepted socket: a spare holds no other spare's
- * socket and no connection's.  A spare whose socket reaches EOF (the
- * parent stopping or gone) ends, with its waiting process, without a
- * connection and without a log line.  Without a PROGRAM the parent runs
- * under its own filter, which allows no socketpair(2) or sendmsg(2): it
- * forks a child per connection, with the socket.
- *
  * At --max-connections the parent stops accepting: new connections wait
  * in the kernel's backlog.  Above --max-per-source a connection gets 429
  * from the parent and is closed.  A stop signal closes the listening
@@ -4438,8 +4390,6 @@ static void serve(struct conn *c, const struct options *o, const int fds[2],
 struct child {
 	pid_t pid;
 	int slot;                    /* its entry in pgids, or -1 */
-	int spare;                   /* a spare, not (yet) a connection */
-	int sock;                    /* a spare's end of its socket pair, or -1 */
 	unsigned short port;         /* the client's, for the log */
 	unsigned char src[16];       /* source address; IPv4 as ::ffff:a.b.c.d */
 };
@@ -4451,9 +4401,6 @@ struct acceptor {
 	struct conn *conn;           /* for a child to serve its connection in */
 	struct child *kids;          /* the live children: kids[0, live) */
 	long long live;
-	long long room;              /* entries in kids */
-	long long conns;             /* of them connections, not spares */
-	long long spare;             /* the spare in kids, -1: none */
 	long long idle_exit;         /* seconds without a child, 0: never */
 	int stopping;                /* no more accepts; waiting for the children */
 	int killed;                  /* the stop timeout sent SIGKILL */
@@ -4474,7 +4421,6 @@ struct acceptor {
 	int64_t accept_err_at;       /* accept(2) failures: the last logged */
 	long long accept_errs;       /* and those since, not logged */
 	char local_port[8];          /* the listening socket's, for SERVER_PORT */
-	char name[16];               /* the process's name (PR_GET_NAME) */
 };
 
 /* A source as log text: "a.b.c.d:port" or "[::1]:port". */
@@ -4489,7 +4435,7 @@ static void source_text(const unsigned char key[16], unsigned port, char *text, 
 /* At --max-connections: accept nothing more until a child ends. */
 static int acceptor_full(const struct acceptor *a, const struct options *o)
 {
-	return a->conns >= o->max_conn;
+	return a->live >= o->max_conn;
 }
 
 static long long per_source(const struct acceptor *a, const unsigned char key[16])
@@ -4497,7 +4443,7 @@ static long long per_source(const struct acceptor *a, const unsigned char key[16
 	long long i, n = 0;
 
 	for (i = 0; i < a->live; i++)
-		n += !a->kids[i].spare && !memcmp(a->kids[i].src, key, 16);
+		n += !memcmp(a->kids[i].src, key, 16);
 	return n;
 }
 
@@ -4560,37 +4506,16 @@ static void acceptor_reap(struct acceptor *a, int64_t now)
 			a->free_slots[a->nfree++] = a->kids[i].slot;
 		}
 		if (WIFSIGNALED(st) && !(a->killed && WTERMSIG(st) == SIGKILL)) {
-			char who[INET6_ADDRSTRLEN + 32] = "spare";
+			char who[INET6_ADDRSTRLEN + 16];
 
-			if (!a->kids[i].spare) {
-				source_text(a->kids[i].src, a->kids[i].port, who, sizeof who - 16);
-				strcat(who, " connection");
-			}
-			log_line("%s %d killed by SIG%s", who, (int)pid,
+			source_text(a->kids[i].src, a->kids[i].port, who, sizeof who);
+			log_line("%s connection %d killed by SIG%s", who, (int)pid,
 				 sigabbrev_np(WTERMSIG(st)) ? sigabbrev_np(WTERMSIG(st)) : "?");
 		}
-		if (a->kids[i].sock >= 0)
-			close(a->kids[i].sock);
-		if (i == a->spare)
-			a->spare = -1;
-		if (!a->kids[i].spare)
-			a->conns--;
 		a->kids[i] = a->kids[--a->live];
-		if (a->spare == a->live)
-			a->spare = i;
 	}
-	if (!a->conns && !a->idle_since)
+	if (!a->live && !a->idle_since)
 		a->idle_since = now;
-}
-
-/* The spare is told to end: EOF on its socket. */
-static void acceptor_spare_end(struct acceptor *a)
-{
-	if (a->spare < 0)
-		return;
-	close(a->kids[a->spare].sock);
-	a->kids[a->spare].sock = -1;
-	a->spare = -1;
 }
 
 /* A stop signal, or the loop cannot go on (status 1). */
@@ -4600,11 +4525,10 @@ static void acceptor_stop(struct acceptor *a, int64_t now, int status)
 		a->status = status;
 	if (!a->stopping) {
 		a->stopping = 1;
-		log_line("stopping: %lld connection%s", a->conns, a->conns == 1 ? "" : "s");
+		log_line("stopping: %lld connection%s", a->live, a->live == 1 ? "" : "s");
 		if (a->lfd >= 0)
 			close(a->lfd);
 		a->lfd = -1;
-		acceptor_spare_end(a);
 		a->stop_deadline = now + a->opt->stop_timeout * 1000;
 	}
 	/* a second signal: once more, and a child that is closing goes now */
@@ -4632,76 +4556,12 @@ struct child_start {
 	pid_t parent;
 	pid_t *pgid_slot;            /* its entry in pgids, or NULL */
 	struct accepted ac;
-	char name[16];               /* the process's name (a spare's once it serves) */
 };
 
-/* A spare's connection: the socket and what accept(2) said of it, or -1
- * when its socket pair reaches EOF (the parent stopping or gone) or
- * brings anything else. */
-static int spare_wait(int sock, struct accepted *ac)
-{
-	union {
-		struct cmsghdr h;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} u;
-	struct iovec v = { ac, sizeof *ac };
-	struct msghdr m = { .msg_iov = &v, .msg_iovlen = 1,
-			    .msg_control = u.buf, .msg_controllen = sizeof u.buf };
-	struct cmsghdr *h;
-	ssize_t n;
-	int fd = -1;
+/* The child: the connection alone, as if a launcher had started it. */
+static void acceptor_child(const struct child_start *cs, int fd) __attribute__((noreturn));
 
-	while ((n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
-		;
-	h = n > 0 ? CMSG_FIRSTHDR(&m) : NULL;
-	if (h && h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS &&
-	    h->cmsg_len == CMSG_LEN(sizeof fd))
-		memcpy(&fd, CMSG_DATA(h), sizeof fd);
-	if (fd >= 0 && (n != (ssize_t)sizeof *ac || (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))) {
-		close(fd);
-		fd = -1;
-	}
-	close(sock);
-	return fd;
-}
-
-/* A spare: its program's process made, then the wait for a connection.
- * It is named "wsfilter-spare" from its fork until it has one (ps(1),
- * and the tests tell it from a connection's process by that). */
-static void spare_serve(const struct child_start *cs, int sock) __attribute__((noreturn));
-
-static void spare_serve(const struct child_start *cs, int sock)
-{
-	struct conn *c = cs->conn;
-	int none[2] = { -1, -1 }, fds[2];
-	struct accepted ac;
-	siginfo_t si;
-
-	conn_init(c, cs->opt, none, now_ms(), 0);
-	c->pgid_slot = cs->pgid_slot;
-	prog_prepare(c, cs->opt);
-	fds[0] = fds[1] = spare_wait(sock, &ac);
-	if (fds[0] < 0) {
-		/* no connection: the waiting process ends at EOF */
-		if (c->prog_ctl >= 0)
-			close(c->prog_ctl);
-		while (c->prog_pid > 0 && waitid(P_PID, (id_t)c->prog_pid, &si, WEXITED) < 0 &&
-		       errno == EINTR)
-			;
-		if (c->pgid_slot)
-			*c->pgid_slot = 0;
-		_exit(EXIT_CLEAN);
-	}
-	(void)prctl(PR_SET_NAME, cs->name);
-	serve(c, cs->opt, fds, cs->run_mask, &ac, cs->pgid_slot, 1);
-}
-
-/* The child: the connection alone, as if a launcher had started it;
- * a spare (sock >= 0) waits for it first. */
-static void acceptor_child(const struct child_start *cs, int fd, int sock)
-	__attribute__((noreturn));
-
-static void acceptor_child(const struct child_start *cs, int fd, int sock)
+static void acceptor_child(const struct child_start *cs, int fd)
 {
 	int fds[2] = { fd, fd };
 
@@ -4714,81 +4574,7 @@ static void acceptor_child(const struct child_start *cs, int fd, int sock)
 	/* the parent gone: end as on a stop */
 	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != cs->parent)
 		_exit(EXIT_INTERNAL);
-	if (sock >= 0)
-		spare_serve(cs, sock);
-	serve(cs->conn, cs->opt, fds, cs->run_mask, &cs->ac, cs->pgid_slot, 0);
-}
-
-/* A new spare, in kids.  -1 when it cannot be made: the next try is
- * ACCEPT_RETRY_MS later. */
-static int acceptor_spare(struct acceptor *a, int64_t now)
-{
-	struct child_start cs = { .conn = a->conn, .opt = a->opt, .run_mask = a->run_mask,
-				  .lfd = a->lfd, .parent = a->parent };
-	struct child *k = &a->kids[a->live];
-	int sv[2], slot;
-	pid_t pid = -1;
-
-	/* a spare that is ending still has its entries */
-	if (!a->nfree || a->live == a->room)
-		errno = EAGAIN;
-	else if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0) {
-		slot = a->free_slots[--a->nfree];
-		cs.pgid_slot = &a->pgids[slot];
-		memcpy(cs.name, a->name, sizeof cs.name);
-		/* named from its first instant: the parent's name, for the fork */
-		(void)prctl(PR_SET_NAME, "wsfilter-spare");
-		pid = acceptor_fork();
-		if (pid == 0) {
-			close(sv[0]);
-			acceptor_child(&cs, -1, sv[1]);   /* *a is wiped there */
-		}
-		(void)prctl(PR_SET_NAME, a->name);
-		close(sv[1]);
-		if (pid < 0) {
-			close(sv[0]);
-			a->free_slots[a->nfree++] = slot;
-		}
-	}
-	if (pid < 0) {
-		log_line("cannot make a spare: %s", strerror(errno));
-		a->retry_at = now + ACCEPT_RETRY_MS;
-		return -1;
-	}
-	*k = (struct child){ .pid = pid, .slot = slot, .spare = 1, .sock = sv[0] };
-	a->spare = a->live++;
-	return 0;
-}
-
-/* The accepted socket to the spare, which becomes its connection's
- * process.  -1 when the spare is gone. */
-static int acceptor_hand(struct acceptor *a, int fd, const struct accepted *ac)
-{
-	union {
-		struct cmsghdr h;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} u;
-	struct iovec v = { (void *)ac, sizeof *ac };
-	struct msghdr m = { .msg_iov = &v, .msg_iovlen = 1,
-			    .msg_control = u.buf, .msg_controllen = sizeof u.buf };
-	struct cmsghdr *h = CMSG_FIRSTHDR(&m);
-	long long i = a->spare;
-
-	memset(&u, 0, sizeof u);
-	h->cmsg_level = SOL_SOCKET;
-	h->cmsg_type = SCM_RIGHTS;
-	h->cmsg_len = CMSG_LEN(sizeof fd);
-	memcpy(CMSG_DATA(h), &fd, sizeof fd);
-	if (sendmsg(a->kids[i].sock, &m, MSG_NOSIGNAL) != (ssize_t)sizeof *ac) {
-		int err = errno;
-
-		acceptor_spare_end(a);
-		errno = err;
-		return -1;
-	}
-	acceptor_spare_end(a);
-	a->kids[i].spare = 0;
-	return (int)i;
+	serve(cs->conn, cs->opt, fds, cs->run_mask, &cs->ac, cs->pgid_slot);
 }
 
 static void acceptor_accept_failed(struct acceptor *a, int64_t now, int err)
@@ -4807,23 +4593,6 @@ static void acceptor_accept_failed(struct acceptor *a, int64_t now, int err)
 	a->accept_errs = 0;
 }
 
-/* A child for the accepted socket fd: the spare it is handed to, or
- * (without a PROGRAM) one forked now.  Its entry in kids, or -1. */
-static long long acceptor_start(struct acceptor *a, int fd, const struct child_start *cs)
-{
-	pid_t pid;
-
-	if (a->pgids)
-		return a->spare >= 0 ? acceptor_hand(a, fd, &cs->ac) : -1;
-	pid = acceptor_fork();
-	if (pid == 0)
-		acceptor_child(cs, fd, -1);    /* *a is wiped there: cs only */
-	if (pid < 0)
-		return -1;
-	a->kids[a->live] = (struct child){ .pid = pid, .slot = -1, .sock = -1 };
-	return a->live++;
-}
-
 static void acceptor_accept(struct acceptor *a, int64_t now)
 {
 	const struct options *o = a->opt;
@@ -4834,14 +4603,12 @@ static void acceptor_accept(struct acceptor *a, int64_t now)
 	unsigned char key[16];
 	char who[INET6_ADDRSTRLEN + 16];
 	socklen_t sl;
-	long long n, k;
+	long long n;
 	unsigned port;
-	int i, fd;
+	pid_t pid;
+	int i, fd, slot;
 
 	for (i = 0; i < ACCEPT_BATCH && !acceptor_full(a, o); i++) {
-		/* the spare is made before the accept: it holds no connection's socket */
-		if (a->pgids && a->spare < 0 && acceptor_spare(a, now) < 0)
-			return;
 		sl = sizeof ss;
 		fd = accept4(a->lfd, (struct sockaddr *)&ss, &sl,
 			     SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -4870,18 +4637,25 @@ static void acceptor_accept(struct acceptor *a, int64_t now)
 			snprintf(ac->addr, sizeof ac->addr, "unix");
 		}
 		memcpy(ac->local_port, a->local_port, sizeof ac->local_port);
-		k = acceptor_start(a, fd, &cs);
+		slot = a->pgids ? a->free_slots[--a->nfree] : -1;
+		cs.pgid_slot = slot >= 0 ? &a->pgids[slot] : NULL;
+		pid = acceptor_fork();
+		if (pid == 0)
+			acceptor_child(&cs, fd);    /* *a is wiped there: cs only */
 		close(fd);
-		if (k < 0) {
+		if (pid < 0 && slot >= 0)
+			a->free_slots[a->nfree++] = slot;
+		if (pid < 0) {
 			source_text(key, port, who, sizeof who);
-			log_line("%s closed: cannot %s: %s", who, a->pgids ? "hand it to a spare" : "fork",
-				 strerror(errno));
+			log_line("%s closed: cannot fork: %s", who, strerror(errno));
 			a->retry_at = now + ACCEPT_RETRY_MS;
 			return;
 		}
-		a->kids[k].port = (unsigned short)port;
-		memcpy(a->kids[k].src, key, 16);
-		a->conns++;
+		a->kids[a->live].pid = pid;
+		a->kids[a->live].slot = slot;
+		a->kids[a->live].port = (unsigned short)port;
+		memcpy(a->kids[a->live].src, key, 16);
+		a->live++;
 		a->idle_since = 0;
 	}
 }
@@ -4920,8 +4694,6 @@ static int acceptor_step(struct acceptor *a, int64_t now, int *handled)
 	a->full = acceptor_full(a, o);
 	if (a->retry_at && now >= a->retry_at)
 		a->retry_at = 0;
-	if (a->pgids && a->spare < 0 && !a->retry_at)
-		(void)acceptor_spare(a, now);
 	a->events = a->full || a->retry_at ? 0 : POLLIN;
 	return 0;
 }
@@ -5001,9 +4773,6 @@ static int acceptor_tables(struct acceptor *a, long long max)
 {
 	long long i;
 
-	if (a->opt->gate)
-		max++;      /* the spare */
-	a->room = max;
 	a->kids = acceptor_private((size_t)max * sizeof *a->kids);
 	if (!a->kids)
 		return -1;
@@ -5051,8 +4820,6 @@ static int acceptor_run(struct conn *c, struct options *o, int lfd, const sigset
 	a->run_mask = run_mask;
 	a->parent = getpid();
 	a->idle_since = now_ms();
-	a->spare = -1;
-	(void)prctl(PR_GET_NAME, a->name);
 	if (getsockname(lfd, (struct sockaddr *)&ss, &sl) == 0) {
 		source_text(key, source_of(&ss, key), where, sizeof where);
 		if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6)
@@ -5061,8 +4828,6 @@ static int acceptor_run(struct conn *c, struct options *o, int lfd, const sigset
 	/* each child's socket gets these from the listening socket, and
 	 * the child makes no system call for them */
 	tcp_setup(lfd);
-	if (o->gate)
-		(void)acceptor_spare(a, a->idle_since);
 	log_line("accepting on %s, at most %lld connection%s", where, o->max_conn,
 		 o->max_conn == 1 ? "" : "s");
 	/* a PROGRAM must start outside any filter of wsfilter's, and the
@@ -5070,14 +4835,6 @@ static int acceptor_run(struct conn *c, struct options *o, int lfd, const sigset
 	if (!o->gate && sandbox_start(o, 0, 1) < 0)
 		return EXIT_INTERNAL;
 	acceptor_loop(a);
-	/* an idle exit: the spare ends with the parent */
-	if (a->spare >= 0) {
-		pid_t pid = a->kids[a->spare].pid;
-
-		acceptor_spare_end(a);
-		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-			;
-	}
 	return a->status;
 }
 
@@ -5101,6 +4858,6 @@ int main(int argc, char **argv)
 	signals_setup(&run_mask);
 	if (lfd >= 0)
 		return acceptor_run(&conn, &opt, lfd, &run_mask);
-	serve(&conn, &opt, fds, &run_mask, NULL, NULL, 0);
+	serve(&conn, &opt, fds, &run_mask, NULL, NULL);
 }
 #endif

@@ -24,8 +24,7 @@ Invariants, each case:
   cpu       the connection process's CPU stays near zero while it waits.
   bounded   the connection process ends within BOUND seconds.
   log       one summary line per connection, the program's stderr line, nothing else.
-  acceptor  the parent keeps no descriptor, no zombie and no more than one spare, and
-            exits 0 on SIGTERM.
+  acceptor  the parent keeps no descriptor and no zombie, and exits 0 on SIGTERM.
 
 Prints the seed first; any failure prints its case, which --case replays. The last
 line is "N passed, M failed".
@@ -175,30 +174,11 @@ def proc_stat(pid):
 
 
 def children(pid):
-    """The connection processes of an acceptor: its children but the spare, the one
-    named wsfilter-spare while it waits for a connection (a PROGRAM)."""
     try:
         with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-            kids = [int(x) for x in f.read().split()]
+            return [int(x) for x in f.read().split()]
     except OSError:
         return []
-    return [k for k in kids if comm(k) != "wsfilter-spare"]
-
-
-def spares(pid):
-    try:
-        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-            return [int(x) for x in f.read().split() if comm(int(x)) == "wsfilter-spare"]
-    except OSError:
-        return []
-
-
-def comm(pid):
-    try:
-        with open("/proc/%d/comm" % pid) as f:
-            return f.read().strip()
-    except OSError:
-        return ""
 
 
 def group_alive(pgid):
@@ -689,8 +669,6 @@ def run_case(c, grace, keep=False):
                 time.sleep(0.02)
             if children(parent):
                 fails.append("acceptor: the parent keeps children %s" % children(parent))
-            if len(spares(parent)) > 1:
-                fails.append("acceptor: the parent keeps %d spares" % len(spares(parent)))
             # a parent told to stop closes its listener: its count is its own business
             stopping = c["event"] in ("sigterm", "accstop")
             if not stopping and proc.poll() is None and fd_count(parent) != base_fds:
