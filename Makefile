@@ -53,6 +53,11 @@ wsfilter-test-forbidden: wsfilter.c web_index.h
 wsfilter-test-abort: wsfilter.c web_index.h
 	$(CC) $(WARN) $(CPPFLAGS_ALL) $(CPPFLAGS) -O2 -DWSFILTER_TEST_ABORT -o $@ wsfilter.c
 
+# test build only: wsfilter's seccomp filter, installed as each mode has it,
+# and one system call (test/sandbox.bats)
+test/lib/filter_probe: test/lib/filter_probe.c wsfilter.c web_index.h
+	$(CC) $(WARN) -Wno-unused-function $(CPPFLAGS_ALL) $(CPPFLAGS) -I. -O2 -o $@ test/lib/filter_probe.c
+
 # the page, as a C array: od and sed, nothing beyond POSIX
 web_index.h: web/index.html
 	od -An -v -tx1 web/index.html | sed 's/ *\([0-9a-f][0-9a-f]\)/0x\1,/g' > $@.tmp
@@ -62,7 +67,7 @@ run: wsfilter
 	@echo "wsfilter on ws://localhost:$(PORT) — open http://localhost:$(PORT)/"
 	socat TCP-LISTEN:$(PORT),reuseaddr,fork,backlog=128,nodelay EXEC:./wsfilter
 
-test: wsfilter wsfilter-test-forbidden wsfilter-test-abort
+test: wsfilter wsfilter-test-forbidden wsfilter-test-abort test/lib/filter_probe
 	$(BATS) test
 
 # everything CI checks, in two stages: check-fast builds warning-free under
@@ -75,7 +80,7 @@ check-fast: suites-listed
 	$(MAKE) clean
 	$(MAKE) CC=clang CFLAGS="-O2 -g -Werror" wsfilter
 	$(MAKE) clean
-	$(MAKE) CC=gcc CFLAGS="-O2 -g -Werror" wsfilter wsfilter-test-forbidden wsfilter-test-abort
+	$(MAKE) CC=gcc CFLAGS="-O2 -g -Werror" wsfilter wsfilter-test-forbidden wsfilter-test-abort test/lib/filter_probe
 	$(BATS) $(FAST_SUITE)
 	$(MAKE) test-asan
 
@@ -107,7 +112,7 @@ ASAN_SUITE = test/cli.bats test/handshake.bats test/framing.bats test/utf8.bats 
 	test/close.bats test/limits.bats test/clients.bats test/sandbox.bats \
 	test/operations.bats test/hostile.bats test/exec.bats test/acceptor.bats \
 	test/lifecycle.bats
-test-asan: wsfilter-asan wsfilter-test-forbidden wsfilter-test-abort
+test-asan: wsfilter-asan wsfilter-test-forbidden wsfilter-test-abort test/lib/filter_probe
 	WSFILTER=$$(pwd)/wsfilter-asan LIFECYCLE_MINUTES=0.5 $(BATS) $(ASAN_SUITE)
 
 # the lifecycle suite's random cases, thousands of them (SEED=N replays a run)
@@ -176,6 +181,7 @@ uninstall:
 
 clean:
 	rm -f wsfilter wsfilter-static wsfilter-asan wsfilter-test-forbidden wsfilter-test-abort web_index.h web_index.h.tmp
+	rm -f test/lib/filter_probe
 	rm -rf test/fuzz/bin test/fuzz/out
 
 .PHONY: all static run test check check-fast check-slow check-package suites-listed deps deb test-asan test-valgrind mutants fuzz bench soak install uninstall clean

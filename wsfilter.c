@@ -3617,7 +3617,64 @@ static void conn_run(struct conn *c, const sigset_t *run_mask)
 	SC_RET(SECCOMP_RET_ALLOW), SC_RET(ret)
 #define SC_KILL          SECCOMP_RET_KILL_PROCESS
 /* nr allowed in the acceptor's parent; elsewhere this entry matches nothing */
-#define SC_ALLOW_ACC(nr) SC_ALLOW(acceptor ? (uint32_t)(nr) : ~0u)
+#define SC_ALLOW_ACC(nr) SC_ALLOW(acceptor ? (uint32_t)(nr) : SC_OFF)
+#define SC_OFF           (~0u)  /* the value of an entry switched off */
+#define SC_MAX           160    /* instructions in the table, at most */
+
+/* The table less its entries switched off.  An entry switched off
+ * compares with SC_OFF (~0u) and on a match falls into a RET that a miss
+ * skips.  Left in, it would match the one value it was meant never to
+ * see: -1, a system call number that does not exist, or an argument
+ * such as kill(-1, ...), which signals every process there is.  Each
+ * such pair goes, unless a jump lands on its RET, and every jump over it
+ * is shortened; a jump to it lands where its miss went.  The kernel then
+ * also has fewer instructions to take in, check, compile and run.
+ * Returns the new length. */
+static unsigned short sc_compact(struct sock_filter *f, unsigned short n)
+{
+	unsigned short target[SC_MAX + 1] = { 0 }, at[SC_MAX + 1], i, k;
+	unsigned char gone[SC_MAX + 1] = { 0 };
+
+	/* every jump of the table is forward and lands in it (checked by
+	 * the kernel too); one that would not is left alone here */
+	for (i = 0; i < n; i++) {
+		if (f[i].code == (BPF_JMP | BPF_JA)) {
+			if (f[i].k >= (unsigned)(n - i))
+				return n;
+			target[i + 1 + f[i].k]++;
+		} else if (BPF_CLASS(f[i].code) == BPF_JMP) {
+			if (f[i].jt < n - i && f[i].jf < n - i)
+				target[i + 1 + f[i].jt]++, target[i + 1 + f[i].jf]++;
+			else
+				return n;
+		}
+	}
+	/* the RET is the pair's own match: no other jump may land there */
+	for (i = 0; i + 1 < n; i++)
+		if (f[i].code == (BPF_JMP | BPF_JEQ | BPF_K) && f[i].k == SC_OFF &&
+		    f[i].jt == 0 && f[i].jf == 1 && BPF_CLASS(f[i + 1].code) == BPF_RET &&
+		    target[i + 1] == 1)
+			gone[i] = gone[i + 1] = 1, i++;
+	/* at[i]: where instruction i (or, gone, the next one kept) lands */
+	for (i = 0, k = 0; i <= n; i++) {
+		at[i] = k;
+		k += i < n && !gone[i];
+	}
+	for (i = 0; i < n; i++) {
+		struct sock_filter x = f[i];
+
+		if (gone[i])
+			continue;
+		if (x.code == (BPF_JMP | BPF_JA)) {
+			x.k = at[i + 1 + x.k] - at[i] - 1;
+		} else if (BPF_CLASS(x.code) == BPF_JMP) {
+			x.jt = (unsigned char)(at[i + 1 + x.jt] - at[i] - 1);
+			x.jf = (unsigned char)(at[i + 1 + x.jf] - at[i] - 1);
+		}
+		f[at[i]] = x;
+	}
+	return at[n];
+}
 #endif
 
 /* The tight filter, in force whenever the loop runs: the loop's calls and
@@ -3672,18 +3729,18 @@ static int sandbox_enter(int log_fd, int stderr_is_log, int child, int acceptor)
 #endif
 		SC_ALLOW_ACC(__NR_getrandom),
 #ifdef __NR_clone3
-		SC_JEQ(acceptor ? (uint32_t)__NR_clone3 : ~0u, 0, 1), SC_RET(SECCOMP_RET_ERRNO | ENOSYS),
+		SC_JEQ(acceptor ? (uint32_t)__NR_clone3 : SC_OFF, 0, 1), SC_RET(SECCOMP_RET_ERRNO | ENOSYS),
 #endif
 		/* what the client has taken of our bytes (SIOCOUTQ); with a
 		 * PROGRAM, what its pipes hold at the last stop step (FIONREAD) */
 		SC_JEQ(__NR_ioctl, 0, 5), SC_LD(SC_ARG(1, 0)),
-		SC_JEQ(SIOCOUTQ, 2, 0), SC_JEQ(child ? (uint32_t)FIONREAD : ~0u, 1, 0),
+		SC_JEQ(SIOCOUTQ, 2, 0), SC_JEQ(child ? (uint32_t)FIONREAD : SIOCOUTQ, 1, 0),
 		SC_RET(SC_KILL), SC_RET(SECCOMP_RET_ALLOW),
 		/* a PROGRAM: its process group is signalled, its exit
 		 * looked at and reaped (waitid on its pid alone),
 		 * nothing else (no execve, no open: it was forked before) */
-		SC_ALLOW_IF(__NR_kill, 0, child ? (uint32_t)-child : ~0u, SC_KILL),
-		SC_ALLOW_IF(__NR_waitid, 1, child ? (uint32_t)child : ~0u, SC_KILL),
+		SC_ALLOW_IF(__NR_kill, 0, child ? (uint32_t)-child : SC_OFF, SC_KILL),
+		SC_ALLOW_IF(__NR_waitid, 1, child ? (uint32_t)child : SC_OFF, SC_KILL),
 		SC_ALLOW(__NR_rt_sigreturn),    /* return from the stop-signal handler */
 		SC_ALLOW(__NR_exit_group),      /* the end */
 		SC_ALLOW(__NR_exit),
@@ -3694,7 +3751,7 @@ static int sandbox_enter(int log_fd, int stderr_is_log, int child, int acceptor)
 		SC_ALLOW_IF(__NR_tgkill, 2, SIGABRT, SC_KILL),
 		/* glibc's "*** ... ***: terminated" message, and the page it
 		 * would keep it in (it copes with ENOMEM) */
-		SC_ALLOW_IF(__NR_writev, 0, stderr_is_log ? 2u : ~0u,
+		SC_ALLOW_IF(__NR_writev, 0, stderr_is_log ? 2u : SC_OFF,
 			    SECCOMP_RET_ERRNO | EPERM),
 #ifdef __NR_mmap2
 		SC_JEQ(__NR_mmap2, 0, 1), SC_RET(SECCOMP_RET_ERRNO | ENOMEM),
@@ -3711,9 +3768,10 @@ static int sandbox_enter(int log_fd, int stderr_is_log, int child, int acceptor)
 		SC_RET(SC_KILL),
 	};
 	struct sock_fprog prog = {
-		.len = (unsigned short)(sizeof f / sizeof f[0]),
+		.len = sc_compact(f, (unsigned short)(sizeof f / sizeof f[0])),
 		.filter = f,
 	};
+	static_assert(sizeof f / sizeof f[0] <= SC_MAX, "the filter is over SC_MAX");
 
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		return -1;

@@ -80,3 +80,45 @@ hold_open() {
 		assert_line 'EXIT 0'
 	done
 }
+
+# ---- the filter's table, mode by mode ---------------------------------------
+
+# probe MODE CALL EXPECT: test/lib/filter_probe ($FILTER_PROBE: make mutants
+# builds one from each mutant's source) installs wsfilter's filter as
+# MODE has it and makes CALL; EXPECT is "allowed (R)" (the line it prints when
+# the call came back) or SIGSYS (killed by the filter, exit 159, nothing printed).
+probe() {
+	run "$FILTER_PROBE" "$1" "$2"
+	if [ "$3" = SIGSYS ]; then
+		[ "$status" = 159 ] && [ -z "$output" ] ||
+			fail "$1 $2: expected death by SIGSYS, got exit $status: $output"
+	else
+		[ "$status" = 0 ] && [ "$output" = "$3" ] ||
+			fail "$1 $2: expected '$3', got exit $status: $output"
+	fi
+}
+
+@test "the filter of each mode: its calls pass; a connection's kill(-1) or of another process, system call -1 and an unknown ioctl die by SIGSYS" {
+	FILTER_PROBE=${FILTER_PROBE:-$TOP/test/lib/filter_probe}
+	[ -x "$FILTER_PROBE" ] || fail "no $FILTER_PROBE (make test/lib/filter_probe)"
+	local m
+	# conn: wsfilter without a program; prog: with one (its group is signalled);
+	# child: an acceptor's child, the parent's filter under its own
+	for m in conn prog acceptor child; do
+		probe "$m" write "allowed (0)"
+		probe "$m" open SIGSYS
+		probe "$m" nr-1 SIGSYS
+		probe "$m" ioctl-off SIGSYS
+		# writev answers EPERM (glibc's fatal message when stderr is not the log)
+		probe "$m" writev-1 "allowed (-1 EPERM)"
+	done
+	for m in conn prog child; do
+		probe "$m" kill-all SIGSYS
+		probe "$m" kill-init SIGSYS
+	done
+	probe conn kill-prog SIGSYS
+	probe child kill-prog SIGSYS
+	probe prog kill-prog "allowed (0)"
+	# the acceptor's parent signals its children and their programs' groups
+	probe acceptor kill-prog "allowed (0)"
+}

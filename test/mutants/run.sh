@@ -44,7 +44,7 @@ PY
 # one mutant: build it, run its suites; its verdict in $d/result, "ok ..."
 # when caught, "bad ..." when not
 one() {
-	local d=$1 name files=() missing= s start filter=()
+	local d=$1 name files=() missing= s start filter=() probe
 	name=$(basename "$d")
 	if [ -f "$d/stale" ]; then
 		echo "bad mutant $name: $(cat "$d/stale")" >"$d/result"
@@ -53,6 +53,16 @@ one() {
 	if ! cc -O1 -D_FORTIFY_SOURCE=2 -I"$work" -o "$d/wsfilter" "$d/wsfilter.c" 2>"$d/cc.log"; then
 		{ echo "bad mutant $name: does not build"; head -5 "$d/cc.log"; } >"$d/result"
 		return
+	fi
+	# sandbox.bats probes the filter with a program built from the source
+	probe=
+	if grep -qw sandbox.bats "$d/suites"; then
+		probe=$d/filter_probe
+		if ! cc -O1 -D_FORTIFY_SOURCE=2 -Wno-unused-function -I"$d" -I"$work" -o "$probe" \
+			test/lib/filter_probe.c 2>"$d/cc.log"; then
+			{ echo "bad mutant $name: its filter probe does not build"; head -5 "$d/cc.log"; } >"$d/result"
+			return
+		fi
 	fi
 	for s in $(cat "$d/suites"); do
 		files+=("test/$s")
@@ -64,7 +74,7 @@ one() {
 	fi
 	start=$SECONDS
 	[ -s "$d/filter" ] && filter=(-f "$(cat "$d/filter")")
-	if WSFILTER="$d/wsfilter" timeout 900 bats "${filter[@]}" "${files[@]}" >"$d/bats.log" 2>&1; then
+	if WSFILTER="$d/wsfilter" FILTER_PROBE=${probe:-$PWD/test/lib/filter_probe} timeout 900 bats "${filter[@]}" "${files[@]}" >"$d/bats.log" 2>&1; then
 		echo "bad mutant $name: SURVIVED ${files[*]}" >"$d/result"
 	else
 		echo "ok mutant $name: caught by $(grep -c '^not ok' "$d/bats.log") test(s) in ${files[*]} ($((SECONDS - start)) s)" >"$d/result"
