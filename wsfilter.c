@@ -3713,20 +3713,10 @@ static int sandbox_enter(int log_fd, int stderr_is_log, int child, int acceptor)
 		SC_ALLOW_ACC(__NR_clone),       /* fork(); clone3 fails, below */
 		SC_ALLOW_ACC(__NR_wait4),
 		SC_ALLOW_ACC(__NR_kill),
-		/* ... and its child before the tight filter */
-		SC_ALLOW_ACC(__NR_set_robust_list), /* glibc's fork, in the child */
+		/* ... and its child before the tight filter (the parent
+		 * hands it its peer and socket options: serve, acceptor_child) */
 		SC_ALLOW_ACC(__NR_prctl),       /* death signal, the filter */
 		SC_ALLOW_ACC(__NR_getppid),
-		SC_ALLOW_ACC(__NR_getsockname),
-		SC_ALLOW_ACC(__NR_getpeername),
-		SC_ALLOW_ACC(__NR_setsockopt),
-		SC_ALLOW_ACC(__NR_fcntl),
-#ifdef __NR_newfstatat
-		SC_ALLOW_ACC(__NR_newfstatat),
-#endif
-#ifdef __NR_fstat
-		SC_ALLOW_ACC(__NR_fstat),
-#endif
 		SC_ALLOW_ACC(__NR_getrandom),
 #ifdef __NR_clone3
 		SC_JEQ(acceptor ? (uint32_t)__NR_clone3 : SC_OFF, 0, 1), SC_RET(SECCOMP_RET_ERRNO | ENOSYS),

@@ -98,7 +98,7 @@ probe() {
 	fi
 }
 
-@test "the filter of each mode: its calls pass; a connection's kill(-1) or of another process, system call -1 and an unknown ioctl die by SIGSYS" {
+@test "the filter of each mode: its calls pass; a connection's kill(-1) or of another process, system call -1, an unknown ioctl and what only comes before the filter die by SIGSYS" {
 	FILTER_PROBE=${FILTER_PROBE:-$TOP/test/lib/filter_probe}
 	[ -x "$FILTER_PROBE" ] || fail "no $FILTER_PROBE (make test/lib/filter_probe)"
 	local m
@@ -111,6 +111,11 @@ probe() {
 		probe "$m" ioctl-off SIGSYS
 		# writev answers EPERM (glibc's fatal message when stderr is not the log)
 		probe "$m" writev-1 "allowed (-1 EPERM)"
+		# asked before the filter, by a launched wsfilter; the parent hands
+		# an acceptor's child its peer, so its filter has them no more
+		probe "$m" getsockname SIGSYS
+		probe "$m" fcntl SIGSYS
+		probe "$m" fstat SIGSYS
 	done
 	for m in conn prog child; do
 		probe "$m" kill-all SIGSYS

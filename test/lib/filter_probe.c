@@ -14,6 +14,8 @@
  *         nr-1      system call number -1
  *         ioctl-off ioctl(0, 0xffffffff)
  *         writev-1  writev(-1, ...) (stderr not the log)
+ *         getsockname, fcntl, fstat  on fd 0: what a launched wsfilter asks
+ *                   before its filter, and an acceptor's child no longer does
  *
  * Built by the Makefile from wsfilter.c itself (WSFILTER_NO_MAIN), so it
  * tests the table wsfilter installs, not a copy of it. */
@@ -24,6 +26,9 @@ int main(int argc, char **argv)
 {
 	const char *mode = argc > 2 ? argv[1] : "", *call = argc > 2 ? argv[2] : "";
 	struct iovec v = { "x", 1 };
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof ss;
+	struct stat st;
 	pid_t prog = 0;
 	long r = 0;
 
@@ -62,6 +67,12 @@ int main(int argc, char **argv)
 		r = ioctl(0, 0xffffffffu);
 	else if (!strcmp(call, "writev-1"))
 		r = writev(-1, &v, 1);
+	else if (!strcmp(call, "getsockname"))
+		r = getsockname(0, (struct sockaddr *)&ss, &sl);
+	else if (!strcmp(call, "fcntl"))
+		r = fcntl(0, F_GETFL);
+	else if (!strcmp(call, "fstat"))
+		r = fstat(0, &st);
 	else
 		return 2;
 	{
