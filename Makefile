@@ -106,12 +106,16 @@ PACKAGE_SUITE = test/package.bats
 check-package: suites-listed
 	$(BATS) $(PACKAGE_SUITE)
 
-# the suites that exercise wsfilter's own code paths; the launcher, systemd
-# and browser suites test configurations (ASAN_SUITE=test runs them all)
+# the suites that exercise wsfilter's own code paths, under ASan+UBSan too:
+# the protocol's, the buffers', and the lifecycle suite's random programs
+# and clients, launched and in acceptor mode, which under ASan stand for
+# exec.bats, acceptor.bats and operations.bats (run without it, in
+# FAST_SUITE: they wait on timers more than they touch memory); the
+# launcher, systemd and browser suites test configurations (ASAN_SUITE=test
+# runs them all)
 ASAN_SUITE = test/cli.bats test/handshake.bats test/framing.bats test/utf8.bats \
 	test/close.bats test/limits.bats test/clients.bats test/sandbox.bats \
-	test/operations.bats test/hostile.bats test/exec.bats test/acceptor.bats \
-	test/lifecycle.bats
+	test/hostile.bats test/lifecycle.bats
 test-asan: wsfilter-asan wsfilter-test-forbidden wsfilter-test-abort test/lib/filter_probe
 	WSFILTER=$$(pwd)/wsfilter-asan LIFECYCLE_MINUTES=0.5 $(BATS) $(ASAN_SUITE)
 
@@ -120,7 +124,8 @@ SOAK_CASES = 3000
 soak: wsfilter
 	/usr/bin/python3 test/lib/lifecycle.py --cases $(SOAK_CASES) --jobs 6
 
-FAST_SUITE = $(ASAN_SUITE) test/endings.bats test/routes.bats
+FAST_SUITE = $(ASAN_SUITE) test/operations.bats test/exec.bats test/acceptor.bats \
+	test/endings.bats test/routes.bats
 SLOW_SUITE = test/launchers.bats test/systemd.bats test/acceptor-systemd.bats \
 	test/browser.bats test/scale.bats
 
