@@ -6,7 +6,7 @@
 # (exit status, close code and log line agree; a death by a signal fails), the program's
 # group gone after the connection, the connection's CPU near zero while it waits, a
 # bounded end, one log line, and in acceptor mode a parent with no descriptor or zombie
-# left. The last test draws random cases for LIFECYCLE_MINUTES (default 1.5); its seed is
+# left. The last test draws random cases for LIFECYCLE_MINUTES (default 1.25); its seed is
 # printed, and `SEED=N make soak` or `lifecycle.py --seed N` replays them.
 
 load lib/common
@@ -87,7 +87,7 @@ one_case() {
 }
 
 @test "randomized cases: program x client x event, every invariant on each (the seed is printed)" {
-	lc --minutes "${LIFECYCLE_MINUTES:-1.5}" --jobs 6
+	lc --minutes "${LIFECYCLE_MINUTES:-1.25}" --jobs 6
 	# the seed and the count in the run's output, passed or not
 	grep -E '^lifecycle: SEED=|^[0-9]+ passed, [0-9]+ failed$' <<<"$output" | sed 's/^/# /' >&3
 	assert_success
