@@ -32,6 +32,9 @@ int main(int argc, char **argv)
 	pid_t prog = 0;
 	long r = 0;
 
+	if (strcmp(mode, "conn") && strcmp(mode, "prog") && strcmp(mode, "acceptor") &&
+	    strcmp(mode, "child"))
+		return 2;
 	if (!strcmp(mode, "prog")) {
 		prog = fork();
 		if (prog == 0) {
@@ -45,9 +48,6 @@ int main(int argc, char **argv)
 		(void)setpgid(prog, prog);
 	}
 	if (!strcmp(mode, "child") && sandbox_enter(-1, 0, 0, 1) < 0)
-		return 2;
-	if (strcmp(mode, "conn") && strcmp(mode, "prog") && strcmp(mode, "acceptor") &&
-	    strcmp(mode, "child"))
 		return 2;
 	if (sandbox_enter(-1, 0, (int)prog, !strcmp(mode, "acceptor")) < 0)
 		return 2;
