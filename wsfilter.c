@@ -330,6 +330,7 @@ enum {
 	EP_CLIENT_IN, EP_CLIENT_OUT,
 	EP_PROG_EXEC, /* the program's exec: EOF when it succeeded, else errno */
 	EP_PROG_IN, EP_PROG_OUT, EP_PROG_ERR,
+	EP_PARENT,    /* an acceptor's child: EOF when its parent is gone */
 	EP_COUNT
 };
 
@@ -719,8 +720,11 @@ static int utf8_run(struct utf8 *u, const unsigned char *p, size_t n, size_t *ba
 	return 0;
 }
 
+static long acc_call(long nr, long a, long b, long c, long d, long e);
+
 /* xoshiro256**: seeded once from getrandom(2) before the loop, so a reply
- * costs no system call. */
+ * costs no system call.  An acceptor's child gets its seed from the
+ * parent, which draws it through its gate (acc_call). */
 static uint64_t rol64(uint64_t x, int n) { return (x << n) | (x >> (64 - n)); }
 
 static uint64_t rng_next(uint64_t s[4])
@@ -752,7 +756,7 @@ static void rng_seed(uint64_t s[4])
 	int i;
 
 	while (got < 32) {
-		r = getrandom((char *)s + got, 32 - got, 0);
+		r = acc_call(__NR_getrandom, (long)((char *)s + got), (long)(32 - got), 0, 0, 0);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0)
@@ -3435,6 +3439,7 @@ static nfds_t conn_pollset(struct conn *c, struct pollfd *pfd, int *which)
 				    c->k.pout_len < PIPE_BUF_SIZE || c->k.state != CS_OPEN ? POLLIN : 0;
 	c->ep[EP_PROG_EXEC].events = POLLIN;
 	c->ep[EP_PROG_ERR].events = POLLIN;
+	c->ep[EP_PARENT].events = POLLIN;
 	if (c->k.state == CS_DONE) /* only the program is left to wait for */
 		c->ep[EP_CLIENT_IN].events = c->ep[EP_CLIENT_OUT].events = 0;
 	for (i = 0; i < EP_COUNT; i++) {
@@ -3444,6 +3449,14 @@ static nfds_t conn_pollset(struct conn *c, struct pollfd *pfd, int *which)
 		which[n++] = i;
 	}
 	return n;
+}
+
+/* The acceptor is gone (killed, or it crashed): end as on a stop signal.
+ * Nothing is ever written to that pipe; its EOF is the news. */
+static void parent_gone(struct conn *c)
+{
+	ep_close(c, EP_PARENT);
+	stop_signal++;
 }
 
 /* An endpoint poll reported: move its bytes.  POLLHUP and POLLERR are
@@ -3461,6 +3474,7 @@ static void ep_ready(struct conn *c, int ep, short revents, int64_t now)
 	case EP_PROG_IN:    prog_write(c); break;
 	case EP_PROG_OUT:   prog_read(c); break;
 	case EP_PROG_ERR:   prog_err_read(c); break;
+	case EP_PARENT:     parent_gone(c); break;
 	}
 }
 
@@ -3580,6 +3594,88 @@ static void conn_run(struct conn *c, const sigset_t *run_mask)
 	}
 }
 
+/* ==== The acceptor's gate ============================================= */
+
+/* The acceptor's parent accepts, forks, reaps and signals; its children
+ * must do none of that, and each used to install a filter of its own over
+ * the parent's to forbid it.  Installing a filter costs a connection more
+ * than anything else it does after the fork (the kernel compiles it, and
+ * frees it at the exit).  The gate forbids it without a second filter.
+ *
+ * The parent makes those calls (accept4, clone, wait4, kill, getrandom)
+ * through one syscall instruction, the last of a page of wsfilter's code
+ * that is given to no child (MADV_DONTFORK); the instruction after it, a
+ * ret, begins the next page.  The parent's filter allows those calls only
+ * when the instruction pointer the kernel reports (the address after the
+ * syscall) is that page boundary.  A child has the page after it but not
+ * the page with the syscall, and nothing that could put code there (no
+ * mmap, mprotect, mremap, ptrace or open in its filter), so it cannot
+ * make the calls from there or anywhere else: it runs under the parent's
+ * filter alone, which is then exactly the connection's.  A child's clone
+ * returns at the boundary too: to the ret, in the page it does have.
+ *
+ * x86_64 only; elsewhere, or when the page cannot be withheld, each child
+ * installs the connection's filter over its parent's as before. */
+#if defined(__x86_64__) && !defined(__ILP32__) && defined(__linux__)
+#define GATE_PAGE 4096
+__asm__(".pushsection .text.wsfilter_gate, \"ax\", @progbits\n"
+	".balign 4096\n"
+	".globl wsfilter_gate_page, wsfilter_gate, wsfilter_gate_end\n"
+	".hidden wsfilter_gate_page, wsfilter_gate, wsfilter_gate_end\n"
+	"wsfilter_gate_page:\n"
+	".fill 4096 - 24, 1, 0xcc\n"          /* int3: nothing else lives here */
+	"wsfilter_gate:\n"                      /* long gate(nr, a, b, c, d, e) */
+	"endbr64\n"
+	"mov %rdi, %rax\n"
+	"mov %rsi, %rdi\n"
+	"mov %rdx, %rsi\n"
+	"mov %rcx, %rdx\n"
+	"mov %r8, %r10\n"
+	"mov %r9, %r8\n"
+	"syscall\n"
+	"wsfilter_gate_end:\n"                  /* the next page */
+	"ret\n"
+	".popsection\n");
+extern const char wsfilter_gate_page[], wsfilter_gate[], wsfilter_gate_end[];
+#endif
+
+static long (*gate_fn)(long, long, long, long, long, long);
+static uintptr_t gate_ip;      /* the address the kernel reports for it; 0: none */
+
+/* Set up the gate: 0, or -1 when this build or system has none. */
+static int gate_open(void)
+{
+#ifdef GATE_PAGE
+	uintptr_t page = (uintptr_t)wsfilter_gate_page, end = (uintptr_t)wsfilter_gate_end;
+
+	if (page % GATE_PAGE || end != page + GATE_PAGE || sysconf(_SC_PAGESIZE) != GATE_PAGE ||
+	    madvise((void *)page, GATE_PAGE, MADV_DONTFORK) < 0)
+		return -1;
+	gate_fn = (long (*)(long, long, long, long, long, long))(uintptr_t)wsfilter_gate;
+	gate_ip = end;
+	return 0;
+#else
+	return -1;
+#endif
+}
+
+/* One of the acceptor's own calls: through the gate when it is open
+ * (a child that tries it dies by SIGSEGV: the page is not there), else
+ * as libc makes it.  -1 and errno on failure, as syscall(2). */
+static long acc_call(long nr, long a, long b, long c, long d, long e)
+{
+	long r;
+
+	if (!gate_fn)
+		return syscall(nr, a, b, c, d, e);
+	r = gate_fn(nr, a, b, c, d, e);
+	if (r < 0 && r > -4096) {
+		errno = (int)-r;
+		return -1;
+	}
+	return r;
+}
+
 /* ==== Sandbox ========================================================== */
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -3616,8 +3712,11 @@ static void conn_run(struct conn *c, const sigset_t *run_mask)
 	SC_JEQ((nr), 0, 4), SC_LD(SC_ARG(i, 0)), SC_JEQ((v), 0, 1), \
 	SC_RET(SECCOMP_RET_ALLOW), SC_RET(ret)
 #define SC_KILL          SECCOMP_RET_KILL_PROCESS
-/* nr allowed in the acceptor's parent; elsewhere this entry matches nothing */
-#define SC_ALLOW_ACC(nr) SC_ALLOW(acceptor ? (uint32_t)(nr) : SC_OFF)
+/* nr allowed in the acceptor's parent without a gate; elsewhere this
+ * entry matches nothing */
+#define SC_ALLOW_ACC(nr) SC_ALLOW(acceptor && !gate ? (uint32_t)(nr) : SC_OFF)
+#define SC_IP            offsetof(struct seccomp_data, instruction_pointer)
+#define SC_GATED         5      /* the calls of the gate's table */
 #define SC_OFF           (~0u)  /* the value of an entry switched off */
 #define SC_MAX           160    /* instructions in the table, at most */
 
@@ -3684,20 +3783,36 @@ static unsigned short sc_compact(struct sock_filter *f, unsigned short n)
  * by SIGABRT rather than SIGSYS.  send(2) only on the syslog socket.
  *
  * The acceptor's parent has its own filter: the same calls, plus
- * accepting, forking, reaping and signalling its children, and what a
- * child does before it installs the tight filter over this one (look at
- * its socket, seed its generator, set its death signal).  No open, no
- * exec, no new socket.
+ * accepting, forking, reaping and signalling its children and drawing
+ * their seeds.  With a gate (gate: the address the kernel reports for
+ * its calls), those come from the gate alone, and its children run under
+ * this filter as it is; without one, from anywhere, and with prctl for a
+ * child to install the tight filter over this one.  No open, no exec, no
+ * new socket.
  * Returns 0 when the filter is on, -1 when this system cannot have it. */
-static int sandbox_enter(int log_fd, int stderr_is_log, int child, int acceptor)
+static int sandbox_enter(int log_fd, int stderr_is_log, int child, int acceptor, uintptr_t gate)
 {
 #ifdef SECCOMP_ARCH
-	/* one table, read whole: the allow-list is the point */
-	struct sock_filter f[] = {
-		/* a call from another architecture's table: kill */
+	/* a call from another architecture's table: kill */
+	static const struct sock_filter arch[] = {
 		SC_LD(offsetof(struct seccomp_data, arch)),
 		SC_JEQ(SECCOMP_ARCH, 1, 0),
 		SC_RET(SC_KILL),
+	};
+	/* the acceptor's calls, from its gate: the instruction pointer is
+	 * the gate's, both halves, else on to the table */
+	const struct sock_filter gated[] = {
+		SC_LD(SC_IP), SC_JEQ((uint32_t)gate, 0, 3 + 2 * SC_GATED),
+		SC_LD(SC_IP + 4), SC_JEQ((uint32_t)((uint64_t)gate >> 32), 0, 1 + 2 * SC_GATED),
+		SC_LD(offsetof(struct seccomp_data, nr)),
+		SC_ALLOW(__NR_accept4),
+		SC_ALLOW(__NR_clone),           /* acceptor_fork: no clone3 */
+		SC_ALLOW(__NR_wait4),
+		SC_ALLOW(__NR_kill),
+		SC_ALLOW(__NR_getrandom),       /* each child's seed */
+	};
+	/* one table, read whole: the allow-list is the point */
+	struct sock_filter f[] = {
 		SC_LD(offsetof(struct seccomp_data, nr)),
 		SC_ALLOW(__NR_read),            /* the client's bytes */
 		SC_ALLOW(__NR_write),           /* replies; log lines to stderr */
@@ -3708,19 +3823,16 @@ static int sandbox_enter(int log_fd, int stderr_is_log, int child, int acceptor)
 		SC_ALLOW(__NR_shutdown),        /* our side done: FIN to the client */
 		SC_ALLOW(__NR_close),           /* the same for a pipe */
 		SC_ALLOW(__NR_clock_gettime),   /* timers, when the vDSO falls back */
-		/* the acceptor's parent */
+		/* the acceptor's parent without a gate: its calls (as the
+		 * gate's table), and prctl for a child to install the tight
+		 * filter over this one (the parent hands it its peer, socket
+		 * options and seed: serve, acceptor_child) */
 		SC_ALLOW_ACC(__NR_accept4),
-		SC_ALLOW_ACC(__NR_clone),       /* fork(); clone3 fails, below */
+		SC_ALLOW_ACC(__NR_clone),
 		SC_ALLOW_ACC(__NR_wait4),
 		SC_ALLOW_ACC(__NR_kill),
-		/* ... and its child before the tight filter (the parent
-		 * hands it its peer and socket options: serve, acceptor_child) */
-		SC_ALLOW_ACC(__NR_prctl),       /* death signal, the filter */
-		SC_ALLOW_ACC(__NR_getppid),
 		SC_ALLOW_ACC(__NR_getrandom),
-#ifdef __NR_clone3
-		SC_JEQ(acceptor ? (uint32_t)__NR_clone3 : SC_OFF, 0, 1), SC_RET(SECCOMP_RET_ERRNO | ENOSYS),
-#endif
+		SC_ALLOW_ACC(__NR_prctl),
 		/* what the client has taken of our bytes (SIOCOUTQ); with a
 		 * PROGRAM, what its pipes hold at the last stop step (FIONREAD) */
 		SC_JEQ(__NR_ioctl, 0, 5), SC_LD(SC_ARG(1, 0)),
@@ -3757,11 +3869,21 @@ static int sandbox_enter(int log_fd, int stderr_is_log, int child, int acceptor)
 		SC_RET(SC_KILL),
 		SC_RET(SC_KILL),
 	};
-	struct sock_fprog prog = {
-		.len = sc_compact(f, (unsigned short)(sizeof f / sizeof f[0])),
-		.filter = f,
-	};
-	static_assert(sizeof f / sizeof f[0] <= SC_MAX, "the filter is over SC_MAX");
+	struct sock_filter all[SC_MAX];
+	struct sock_fprog prog = { .filter = all };
+	size_t n = 0;
+
+	static_assert(sizeof arch + sizeof gated + sizeof f <= sizeof all, "the filter is over SC_MAX");
+	static_assert(sizeof gated / sizeof gated[0] == 5 + 2 * SC_GATED, "SC_GATED is the gate's table");
+	memcpy(all, arch, sizeof arch);
+	n += sizeof arch / sizeof arch[0];
+	if (acceptor && gate) {
+		memcpy(all + n, gated, sizeof gated);
+		n += sizeof gated / sizeof gated[0];
+	}
+	memcpy(all + n, f, sizeof f);
+	n += sizeof f / sizeof f[0];
+	prog.len = sc_compact(all, (unsigned short)n);
 
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		return -1;
@@ -3773,6 +3895,7 @@ static int sandbox_enter(int log_fd, int stderr_is_log, int child, int acceptor)
 	(void)stderr_is_log;
 	(void)child;
 	(void)acceptor;
+	(void)gate;
 	errno = ENOSYS;
 	return -1;
 #endif
@@ -4333,12 +4456,15 @@ static void signals_setup(sigset_t *run_mask)
 		sigdelset(run_mask, stops[i]);
 }
 
-/* The filter as --sandbox asks: -1 when it is required and cannot be had. */
+/* The filter as --sandbox asks (the acceptor's with its gate, if open):
+ * 1 when it is on, 0 when off, -1 when it is required and cannot be had. */
 static int sandbox_start(const struct options *o, int child, int acceptor)
 {
-	if (o->sandbox == SANDBOX_OFF || SANITIZER_BUILD ||
-	    sandbox_enter(syslog_fd, log_to == LOG_STDERR, child, acceptor) == 0)
+	if (o->sandbox == SANDBOX_OFF || SANITIZER_BUILD)
 		return 0;
+	if (sandbox_enter(syslog_fd, log_to == LOG_STDERR, child, acceptor,
+			  acceptor ? gate_ip : 0) == 0)
+		return 1;
 	if (o->sandbox == SANDBOX_REQUIRED) {
 		log_line("cannot install the seccomp filter: %s", strerror(errno));
 		return -1;
@@ -4358,7 +4484,7 @@ static void conn_init(struct conn *c, const struct options *o, const int fds[2],
 	c->ep[EP_CLIENT_IN].fd = fds[0];
 	c->ep[EP_CLIENT_OUT].fd = fds[1];
 	c->ep[EP_PROG_EXEC].fd = c->ep[EP_PROG_IN].fd = c->ep[EP_PROG_OUT].fd = -1;
-	c->ep[EP_PROG_ERR].fd = -1;
+	c->ep[EP_PROG_ERR].fd = c->ep[EP_PARENT].fd = -1;
 	c->prog_ctl = -1;
 	c->pout_cap = -1;
 	c->shared = fds[0] == fds[1];
@@ -4368,11 +4494,17 @@ static void conn_init(struct conn *c, const struct options *o, const int fds[2],
  * listening socket, handed to the child so that it asks the kernel for
  * none of it again: the socket is a non-blocking TCP socket (accept4)
  * with tcp_setup's options (the listening socket's), and these are its
- * ends. */
+ * ends.  With them, the seed of its generator and the read end of a pipe
+ * whose only writer is the parent: the child makes no system call to
+ * learn of its parent's death (no death signal, no getppid) and none
+ * for randomness. */
 struct accepted {
 	char addr[INET6_ADDRSTRLEN];  /* the client's address, "" when unknown */
 	char port[8];                 /* and its port, "" when it has none */
 	char local_port[8];           /* the listening socket's port, or "" */
+	uint64_t seed[4];             /* drawn by the parent, for the child alone */
+	int parent_fd;                /* EOF once the parent is gone */
+	int confined;                 /* the parent's filter is the connection's */
 };
 
 /* One connection on fds, handed over by a launcher or by the acceptor
@@ -4396,18 +4528,23 @@ static void serve(struct conn *c, const struct options *o, const int fds[2],
 			peer_set(&c->k, ac->addr, ac->port[0] ? ac->port : NULL);
 		snprintf(c->k.local_port, sizeof c->k.local_port, "%s", ac->local_port);
 		c->out_socket = 1;
+		memcpy(c->k.rng, ac->seed, sizeof c->k.rng);
+		c->ep[EP_PARENT].fd = ac->parent_fd;
 	} else {
 		peer_name(c, fds[0], 1);
 		c->out_socket = is_socket(fds[1]);
 		fd_setup(fds[0]);
 		if (fds[1] != fds[0])
 			fd_setup(fds[1]);
+		rng_seed(c->k.rng);
 	}
-	rng_seed(c->k.rng);
 	c->pgid_slot = pgid_slot;
 	if (o->gate)
 		prog_prepare(c, o);
-	if (sandbox_start(o, c->prog_pid, 0) < 0)
+	/* an acceptor's child under its parent's gated filter has the
+	 * connection's already (no program: prog_pid is 0) */
+	assert(!(ac && ac->confined && c->prog_pid));
+	if (!(ac && ac->confined) && sandbox_start(o, c->prog_pid, 0) < 0)
 		_exit(EXIT_INTERNAL);
 	conn_run(c, run_mask);
 	log_summary(c, now_ms());
@@ -4458,7 +4595,6 @@ struct acceptor {
 	int64_t idle_since;          /* when the last child went, 0: some live */
 	int64_t retry_at;            /* accept(2) or fork(2) failed: not before */
 	const sigset_t *run_mask;    /* the children's, for their loop */
-	pid_t parent;
 	/* With a PROGRAM: each child writes its program's process group
 	 * to its entry (shared), and clears it once that group is gone.
 	 * A child that dies with its entry set (a signal, the stop
@@ -4466,6 +4602,8 @@ struct acceptor {
 	pid_t *pgids;
 	int *free_slots;             /* entries of pgids not in use */
 	long long nfree;
+	int alive[2];                /* the pipe a child reads EOF from when we are gone */
+	int confined;                /* our filter, gated, is the children's */
 	int64_t accept_err_at;       /* accept(2) failures: the last logged */
 	long long accept_errs;       /* and those since, not logged */
 	char local_port[8];          /* the listening socket's, for SERVER_PORT */
@@ -4532,7 +4670,7 @@ static void acceptor_signal(struct acceptor *a, int sig)
 	long long i;
 
 	for (i = 0; i < a->live; i++)
-		(void)kill(a->kids[i].pid, sig);
+		(void)acc_call(__NR_kill, a->kids[i].pid, sig, 0, 0, 0);
 }
 
 static void acceptor_reap(struct acceptor *a, int64_t now)
@@ -4541,7 +4679,7 @@ static void acceptor_reap(struct acceptor *a, int64_t now)
 	pid_t pid;
 	int st;
 
-	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+	while ((pid = (pid_t)acc_call(__NR_wait4, -1, (long)&st, WNOHANG, 0, 0)) > 0) {
 		for (i = 0; i < a->live && a->kids[i].pid != pid; i++)
 			;
 		if (i == a->live)
@@ -4549,7 +4687,7 @@ static void acceptor_reap(struct acceptor *a, int64_t now)
 		if (a->kids[i].slot >= 0) {
 			/* its program's group, if it died before ending it */
 			if (a->pgids[a->kids[i].slot] > 0)
-				(void)kill(-a->pgids[a->kids[i].slot], SIGKILL);
+				(void)acc_call(__NR_kill, -a->pgids[a->kids[i].slot], SIGKILL, 0, 0, 0);
 			a->pgids[a->kids[i].slot] = 0;
 			a->free_slots[a->nfree++] = a->kids[i].slot;
 		}
@@ -4588,10 +4726,11 @@ static void acceptor_stop(struct acceptor *a, int64_t now, int status)
  * copies) pages of their data in every child.  A child of the acceptor
  * is single-threaded and takes none of those locks; glibc itself asks the
  * kernel for the thread id where it needs it (raise, abort).  Measured:
- * three to four pages less per connection. */
+ * three to four pages less per connection.  Through the gate: the child
+ * returns to its ret, in the page after the one the child lacks. */
 static pid_t acceptor_fork(void)
 {
-	return (pid_t)syscall(SYS_clone, SIGCHLD, NULL, NULL, NULL, NULL);
+	return (pid_t)acc_call(__NR_clone, SIGCHLD, 0, 0, 0, 0);
 }
 
 /* What a child takes with it, copied from the parent's state before the
@@ -4601,7 +4740,7 @@ struct child_start {
 	const struct options *opt;
 	const sigset_t *run_mask;
 	int lfd;
-	pid_t parent;
+	int alive_w;                 /* the parent's end of that pipe: closed */
 	pid_t *pgid_slot;            /* its entry in pgids, or NULL */
 	struct accepted ac;
 };
@@ -4614,14 +4753,14 @@ static void acceptor_child(const struct child_start *cs, int fd)
 	int fds[2] = { fd, fd };
 
 	close(cs->lfd);
+	/* from now on the parent alone holds the pipe's write end: its
+	 * death, even before this line, is an EOF on ac.parent_fd */
+	close(cs->alive_w);
 	/* written only when set: every page a child writes is its own copy */
 	if (stop_signal)
 		stop_signal = 0;
 	if (child_signal)
 		child_signal = 0;
-	/* the parent gone: end as on a stop */
-	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != cs->parent)
-		_exit(EXIT_INTERNAL);
 	serve(cs->conn, cs->opt, fds, cs->run_mask, &cs->ac, cs->pgid_slot);
 }
 
@@ -4645,7 +4784,8 @@ static void acceptor_accept(struct acceptor *a, int64_t now)
 {
 	const struct options *o = a->opt;
 	struct child_start cs = { .conn = a->conn, .opt = o, .run_mask = a->run_mask,
-				  .lfd = a->lfd, .parent = a->parent };
+				  .lfd = a->lfd, .alive_w = a->alive[1],
+				  .ac.parent_fd = a->alive[0], .ac.confined = a->confined };
 	struct accepted *ac = &cs.ac;
 	struct sockaddr_storage ss;
 	unsigned char key[16];
@@ -4658,8 +4798,8 @@ static void acceptor_accept(struct acceptor *a, int64_t now)
 
 	for (i = 0; i < ACCEPT_BATCH && !acceptor_full(a, o); i++) {
 		sl = sizeof ss;
-		fd = accept4(a->lfd, (struct sockaddr *)&ss, &sl,
-			     SOCK_NONBLOCK | SOCK_CLOEXEC);
+		fd = (int)acc_call(__NR_accept4, a->lfd, (long)&ss, (long)&sl,
+				   SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		if (fd < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			return;
 		if (fd < 0 && (errno == EINTR || errno == ECONNABORTED || errno == EPROTO))
@@ -4685,6 +4825,7 @@ static void acceptor_accept(struct acceptor *a, int64_t now)
 			snprintf(ac->addr, sizeof ac->addr, "unix");
 		}
 		memcpy(ac->local_port, a->local_port, sizeof ac->local_port);
+		rng_seed(ac->seed);
 		slot = a->pgids ? a->free_slots[--a->nfree] : -1;
 		cs.pgid_slot = slot >= 0 ? &a->pgids[slot] : NULL;
 		pid = acceptor_fork();
@@ -4861,12 +5002,15 @@ static int acceptor_run(struct conn *c, struct options *o, int lfd, const sigset
 		log_line("cannot allocate the table of %lld connections", o->max_conn);
 		return EXIT_INTERNAL;
 	}
+	if (pipe2(a->alive, O_CLOEXEC) < 0) {
+		log_line("cannot make a pipe: %s", strerror(errno));
+		return EXIT_INTERNAL;
+	}
 	fd_nonblock(lfd);
 	a->lfd = lfd;
 	a->conn = c;
 	a->idle_exit = o->idle_exit;
 	a->run_mask = run_mask;
-	a->parent = getpid();
 	a->idle_since = now_ms();
 	if (getsockname(lfd, (struct sockaddr *)&ss, &sl) == 0) {
 		source_text(key, source_of(&ss, key), where, sizeof where);
@@ -4879,9 +5023,16 @@ static int acceptor_run(struct conn *c, struct options *o, int lfd, const sigset
 	log_line("accepting on %s, at most %lld connection%s", where, o->max_conn,
 		 o->max_conn == 1 ? "" : "s");
 	/* a PROGRAM must start outside any filter of wsfilter's, and the
-	 * children fork it: then only they are confined */
-	if (!o->gate && sandbox_start(o, 0, 1) < 0)
-		return EXIT_INTERNAL;
+	 * children fork it: then only they are confined.  Else the gate,
+	 * and the filter: with both, the children are confined by it. */
+	if (!o->gate) {
+		int on;
+
+		(void)gate_open();
+		if ((on = sandbox_start(o, 0, 1)) < 0)
+			return EXIT_INTERNAL;
+		a->confined = on && gate_ip;
+	}
 	acceptor_loop(a);
 	return a->status;
 }

@@ -86,12 +86,14 @@ hold_open() {
 # probe MODE CALL EXPECT: test/lib/filter_probe ($FILTER_PROBE: make mutants
 # builds one from each mutant's source) installs wsfilter's filter as
 # MODE has it and makes CALL; EXPECT is "allowed (R)" (the line it prints when
-# the call came back) or SIGSYS (killed by the filter, exit 159, nothing printed).
+# the call came back), SIGSYS (killed by the filter, exit 159, nothing
+# printed) or SIGSEGV (exit 139: a child calling a gate it does not have).
 probe() {
 	run "$FILTER_PROBE" "$1" "$2"
-	if [ "$3" = SIGSYS ]; then
-		[ "$status" = 159 ] && [ -z "$output" ] ||
-			fail "$1 $2: expected death by SIGSYS, got exit $status: $output"
+	if [ "$3" = SIGSYS ] || [ "$3" = SIGSEGV ]; then
+		local want=$((128 + $(kill -l "$3")))
+		[ "$status" = "$want" ] && [ -z "$output" ] ||
+			fail "$1 $2: expected death by $3, got exit $status: $output"
 	else
 		[ "$status" = 0 ] && [ "$output" = "$3" ] ||
 			fail "$1 $2: expected '$3', got exit $status: $output"
@@ -101,10 +103,11 @@ probe() {
 @test "the filter of each mode: its calls pass; a connection's kill(-1) or of another process, system call -1, an unknown ioctl and what only comes before the filter die by SIGSYS" {
 	FILTER_PROBE=${FILTER_PROBE:-$TOP/test/lib/filter_probe}
 	[ -x "$FILTER_PROBE" ] || fail "no $FILTER_PROBE (make test/lib/filter_probe)"
-	local m
+	local m c
 	# conn: wsfilter without a program; prog: with one (its group is signalled);
-	# child: an acceptor's child, the parent's filter under its own
-	for m in conn prog acceptor child; do
+	# acceptor, child: the acceptor's parent and a child forked through its gate;
+	# -nogate: the same where there is no gate (a child's filter on the parent's)
+	for m in conn prog acceptor child acceptor-nogate child-nogate; do
 		probe "$m" write "allowed (0)"
 		probe "$m" open SIGSYS
 		probe "$m" nr-1 SIGSYS
@@ -116,14 +119,38 @@ probe() {
 		probe "$m" getsockname SIGSYS
 		probe "$m" fcntl SIGSYS
 		probe "$m" fstat SIGSYS
+		# a child learns of its parent's death from a pipe, not a death signal
+		probe "$m" getppid SIGSYS
 	done
-	for m in conn prog child; do
+	for m in conn prog child child-nogate; do
 		probe "$m" kill-all SIGSYS
 		probe "$m" kill-init SIGSYS
+		# the acceptor's calls: no connection makes them
+		for c in accept4 clone getrandom prctl; do
+			probe "$m" "$c" SIGSYS
+		done
 	done
 	probe conn kill-prog SIGSYS
 	probe child kill-prog SIGSYS
+	probe child-nogate kill-prog SIGSYS
 	probe prog kill-prog "allowed (0)"
-	# the acceptor's parent signals its children and their programs' groups
-	probe acceptor kill-prog "allowed (0)"
+	# the acceptor's parent: its own calls (it signals its children and their
+	# programs' groups), through its gate, and from nowhere else
+	probe acceptor-nogate kill-prog "allowed (0)"
+	probe acceptor-nogate accept4 "allowed (-1 EBADF)"
+	probe acceptor-nogate clone "allowed (-1 EINVAL)"
+	probe acceptor-nogate getrandom "allowed (1)"
+	probe acceptor-nogate prctl "allowed (1)"
+	[ "$("$FILTER_PROBE" has-gate)" = gate ] || skip "no gate on $(uname -m): its half is not run"
+	probe acceptor gate-kill-prog "allowed (0)"
+	probe acceptor gate-accept4 "allowed (-1 EBADF)"
+	probe acceptor gate-clone "allowed (-1 EINVAL)"
+	probe acceptor gate-getrandom "allowed (1)"
+	for c in kill-prog kill-all accept4 clone getrandom prctl; do
+		probe acceptor "$c" SIGSYS
+	done
+	# a child has the gate's page no more: whatever it would make there
+	for c in kill-all kill-prog accept4 clone getrandom; do
+		probe child "gate-$c" SIGSEGV
+	done
 }

@@ -4,8 +4,12 @@
  *
  *   MODE  conn      a connection without a program (wsfilter, launched)
  *         prog      a connection whose program's group is a child here
- *         acceptor  the acceptor's parent
- *         child     an acceptor's child: the parent's filter, then its own
+ *         acceptor  the acceptor's parent, with its gate (x86_64)
+ *         child     an acceptor's child: forked through the parent's gate,
+ *                   under the parent's filter alone, as wsfilter's are
+ *         acceptor-nogate, child-nogate
+ *                   the same without a gate: the parent's calls from
+ *                   anywhere, and a child's own filter over the parent's
  *   CALL  write     write(1, ...): every mode's
  *         open      open("/dev/null"): no mode's
  *         kill-all  kill(-1, 0): every process there is
@@ -16,26 +20,95 @@
  *         writev-1  writev(-1, ...) (stderr not the log)
  *         getsockname, fcntl, fstat  on fd 0: what a launched wsfilter asks
  *                   before its filter, and an acceptor's child no longer does
+ *         accept4   accept4(-1, ...)
+ *         clone     clone(CLONE_SIGHAND) without CLONE_VM: EINVAL, if allowed
+ *         getrandom one byte
+ *         prctl     prctl(PR_GET_DUMPABLE)
+ *         getppid
+ *         gate-CALL the same call through the acceptor's gate (acc_call):
+ *                   kill-all, kill-prog, accept4, clone, getrandom
+ *   has-gate        prints "gate" when this build and system have one
+ *
+ * In the child modes the parent waits for the child and ends as it did:
+ * a death by signal S is exit 128 + S.
  *
  * Built by the Makefile from wsfilter.c itself (WSFILTER_NO_MAIN), so it
- * tests the table wsfilter installs, not a copy of it. */
+ * tests the table and gate wsfilter uses, not a copy of them. */
 #define WSFILTER_NO_MAIN
 #include "wsfilter.c"   /* the top directory's, by -I (the mutants: their own) */
+#include <sched.h>      /* CLONE_SIGHAND */
 
-int main(int argc, char **argv)
+static long probe_call(const char *call, pid_t prog)
 {
-	const char *mode = argc > 2 ? argv[1] : "", *call = argc > 2 ? argv[2] : "";
 	struct iovec v = { "x", 1 };
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof ss;
 	struct stat st;
-	pid_t prog = 0;
-	long r = 0;
+	char b;
+	int gate = !strncmp(call, "gate-", 5);
+	long (*sys)(long, long, long, long, long, long) = gate ? acc_call : NULL;
 
+	if (gate)
+		call += 5;
+	if (!strcmp(call, "kill-all"))
+		return sys ? sys(__NR_kill, -1, 0, 0, 0, 0) : kill(-1, 0);
+	if (!strcmp(call, "kill-prog"))
+		return sys ? sys(__NR_kill, -prog, 0, 0, 0, 0) : kill(-prog, 0);
+	if (!strcmp(call, "accept4"))
+		return sys ? sys(__NR_accept4, -1, 0, 0, 0, 0) : syscall(__NR_accept4, -1, 0, 0, 0);
+	if (!strcmp(call, "clone"))
+		return sys ? sys(__NR_clone, CLONE_SIGHAND, 0, 0, 0, 0)
+			   : syscall(__NR_clone, CLONE_SIGHAND, 0, 0, 0, 0);
+	if (!strcmp(call, "getrandom"))
+		return sys ? sys(__NR_getrandom, (long)&b, 1, 0, 0, 0)
+			   : syscall(__NR_getrandom, &b, 1, 0);
+	if (gate)
+		return -2;
+	if (!strcmp(call, "write"))
+		return write(1, "", 0);
+	if (!strcmp(call, "open"))
+		return open("/dev/null", O_RDONLY);
+	if (!strcmp(call, "kill-init"))
+		return kill(1, 0);
+	if (!strcmp(call, "nr-1"))
+		return syscall(-1);
+	if (!strcmp(call, "ioctl-off"))
+		return ioctl(0, 0xffffffffu);
+	if (!strcmp(call, "writev-1"))
+		return writev(-1, &v, 1);
+	if (!strcmp(call, "getsockname"))
+		return getsockname(0, (struct sockaddr *)&ss, &sl);
+	if (!strcmp(call, "fcntl"))
+		return fcntl(0, F_GETFL);
+	if (!strcmp(call, "fstat"))
+		return fstat(0, &st);
+	if (!strcmp(call, "prctl"))
+		return prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+	if (!strcmp(call, "getppid"))
+		return getppid();
+	return -2;
+}
+
+int main(int argc, char **argv)
+{
+	const char *mode = argc > 2 ? argv[1] : "", *call = argc > 2 ? argv[2] : "";
+	int acceptor = !strncmp(mode, "acceptor", 8), child = !strncmp(mode, "child", 5);
+	int nogate = strstr(mode, "-nogate") != NULL;
+	pid_t prog = 0, pid = 0;
+	long r;
+	int st;
+
+	if (argc == 2 && !strcmp(argv[1], "has-gate")) {
+		if (gate_open() == 0)
+			(void)!write(1, "gate\n", 5);
+		return 0;
+	}
 	if (strcmp(mode, "conn") && strcmp(mode, "prog") && strcmp(mode, "acceptor") &&
-	    strcmp(mode, "child"))
+	    strcmp(mode, "child") && strcmp(mode, "acceptor-nogate") && strcmp(mode, "child-nogate"))
 		return 2;
-	if (!strcmp(mode, "prog")) {
+	/* the parent's own calls go through the gate: the library's kill is
+	 * what a child (or a bug in the parent) would call */
+	if (!strcmp(call, "kill-prog") || !strcmp(call, "gate-kill-prog") || !strcmp(mode, "prog")) {
 		prog = fork();
 		if (prog == 0) {
 			/* holds nothing of the caller's, and dies with us */
@@ -47,34 +120,29 @@ int main(int argc, char **argv)
 		}
 		(void)setpgid(prog, prog);
 	}
-	if (!strcmp(mode, "child") && sandbox_enter(-1, 0, 0, 1) < 0)
+	if ((acceptor || child) && !nogate && gate_open() < 0)
+		return 3;
+	if (sandbox_enter(-1, 0, !strcmp(mode, "prog") ? (int)prog : 0, acceptor || child,
+			  acceptor || child ? gate_ip : 0) < 0)
 		return 2;
-	if (sandbox_enter(-1, 0, (int)prog, !strcmp(mode, "acceptor")) < 0)
-		return 2;
-	if (!strcmp(call, "write"))
-		r = write(1, "", 0);
-	else if (!strcmp(call, "open"))
-		r = open("/dev/null", O_RDONLY);
-	else if (!strcmp(call, "kill-all"))
-		r = kill(-1, 0);
-	else if (!strcmp(call, "kill-init"))
-		r = kill(1, 0);
-	else if (!strcmp(call, "kill-prog"))
-		r = kill(-prog, 0);
-	else if (!strcmp(call, "nr-1"))
-		r = syscall(-1);
-	else if (!strcmp(call, "ioctl-off"))
-		r = ioctl(0, 0xffffffffu);
-	else if (!strcmp(call, "writev-1"))
-		r = writev(-1, &v, 1);
-	else if (!strcmp(call, "getsockname"))
-		r = getsockname(0, (struct sockaddr *)&ss, &sl);
-	else if (!strcmp(call, "fcntl"))
-		r = fcntl(0, F_GETFL);
-	else if (!strcmp(call, "fstat"))
-		r = fstat(0, &st);
-	else
-		return 2;
+	if (child) {
+		pid = acceptor_fork();
+		if (pid > 0) {
+			while (acc_call(__NR_wait4, pid, (long)&st, 0, 0, 0) < 0 && errno == EINTR)
+				;
+			if (prog > 0)
+				(void)acc_call(__NR_kill, -prog, SIGKILL, 0, 0, 0);
+			_exit(WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WEXITSTATUS(st));
+		}
+		if (pid < 0)
+			return 2;
+		/* without a gate the child installs the connection's filter */
+		if (nogate && sandbox_enter(-1, 0, 0, 0, 0) < 0)
+			_exit(2);
+	}
+	r = probe_call(call, prog);
+	if (r == -2)
+		_exit(2);
 	{
 		/* write(2) alone: stdio would ask for more (fstat, mmap) */
 		char line[64];
@@ -83,7 +151,7 @@ int main(int argc, char **argv)
 
 		(void)!write(1, line, (size_t)n);
 	}
-	if (prog > 0)
-		(void)kill(-prog, SIGKILL);
+	if (prog > 0 && !child)
+		(void)acc_call(__NR_kill, -prog, SIGKILL, 0, 0, 0);
 	_exit(0);
 }
