@@ -3707,16 +3707,22 @@ static long acc_call(long nr, long a, long b, long c, long d, long e)
  * on every architecture listed above) */
 #define SC_ARG(i, hi)    (offsetof(struct seccomp_data, args) + 8 * (i) + 4 * (hi))
 #define SC_ALLOW(nr)     SC_JEQ((nr), 0, 1), SC_RET(SECCOMP_RET_ALLOW)
+/* the filter's parts, in order, each there or not */
+struct sc_part {
+	const struct sock_filter *f;
+	size_t len;
+	int on;
+};
 /* nr allowed only with argument i equal to v; else ret */
 #define SC_ALLOW_IF(nr, i, v, ret) \
 	SC_JEQ((nr), 0, 4), SC_LD(SC_ARG(i, 0)), SC_JEQ((v), 0, 1), \
 	SC_RET(SECCOMP_RET_ALLOW), SC_RET(ret)
 #define SC_KILL          SECCOMP_RET_KILL_PROCESS
-/* nr allowed in the acceptor's parent without a gate; elsewhere this
- * entry matches nothing */
-#define SC_ALLOW_ACC(nr) SC_ALLOW(acceptor && !gate ? (uint32_t)(nr) : SC_OFF)
+#define SC_JGE(v, t, f)  BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, (v), (t), (f))
+#define SC_JGT(v, t, f)  BPF_JUMP(BPF_JMP | BPF_JGT | BPF_K, (v), (t), (f))
+#define SC_NR            offsetof(struct seccomp_data, nr)
 #define SC_IP            offsetof(struct seccomp_data, instruction_pointer)
-#define SC_GATED         5      /* the calls of the gate's table */
+#define SC_LEN(a)        (sizeof (a) / sizeof (a)[0])
 #define SC_OFF           (~0u)  /* the value of an entry switched off */
 #define SC_MAX           160    /* instructions in the table, at most */
 
@@ -3783,12 +3789,12 @@ static unsigned short sc_compact(struct sock_filter *f, unsigned short n)
  * by SIGABRT rather than SIGSYS.  send(2) only on the syslog socket.
  *
  * The acceptor's parent has its own filter: the same calls, plus
- * accepting, forking, reaping and signalling its children and drawing
- * their seeds.  With a gate (gate: the address the kernel reports for
- * its calls), those come from the gate alone, and its children run under
- * this filter as it is; without one, from anywhere, and with prctl for a
- * child to install the tight filter over this one.  No open, no exec, no
- * new socket.
+ * accepting, forking, reaping and signalling its children (each alone:
+ * no group, no -1) and drawing their seeds.  With a gate (gate: the
+ * address the kernel reports for its calls), those come from the gate
+ * alone, and its children run under this filter as it is; without one,
+ * from anywhere, and with prctl for a child to install the tight filter
+ * over this one.  No open, no exec, no new socket.
  * Returns 0 when the filter is on, -1 when this system cannot have it. */
 static int sandbox_enter(int log_fd, int stderr_is_log, int child, int acceptor, uintptr_t gate)
 {
@@ -3799,21 +3805,34 @@ static int sandbox_enter(int log_fd, int stderr_is_log, int child, int acceptor,
 		SC_JEQ(SECCOMP_ARCH, 1, 0),
 		SC_RET(SC_KILL),
 	};
-	/* the acceptor's calls, from its gate: the instruction pointer is
-	 * the gate's, both halves, else on to the table */
-	const struct sock_filter gated[] = {
-		SC_LD(SC_IP), SC_JEQ((uint32_t)gate, 0, 3 + 2 * SC_GATED),
-		SC_LD(SC_IP + 4), SC_JEQ((uint32_t)((uint64_t)gate >> 32), 0, 1 + 2 * SC_GATED),
-		SC_LD(offsetof(struct seccomp_data, nr)),
+	/* the acceptor's own calls: its children, and their seeds */
+	static const struct sock_filter own[] = {
 		SC_ALLOW(__NR_accept4),
 		SC_ALLOW(__NR_clone),           /* acceptor_fork: no clone3 */
 		SC_ALLOW(__NR_wait4),
-		SC_ALLOW(__NR_kill),
+		/* one child at a time: pid in 1..INT32_MAX (the low half
+		 * is the pid_t), never a group, 0 or -1 */
+		SC_JEQ(__NR_kill, 0, 5), SC_LD(SC_ARG(0, 0)),
+		SC_JGE(1, 0, 2), SC_JGT(INT32_MAX, 1, 0),
+		SC_RET(SECCOMP_RET_ALLOW), SC_RET(SC_KILL),
 		SC_ALLOW(__NR_getrandom),       /* each child's seed */
+	};
+	/* ... from the gate alone: the instruction pointer is the gate's,
+	 * both halves, else on to the table */
+	const struct sock_filter from_gate[] = {
+		SC_LD(SC_IP), SC_JEQ((uint32_t)gate, 0, 3 + SC_LEN(own)),
+		SC_LD(SC_IP + 4), SC_JEQ((uint32_t)((uint64_t)gate >> 32), 0, 1 + SC_LEN(own)),
+		SC_LD(SC_NR),
+	};
+	/* ... or, without a gate, from anywhere, and prctl for a child to
+	 * install the tight filter over this one */
+	static const struct sock_filter from_anywhere[] = {
+		SC_LD(SC_NR),
+		SC_ALLOW(__NR_prctl),
 	};
 	/* one table, read whole: the allow-list is the point */
 	struct sock_filter f[] = {
-		SC_LD(offsetof(struct seccomp_data, nr)),
+		SC_LD(SC_NR),
 		SC_ALLOW(__NR_read),            /* the client's bytes */
 		SC_ALLOW(__NR_write),           /* replies; log lines to stderr */
 		SC_ALLOW(__NR_ppoll),           /* the loop's one wait */
@@ -3823,16 +3842,6 @@ static int sandbox_enter(int log_fd, int stderr_is_log, int child, int acceptor,
 		SC_ALLOW(__NR_shutdown),        /* our side done: FIN to the client */
 		SC_ALLOW(__NR_close),           /* the same for a pipe */
 		SC_ALLOW(__NR_clock_gettime),   /* timers, when the vDSO falls back */
-		/* the acceptor's parent without a gate: its calls (as the
-		 * gate's table), and prctl for a child to install the tight
-		 * filter over this one (the parent hands it its peer, socket
-		 * options and seed: serve, acceptor_child) */
-		SC_ALLOW_ACC(__NR_accept4),
-		SC_ALLOW_ACC(__NR_clone),
-		SC_ALLOW_ACC(__NR_wait4),
-		SC_ALLOW_ACC(__NR_kill),
-		SC_ALLOW_ACC(__NR_getrandom),
-		SC_ALLOW_ACC(__NR_prctl),
 		/* what the client has taken of our bytes (SIOCOUTQ); with a
 		 * PROGRAM, what its pipes hold at the last stop step (FIONREAD) */
 		SC_JEQ(__NR_ioctl, 0, 5), SC_LD(SC_ARG(1, 0)),
@@ -3860,29 +3869,40 @@ static int sandbox_enter(int log_fd, int stderr_is_log, int child, int acceptor,
 #else
 		SC_JEQ(__NR_mmap, 0, 1), SC_RET(SECCOMP_RET_ERRNO | ENOMEM),
 #endif
-		/* send(fd, buf, len, flags) is sendto(..., NULL, 0) */
+	};
+	/* with a syslog socket: send(fd, buf, len, flags) on it, which is
+	 * sendto(..., NULL, 0) */
+	const struct sock_filter syslog_send[] = {
 		SC_JEQ(__NR_sendto, 0, 8),
 		SC_LD(SC_ARG(0, 0)), SC_JEQ((uint32_t)log_fd, 0, 5),
 		SC_LD(SC_ARG(4, 0)), SC_JEQ(0, 0, 3),
 		SC_LD(SC_ARG(4, 1)), SC_JEQ(0, 0, 1),
 		SC_RET(SECCOMP_RET_ALLOW),
 		SC_RET(SC_KILL),
-		SC_RET(SC_KILL),
+	};
+	static const struct sock_filter end[] = { SC_RET(SC_KILL) };
+	const struct sc_part parts[] = {
+		{ arch, SC_LEN(arch), 1 },
+		{ from_gate, SC_LEN(from_gate), acceptor && gate },
+		{ from_anywhere, SC_LEN(from_anywhere), acceptor && !gate },
+		{ own, SC_LEN(own), acceptor },
+		{ f, SC_LEN(f), 1 },
+		{ syslog_send, SC_LEN(syslog_send), log_fd >= 0 },
+		{ end, SC_LEN(end), 1 },
 	};
 	struct sock_filter all[SC_MAX];
 	struct sock_fprog prog = { .filter = all };
-	size_t n = 0;
+	size_t i, n = 0;
 
-	static_assert(sizeof arch + sizeof gated + sizeof f <= sizeof all, "the filter is over SC_MAX");
-	static_assert(sizeof gated / sizeof gated[0] == 5 + 2 * SC_GATED, "SC_GATED is the gate's table");
-	memcpy(all, arch, sizeof arch);
-	n += sizeof arch / sizeof arch[0];
-	if (acceptor && gate) {
-		memcpy(all + n, gated, sizeof gated);
-		n += sizeof gated / sizeof gated[0];
+	static_assert(sizeof arch + sizeof from_gate + sizeof from_anywhere + sizeof own +
+		      sizeof f + sizeof syslog_send + sizeof end <= sizeof all,
+		      "the filter is over SC_MAX");
+	for (i = 0; i < SC_LEN(parts); i++) {
+		if (!parts[i].on)
+			continue;
+		memcpy(all + n, parts[i].f, parts[i].len * sizeof *all);
+		n += parts[i].len;
 	}
-	memcpy(all + n, f, sizeof f);
-	n += sizeof f / sizeof f[0];
 	prog.len = sc_compact(all, (unsigned short)n);
 
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)

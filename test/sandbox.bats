@@ -121,10 +121,13 @@ probe() {
 		probe "$m" fstat SIGSYS
 		# a child learns of its parent's death from a pipe, not a death signal
 		probe "$m" getppid SIGSYS
+		# send(2) on the syslog socket alone, and here there is none
+		probe "$m" sendto SIGSYS
 	done
 	for m in conn prog child child-nogate; do
 		probe "$m" kill-all SIGSYS
 		probe "$m" kill-init SIGSYS
+		probe "$m" kill-child SIGSYS
 		# the acceptor's calls: no connection makes them
 		for c in accept4 clone getrandom prctl; do
 			probe "$m" "$c" SIGSYS
@@ -134,23 +137,29 @@ probe() {
 	probe child kill-prog SIGSYS
 	probe child-nogate kill-prog SIGSYS
 	probe prog kill-prog "allowed (0)"
-	# the acceptor's parent: its own calls (it signals its children and their
-	# programs' groups), through its gate, and from nowhere else
-	probe acceptor-nogate kill-prog "allowed (0)"
+	# the acceptor's parent: its own calls, through its gate, and from nowhere
+	# else; it signals its children one at a time (with a PROGRAM, their
+	# programs' groups too, but then it has no filter)
+	probe acceptor-nogate kill-child "allowed (0)"
+	probe acceptor-nogate kill-prog SIGSYS
+	probe acceptor-nogate kill-all SIGSYS
+	probe acceptor-nogate kill-init "allowed (0)"
 	probe acceptor-nogate accept4 "allowed (-1 EBADF)"
 	probe acceptor-nogate clone "allowed (-1 EINVAL)"
 	probe acceptor-nogate getrandom "allowed (1)"
 	probe acceptor-nogate prctl "allowed (1)"
 	[ "$("$FILTER_PROBE" has-gate)" = gate ] || skip "no gate on $(uname -m): its half is not run"
-	probe acceptor gate-kill-prog "allowed (0)"
+	probe acceptor gate-kill-child "allowed (0)"
+	probe acceptor gate-kill-prog SIGSYS
+	probe acceptor gate-kill-all SIGSYS
 	probe acceptor gate-accept4 "allowed (-1 EBADF)"
 	probe acceptor gate-clone "allowed (-1 EINVAL)"
 	probe acceptor gate-getrandom "allowed (1)"
-	for c in kill-prog kill-all accept4 clone getrandom prctl; do
+	for c in kill-child kill-prog kill-all accept4 clone getrandom prctl; do
 		probe acceptor "$c" SIGSYS
 	done
 	# a child has the gate's page no more: whatever it would make there
-	for c in kill-all kill-prog accept4 clone getrandom; do
+	for c in kill-all kill-prog kill-child accept4 clone getrandom; do
 		probe child "gate-$c" SIGSEGV
 	done
 }

@@ -15,6 +15,8 @@
  *         kill-all  kill(-1, 0): every process there is
  *         kill-init kill(1, 0)
  *         kill-prog kill(-PGID, 0), the program's group (prog)
+ *         kill-child kill(PID, 0), that process alone (as the acceptor's
+ *                   parent signals a child)
  *         nr-1      system call number -1
  *         ioctl-off ioctl(0, 0xffffffff)
  *         writev-1  writev(-1, ...) (stderr not the log)
@@ -25,8 +27,9 @@
  *         getrandom one byte
  *         prctl     prctl(PR_GET_DUMPABLE)
  *         getppid
+ *         sendto    send(-1, ...): there is no syslog socket here
  *         gate-CALL the same call through the acceptor's gate (acc_call):
- *                   kill-all, kill-prog, accept4, clone, getrandom
+ *                   kill-all, kill-prog, kill-child, accept4, clone, getrandom
  *   has-gate        prints "gate" when this build and system have one
  *
  * In the child modes the parent waits for the child and ends as it did:
@@ -54,6 +57,8 @@ static long probe_call(const char *call, pid_t prog)
 		return sys ? sys(__NR_kill, -1, 0, 0, 0, 0) : kill(-1, 0);
 	if (!strcmp(call, "kill-prog"))
 		return sys ? sys(__NR_kill, -prog, 0, 0, 0, 0) : kill(-prog, 0);
+	if (!strcmp(call, "kill-child"))
+		return sys ? sys(__NR_kill, prog, 0, 0, 0, 0) : kill(prog, 0);
 	if (!strcmp(call, "accept4"))
 		return sys ? sys(__NR_accept4, -1, 0, 0, 0, 0) : syscall(__NR_accept4, -1, 0, 0, 0);
 	if (!strcmp(call, "clone"))
@@ -86,6 +91,8 @@ static long probe_call(const char *call, pid_t prog)
 		return prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
 	if (!strcmp(call, "getppid"))
 		return getppid();
+	if (!strcmp(call, "sendto"))
+		return send(-1, "x", 1, 0);
 	return -2;
 }
 
@@ -108,12 +115,16 @@ int main(int argc, char **argv)
 		return 2;
 	/* the parent's own calls go through the gate: the library's kill is
 	 * what a child (or a bug in the parent) would call */
-	if (!strcmp(call, "kill-prog") || !strcmp(call, "gate-kill-prog") || !strcmp(mode, "prog")) {
+	if (strstr(call, "kill-prog") || strstr(call, "kill-child") || !strcmp(mode, "prog")) {
+		pid_t self = getpid();
+
 		prog = fork();
 		if (prog == 0) {
-			/* holds nothing of the caller's, and dies with us */
+			/* holds nothing of the caller's, and dies with us, even
+			 * when we die (SIGSYS) before it has set that up */
 			(void)setpgid(0, 0);
-			(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+			if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != self)
+				_exit(0);
 			closefrom(0);
 			pause();
 			_exit(0);
@@ -131,7 +142,7 @@ int main(int argc, char **argv)
 			while (acc_call(__NR_wait4, pid, (long)&st, 0, 0, 0) < 0 && errno == EINTR)
 				;
 			if (prog > 0)
-				(void)acc_call(__NR_kill, -prog, SIGKILL, 0, 0, 0);
+				(void)acc_call(__NR_kill, prog, SIGKILL, 0, 0, 0);
 			_exit(WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WEXITSTATUS(st));
 		}
 		if (pid < 0)
@@ -151,7 +162,10 @@ int main(int argc, char **argv)
 
 		(void)!write(1, line, (size_t)n);
 	}
-	if (prog > 0 && !child)
-		(void)acc_call(__NR_kill, -prog, SIGKILL, 0, 0, 0);
+	/* the helper, as each mode may signal it */
+	if (prog > 0 && acceptor)
+		(void)acc_call(__NR_kill, prog, SIGKILL, 0, 0, 0);
+	else if (prog > 0 && !strcmp(mode, "prog"))
+		(void)kill(-prog, SIGKILL);
 	_exit(0);
 }
