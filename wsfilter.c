@@ -3707,12 +3707,6 @@ static long acc_call(long nr, long a, long b, long c, long d, long e)
  * on every architecture listed above) */
 #define SC_ARG(i, hi)    (offsetof(struct seccomp_data, args) + 8 * (i) + 4 * (hi))
 #define SC_ALLOW(nr)     SC_JEQ((nr), 0, 1), SC_RET(SECCOMP_RET_ALLOW)
-/* the filter's parts, in order, each there or not */
-struct sc_part {
-	const struct sock_filter *f;
-	size_t len;
-	int on;
-};
 /* nr allowed only with argument i equal to v; else ret */
 #define SC_ALLOW_IF(nr, i, v, ret) \
 	SC_JEQ((nr), 0, 4), SC_LD(SC_ARG(i, 0)), SC_JEQ((v), 0, 1), \
@@ -3725,6 +3719,13 @@ struct sc_part {
 #define SC_LEN(a)        (sizeof (a) / sizeof (a)[0])
 #define SC_OFF           (~0u)  /* the value of an entry switched off */
 #define SC_MAX           160    /* instructions in the table, at most */
+
+/* the filter's parts, in order, each there or not */
+struct sc_part {
+	const struct sock_filter *f;
+	size_t len;
+	int on;
+};
 
 /* The table less its entries switched off.  An entry switched off
  * compares with SC_OFF (~0u) and on a match falls into a RET that a miss

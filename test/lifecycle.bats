@@ -27,6 +27,8 @@ case_of() {
 	for k in mode bin lines size rate end msgs client at pause event et; do
 		out+="$k=${f[$k]} "
 	done
+	# want=ENDING: this case must end so (lifecycle.py: signal, prog0, ...)
+	[ -z "${f[want]:-}" ] || out+="want=${f[want]} "
 	echo "${out% }"
 }
 
@@ -69,6 +71,13 @@ one_case() {
 
 @test "acceptor: a program that ignores SIGTERM, --stop-timeout 1: the connection process and its program are both gone" {
 	one_case mode=acceptor end=ignore event=accstop
+}
+
+@test "acceptor: the parent killed by SIGKILL: each connection ends as on SIGTERM (close 1001 after its replies), its program's group too" {
+	one_case mode=acceptor end=cat msgs=3 event=killparent et=0.5 want=signal
+	one_case mode=acceptor end=bgfree event=killparent et=0.5 want=signal
+	# its stop steps take 2 s (--grace 1): the client's quiet close may come first
+	one_case mode=acceptor end=ignore event=killparent et=0.5
 }
 
 @test "acceptor: the connection process killed by SIGKILL: its program's group is killed too" {

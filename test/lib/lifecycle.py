@@ -10,7 +10,8 @@ The program is lcprog.py (see there). The client reads fast, slowly (about 60 KB
 pauses, stops reading, half-closes, sends its close, or resets, at a chosen time
 after the 101; a reading client that has had nothing for QUIET seconds sends its close,
 as a finished client does. The event is none, SIGTERM to wsfilter (or to the
-acceptor's parent), the acceptor's stop timeout, or SIGKILL to the connection process.
+acceptor's parent), the acceptor's stop timeout, SIGKILL to the connection process, or
+SIGKILL to the acceptor's parent (its connections end as on SIGTERM).
 
 Invariants, each case:
   data      every message is a whole line (or, --binary, the bytes) the program wrote,
@@ -24,7 +25,8 @@ Invariants, each case:
   cpu       the connection process's CPU stays near zero while it waits.
   bounded   the connection process ends within BOUND seconds.
   log       one summary line per connection, the program's stderr line, nothing else.
-  acceptor  the parent keeps no descriptor and no zombie, and exits 0 on SIGTERM.
+  acceptor  the parent keeps no descriptor and no zombie, and exits 0 on SIGTERM;
+            killed, it leaves its connection to end as on SIGTERM, bounded.
 
 Prints the seed first; any failure prints its case, which --case replays. The last
 line is "N passed, M failed".
@@ -81,7 +83,7 @@ def draw(rng):
     c["pause"] = rng.choice([1.5, 3.0])
     events = ["none"] * 5 + ["sigterm"] * 4
     if c["mode"] == "acceptor":
-        events += ["accstop", "killconn"]
+        events += ["accstop", "killconn", "killparent"]
     c["event"] = rng.choice(events)
     c["et"] = rng.choice([0.1, 0.5, 1.0, 2.0])
     if c["event"] == "accstop" and rng.random() < 0.5:
@@ -119,6 +121,7 @@ def parse_spec(text):
     c = dict(kv.split("=", 1) for kv in text.split())
     c.setdefault("req", "plain")
     c.setdefault("route", "none")
+    c.setdefault("want", "")  # a named test's one ending (signal, prog0, ...), else any it can have
     for k in ("bin", "lines", "size", "msgs"):
         c[k] = int(c[k])
     for k in ("rate", "at", "pause", "et"):
@@ -598,6 +601,8 @@ def run_case(c, grace, keep=False):
                     os.kill(target, signal.SIGTERM)
                 elif c["event"] == "killconn":
                     os.kill(conn_pid, signal.SIGKILL)
+                elif c["event"] == "killparent":
+                    os.kill(parent, signal.SIGKILL)
             except ProcessLookupError:
                 pass
 
@@ -663,7 +668,11 @@ def run_case(c, grace, keep=False):
                         pass
 
         # -- the acceptor's parent
-        if c["mode"] == "acceptor":
+        if c["mode"] == "acceptor" and c["event"] == "killparent":
+            prc = proc.wait(timeout=10)
+            if prc != -signal.SIGKILL:
+                fails.append("acceptor: the parent ended with %d before or instead of its SIGKILL" % prc)
+        elif c["mode"] == "acceptor":
             t = time.monotonic()
             while time.monotonic() < t + 2 and (children(parent) or fd_count(parent) > base_fds):
                 time.sleep(0.02)
@@ -750,7 +759,7 @@ def judge(c, obs, rc, log, conn_pid, written, fig):
         can.add("prog0")
     if end in ("exit3", "killed"):
         can.add("progfail")
-    if ev in ("sigterm", "accstop"):
+    if ev in ("sigterm", "accstop", "killparent"):
         can.add("signal")
     if cl == "close" or obs["sent_close"]:
         can.add("client_close")
@@ -762,7 +771,7 @@ def judge(c, obs, rc, log, conn_pid, written, fig):
         can.add("left")  # a stopped client goes after LIMIT
     if cl in ("stop", "pause", "slow"):
         can.add("stall")
-    killed_prog = end in ("killed", "flood", "ignore") or ev in ("sigterm", "accstop", "killconn") \
+    killed_prog = end in ("killed", "flood", "ignore") or ev in ("sigterm", "accstop", "killconn", "killparent") \
         or obs["sent_close"] or cl in ("halfclose", "rst", "stop")
 
     reason = summary
@@ -799,6 +808,9 @@ def judge(c, obs, rc, log, conn_pid, written, fig):
         elif seen not in can:
             fails.append("ending: %s (close %s, exit %s) is not an ending this case can have" %
                          (seen, obs["close"], rc))
+        if c.get("want") and seen != c["want"]:
+            fails.append("ending: %s (close %s, exit %s), where this case wants %s" %
+                         (seen, obs["close"], rc, c["want"]))
     reading = cl in ("fast", "slow", "pause") and not killed_conn and not obs["timeout"]
     complete = reading and seen in ("prog0", "progfail", "signal") and not (
         obs["quiet_close"] and seen == "client_close")
