@@ -234,6 +234,39 @@ within() {
 
 # ---- processes and ports ----------------------------------------------------
 
+# assert_child_confined PARENT CHILD: an acceptor's child runs under its
+# parent's filter alone and lacks the gate's page, where this machine has a
+# gate (filter_probe has-gate: x86_64); else it has its own filter on top.
+# The gate's page: one 4 KiB r-xp mapping of the parent's own executable
+# that the child has not, and the child has no mapping the parent has not.
+assert_child_confined() {
+	local probe=${FILTER_PROBE:-$TOP/test/lib/filter_probe} pf cf only_parent only_child
+	[ -x "$probe" ] || fail "no $probe (make test/lib/filter_probe)"
+	pf=$(awk '/^Seccomp_filters:/ { print $2 }' "/proc/$1/status")
+	cf=$(awk '/^Seccomp_filters:/ { print $2 }' "/proc/$2/status")
+	only_parent=$(comm -23 <(awk '{ print $1, $2, $6 }' "/proc/$1/maps" | sort) \
+			       <(awk '{ print $1, $2, $6 }' "/proc/$2/maps" | sort))
+	only_child=$(comm -13 <(awk '{ print $1, $2, $6 }' "/proc/$1/maps" | sort) \
+			      <(awk '{ print $1, $2, $6 }' "/proc/$2/maps" | sort))
+	echo "filters: the parent's $pf, the child's $cf"
+	echo "only the parent's: $only_parent"
+	echo "only the child's: $only_child"
+	if [ "$("$probe" has-gate)" != gate ]; then
+		[ "$cf" -gt "$pf" ] || fail "the child has $cf filters, the parent $pf"
+		return
+	fi
+	# one filter for both: the child cannot reach the gate its parent's
+	# accept4, clone, wait4 and kill must come from
+	[ "$cf" = "$pf" ] || fail "the child has $cf filters, the parent $pf"
+	[ "$(wc -l <<<"$only_parent")" = 1 ] || fail "more than the gate's page: $only_parent"
+	local range perm path
+	read -r range perm path <<<"$only_parent"
+	[ "$perm" = r-xp ] || fail "the page the child lacks is $perm, not r-xp"
+	[ "$path" = "$(readlink "/proc/$1/exe")" ] || fail "the page the child lacks is of $path"
+	[ $((16#${range#*-} - 16#${range%-*})) = 4096 ] || fail "the child lacks $range, not one page"
+	[ -z "$only_child" ] || fail "the child has mappings its parent has not: $only_child"
+}
+
 # descendants PID: the pids of every descendant of PID, one a line.
 descendants() {
 	ps -e -o pid=,ppid= | awk -v root="$1" '
