@@ -3645,7 +3645,7 @@ static uintptr_t gate_ip;      /* the address the kernel reports for it; 0: none
 /* Set up the gate: 0, or -1 when this build or system has none. */
 static int gate_open(void)
 {
-#ifdef GATE_PAGE
+#if defined(GATE_PAGE) && !defined(WSFILTER_TEST_NO_GATE)
 	uintptr_t page = (uintptr_t)wsfilter_gate_page, end = (uintptr_t)wsfilter_gate_end;
 
 	if (page % GATE_PAGE || end != page + GATE_PAGE || sysconf(_SC_PAGESIZE) != GATE_PAGE ||

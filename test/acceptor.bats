@@ -183,6 +183,23 @@ teardown() {
 	stop_acceptor "$p"
 }
 
+@test "without a gate (test build, as where there is none): each child installs its own filter on its parent's, and serves" {
+	skip_if_sanitized "it runs without the seccomp filter"
+	[ -x "$TOP/wsfilter-test-nogate" ] || fail "no $TOP/wsfilter-test-nogate (make wsfilter-test-nogate)"
+	WSFILTER=$TOP/wsfilter-test-nogate
+	start_acceptor
+	hold_clients 2 "$T/hold"
+	local p kids
+	p=$(acceptor_parent)
+	mapfile -t kids < <(descendants "$ROOT_PID")
+	assert_equal "${#kids[@]}" 2
+	assert_equal "$(awk '/^Seccomp:/ { print $2 }' "/proc/$ROOT_PID/status")" 2
+	assert_child_confined "$ROOT_PID" "${kids[0]}" nogate
+	release "$T/hold" 2
+	assert_children_ended "$p" 2 4
+	stop_acceptor "$p"
+}
+
 @test "the parent at its open-files limit with a client waiting: 'cannot accept' once a second with a count, no CPU spin; the client is served once the limit rises" {
 	start_acceptor
 	# the first connection: systemd-socket-activate execs the parent in its place
