@@ -3632,6 +3632,9 @@ __asm__(".pushsection .text.wsfilter_gate, \"ax\", @progbits\n"
 	"mov %rcx, %rdx\n"
 	"mov %r8, %r10\n"
 	"mov %r9, %r8\n"
+	/* the syscall's 2 bytes end the page: a shorter stub slides to it
+	 * on NOPs, a longer one does not assemble */
+	".org wsfilter_gate_page + 4096 - 2, 0x90\n"
 	"syscall\n"
 	"wsfilter_gate_end:\n"                  /* the next page */
 	"ret\n"
