@@ -112,6 +112,8 @@
 #define DEF_PING_INTERVAL 20           /* keepalive, as Python websockets */
 #define DEF_SEND_TIMEOUT  20           /* when pings are off */
 #define DEF_MAX_CONN      4096         /* the acceptor's children at once */
+#define DEF_SPARES        1            /* and forked ahead of their connection */
+#define SPARES_MAX        64
 #define DEF_STOP_TIMEOUT  10           /* the acceptor's wait for them at a stop */
 #define DEF_IDLE_INETD    60           /* inetd wait: the socket goes back when idle */
 #define ACCEPT_BATCH      32           /* accepts per wakeup */
@@ -282,6 +284,7 @@ struct options {
 	int binary;                  /* --binary: bytes as they come, no lines */
 	int clear_env;               /* --clear-env: only the request's variables */
 	long long max_conn;          /* the acceptor: children at once */
+	long long spares;            /* the acceptor: children forked ahead */
 	long long max_per_source;    /* children per source address, 0: no own limit */
 	long long stop_timeout;      /* seconds to wait for them at a stop */
 	long long idle_exit;         /* seconds without a child to exit, 0: never,
@@ -452,6 +455,14 @@ struct conn {
 	size_t perr_len;             /* a partial line of its stderr */
 	char perr[ERR_LINE_MAX];     /* conn_init clears up to here */
 	unsigned char rep[REPORT_MAX];
+};
+
+/* A program's waiting child, made before the sandbox (prog_prepare):
+ * its pid (0: none, err says why) and the parent's ends of its pipes. */
+struct waiter {
+	pid_t pid;
+	int err;
+	int ctl, in, out, err_fd, exec;
 };
 
 /* ==== How a connection ends ============================================ */
@@ -2886,28 +2897,42 @@ static size_t prog_check(const struct options *o, char *block, size_t got, size_
 }
 
 /* The child, forked before the sandbox and not under it, in its own
- * process group from the fork on: it waits for the request's environment
- * (EOF before it: no handshake, no program), finds the --dir route, runs
+ * process group from the fork on: it waits for the check's deadline and
+ * the request's environment (EOF before them: no handshake, no program;
+ * a spare's child waits from before its connection), finds the --dir
+ * route, runs
  * the --check, then runs the program, stdin, stdout and stderr on the
  * pipes, every other descriptor closed but fd 3, the report pipe (close
  * on exec: its EOF after the report tells wsfilter that the exec
  * succeeded).  It dies with wsfilter (SIGKILL), however wsfilter ends. */
-static void prog_child(const struct options *o, const int fds[5], pid_t parent,
-		       int64_t deadline) __attribute__((noreturn));
+static void prog_child(const struct options *o, const int fds[5], pid_t parent)
+	__attribute__((noreturn));
 
-static void prog_child(const struct options *o, const int fds[5], pid_t parent,
-		       int64_t deadline)
+static void prog_child(const struct options *o, const int fds[5], pid_t parent)
 {
 	static char block[ENV_MAX + 512], file[PATH_MAX];
 	extern char **environ;
 	int in = fds[0], out = fds[1], err = fds[2], ctl = fds[3], ex = fds[4];
 	char **envp, *argv[2] = { file, NULL };
+	int64_t deadline;
 	size_t got = 0;
 	ssize_t r;
 
 	(void)setpgid(0, 0);
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
 		_exit(EXIT_INTERNAL);
+	/* the check's deadline first, then the environment */
+	while (got < sizeof deadline && (r = read(ctl, block + got, sizeof deadline - got)) != 0) {
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			prog_child_fail(ex);
+		got += (size_t)r;
+	}
+	if (got < sizeof deadline)
+		_exit(EXIT_CLEAN);
+	memcpy(&deadline, block, sizeof deadline);
+	got = 0;
 	while (got < ENV_MAX && (r = read(ctl, block + got, ENV_MAX - got)) != 0) {
 		if (r < 0 && errno == EINTR)
 			continue;
@@ -2951,20 +2976,23 @@ static void fd_nonblock(int fd)
 		(void)fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
-/* Before the sandbox: the pipes and the waiting child.  On failure
- * (out of descriptors or processes) c->prog_errno says why, and the
- * request gets 503 once it asks for the program. */
-static void prog_prepare(struct conn *c, const struct options *o)
+/* Before the sandbox: the pipes and the waiting child, in its own
+ * process group (recorded in *pgid_slot, when there is one).  drop: a
+ * descriptor of ours the child must not keep, or -1.  On failure (out of
+ * descriptors or processes) w->err says why, and the request gets 503
+ * once it asks for the program. */
+static void prog_prepare(struct waiter *w, const struct options *o, pid_t *pgid_slot, int drop)
 {
 	int p[5][2], i, made;
 	pid_t pid, self = getpid();
 
+	memset(w, 0, sizeof *w);
 	/* stdin, stdout, stderr, the environment, the exec report */
 	for (made = 0; made < 5 && pipe2(p[made], O_CLOEXEC) == 0; made++)
 		;
 	pid = made == 5 ? fork() : -1;
 	if (pid < 0) {
-		c->k.prog_errno = errno;
+		w->err = errno;
 		for (i = 0; i < made; i++) {
 			close(p[i][0]);
 			close(p[i][1]);
@@ -2978,36 +3006,58 @@ static void prog_prepare(struct conn *c, const struct options *o)
 		close(p[2][0]);
 		close(p[3][1]);
 		close(p[4][0]);
+		if (drop >= 0)
+			close(drop);
 		int fds[5] = { p[0][0], p[1][1], p[2][1], p[3][0], p[4][1] };
-		int64_t hs = o->hs_timeout * 1000;
 
-		/* the check's deadline comes before the 101's */
-		prog_child(o, fds, self, c->k.start_ms + hs - (hs / 4 < 250 ? hs / 4 : 250));
+		prog_child(o, fds, self);
 	}
 	/* its own group from here on, whichever of the two runs first */
 	(void)setpgid(pid, pid);
-	if (c->pgid_slot)
-		*c->pgid_slot = pid;
+	if (pgid_slot)
+		*pgid_slot = pid;
 	close(p[0][0]);
 	close(p[1][1]);
 	close(p[2][1]);
 	close(p[3][0]);
 	close(p[4][1]);
-	c->prog_pid = (int)pid;
-	c->prog_ctl = p[3][1];
-	c->ep[EP_PROG_IN].fd = p[0][1];
-	c->ep[EP_PROG_OUT].fd = p[1][0];
-	c->ep[EP_PROG_ERR].fd = p[2][0];
-	c->ep[EP_PROG_EXEC].fd = p[4][0];
+	w->pid = pid;
+	w->ctl = p[3][1];
+	w->in = p[0][1];
+	w->out = p[1][0];
+	w->err_fd = p[2][0];
+	w->exec = p[4][0];
+}
+
+/* The waiting child's ends, made the connection's. */
+static void prog_attach(struct conn *c, const struct waiter *w)
+{
+	int i;
+
+	if (!w->pid) {
+		c->k.prog_errno = w->err;
+		return;
+	}
+	c->prog_pid = (int)w->pid;
+	c->prog_ctl = w->ctl;
+	c->ep[EP_PROG_IN].fd = w->in;
+	c->ep[EP_PROG_OUT].fd = w->out;
+	c->ep[EP_PROG_ERR].fd = w->err_fd;
+	c->ep[EP_PROG_EXEC].fd = w->exec;
 	for (i = EP_PROG_EXEC; i <= EP_PROG_ERR; i++)
 		fd_nonblock(c->ep[i].fd);
 }
 
-/* The request is accepted: hand the child its environment; EOF starts it. */
+/* The request is accepted: hand the child the check's deadline (before
+ * the 101's) and the environment; EOF starts it. */
 static void prog_start(struct conn *c)
 {
+	int64_t hs = c->k.opt->hs_timeout * 1000;
+	int64_t deadline = c->k.start_ms + hs - (hs / 4 < 250 ? hs / 4 : 250);
+
 	if (c->prog_ctl < 0 || !c->k.prog_go)
 		return;
+	(void)!write(c->prog_ctl, &deadline, sizeof deadline);
 	(void)!write(c->prog_ctl, c->k.env, c->k.env_len);
 	close(c->prog_ctl);
 	c->prog_ctl = -1;
@@ -3614,6 +3664,14 @@ static void conn_run(struct conn *c, const sigset_t *run_mask)
  * filter alone, which is then exactly the connection's.  A child's clone
  * returns at the boundary too: to the ret, in the page it does have.
  *
+ * A spare (a child forked ahead of its connection: see the acceptor)
+ * takes its connection's socket from the parent with recvmsg, which no
+ * connection may make.  It makes it through a second gate, the same stub
+ * ending the page that the first gate's ret begins, and then unmaps that
+ * page through that gate, before it reads a byte of its client: from then
+ * on it has neither.  The filter allows recvmsg, and munmap of that page,
+ * from the second gate alone.
+ *
  * x86_64 only; elsewhere, or when the page cannot be withheld, each child
  * installs the connection's filter over its parent's as before. */
 #if defined(__x86_64__) && !defined(__ILP32__) && defined(__linux__)
@@ -3638,12 +3696,32 @@ __asm__(".pushsection .text.wsfilter_gate, \"ax\", @progbits\n"
 	"syscall\n"
 	"wsfilter_gate_end:\n"                  /* the next page */
 	"ret\n"
+	/* the spare's gate, the same stub at the end of that page */
+	".globl wsfilter_spare_gate, wsfilter_spare_gate_end\n"
+	".hidden wsfilter_spare_gate, wsfilter_spare_gate_end\n"
+	".fill 4096 - 1 - 24, 1, 0xcc\n"
+	"wsfilter_spare_gate:\n"
+	"endbr64\n"
+	"mov %rdi, %rax\n"
+	"mov %rsi, %rdi\n"
+	"mov %rdx, %rsi\n"
+	"mov %rcx, %rdx\n"
+	"mov %r8, %r10\n"
+	"mov %r9, %r8\n"
+	".org wsfilter_gate_page + 2 * 4096 - 2, 0x90\n"
+	"syscall\n"
+	"wsfilter_spare_gate_end:\n"            /* the third page */
+	"ret\n"
 	".popsection\n");
 extern const char wsfilter_gate_page[], wsfilter_gate[], wsfilter_gate_end[];
+extern const char wsfilter_spare_gate[], wsfilter_spare_gate_end[];
 #endif
 
 static long (*gate_fn)(long, long, long, long, long, long);
 static uintptr_t gate_ip;      /* the address the kernel reports for it; 0: none */
+static long (*spare_gate_fn)(long, long, long, long, long, long);
+static uintptr_t spare_gate_ip; /* the same for the spare's gate */
+static uintptr_t spare_gate_page; /* its page, which a spare unmaps */
 
 /* Set up the gate: 0, or -1 when this build or system has none. */
 static int gate_open(void)
@@ -3651,32 +3729,51 @@ static int gate_open(void)
 #if defined(GATE_PAGE) && !defined(WSFILTER_TEST_NO_GATE)
 	uintptr_t page = (uintptr_t)wsfilter_gate_page, end = (uintptr_t)wsfilter_gate_end;
 
-	if (page % GATE_PAGE || end != page + GATE_PAGE || sysconf(_SC_PAGESIZE) != GATE_PAGE ||
+	if (page % GATE_PAGE || end != page + GATE_PAGE ||
+	    (uintptr_t)wsfilter_spare_gate_end != end + GATE_PAGE ||
+	    sysconf(_SC_PAGESIZE) != GATE_PAGE ||
 	    madvise((void *)page, GATE_PAGE, MADV_DONTFORK) < 0)
 		return -1;
 	gate_fn = (long (*)(long, long, long, long, long, long))(uintptr_t)wsfilter_gate;
 	gate_ip = end;
+	spare_gate_fn = (long (*)(long, long, long, long, long, long))(uintptr_t)wsfilter_spare_gate;
+	spare_gate_ip = end + GATE_PAGE;
+	spare_gate_page = end;
 	return 0;
 #else
 	return -1;
 #endif
 }
 
-/* One of the acceptor's own calls: through the gate when it is open
- * (a child that tries it dies by SIGSEGV: the page is not there), else
- * as libc makes it.  -1 and errno on failure, as syscall(2). */
-static long acc_call(long nr, long a, long b, long c, long d, long e)
+/* A call through a gate fn when it is open, else as libc makes it.
+ * -1 and errno on failure, as syscall(2). */
+static long gate_through(long (*fn)(long, long, long, long, long, long),
+			 long nr, long a, long b, long c, long d, long e)
 {
 	long r;
 
-	if (!gate_fn)
+	if (!fn)
 		return syscall(nr, a, b, c, d, e);
-	r = gate_fn(nr, a, b, c, d, e);
+	r = fn(nr, a, b, c, d, e);
 	if (r < 0 && r > -4096) {
 		errno = (int)-r;
 		return -1;
 	}
 	return r;
+}
+
+/* One of the acceptor's own calls (a child that tries its gate dies by
+ * SIGSEGV: the page is not there). */
+static long acc_call(long nr, long a, long b, long c, long d, long e)
+{
+	return gate_through(gate_fn, nr, a, b, c, d, e);
+}
+
+/* A spare's call, before it serves its connection: a child that tries
+ * it later dies by SIGSEGV too. */
+static long spare_call(long nr, long a, long b, long c, long d, long e)
+{
+	return gate_through(spare_gate_fn, nr, a, b, c, d, e);
 }
 
 /* ==== Sandbox ========================================================== */
@@ -3794,11 +3891,13 @@ static unsigned short sc_compact(struct sock_filter *f, unsigned short n)
  *
  * The acceptor's parent has its own filter: the same calls, plus
  * accepting, forking, reaping and signalling its children (each alone:
- * no group, no -1) and drawing their seeds.  With a gate (gate: the
+ * no group, no -1), drawing their seeds and handing each its connection
+ * (a Unix socket pair per spare, sendmsg).  With a gate (gate: the
  * address the kernel reports for its calls), those come from the gate
- * alone, and its children run under this filter as it is; without one,
- * from anywhere, and with prctl for a child to install the tight filter
- * over this one.  No open, no exec, no new socket.
+ * alone, a spare's recvmsg and munmap of its gate's page from the spare's
+ * gate alone, and the children run under this filter as it is; without
+ * one, from anywhere, and with prctl for a child to install the tight
+ * filter over this one.  No open, no exec, no socket but a pair.
  * Returns 0 when the filter is on, -1 when this system cannot have it. */
 static int sandbox_enter(int log_fd, int stderr_is_log, int child, int acceptor, uintptr_t gate)
 {
@@ -3820,6 +3919,9 @@ static int sandbox_enter(int log_fd, int stderr_is_log, int child, int acceptor,
 		SC_JGE(1, 0, 2), SC_JGT(INT32_MAX, 1, 0),
 		SC_RET(SECCOMP_RET_ALLOW), SC_RET(SC_KILL),
 		SC_ALLOW(__NR_getrandom),       /* each child's seed */
+		/* a spare's socket, and its connection sent on it */
+		SC_ALLOW_IF(__NR_socketpair, 0, AF_UNIX, SC_KILL),
+		SC_ALLOW(__NR_sendmsg),
 	};
 	/* ... from the gate alone: the instruction pointer is the gate's,
 	 * both halves, else on to the table */
@@ -3829,10 +3931,24 @@ static int sandbox_enter(int log_fd, int stderr_is_log, int child, int acceptor,
 		SC_LD(SC_NR),
 	};
 	/* ... or, without a gate, from anywhere, and prctl for a child to
-	 * install the tight filter over this one */
+	 * install the tight filter over this one, and recvmsg for a spare
+	 * to take its connection before it does */
 	static const struct sock_filter from_anywhere[] = {
 		SC_LD(SC_NR),
 		SC_ALLOW(__NR_prctl),
+		SC_ALLOW(__NR_recvmsg),
+	};
+	/* a spare's calls, from the spare's gate alone: its connection,
+	 * then the end of that gate (its page) */
+	const struct sock_filter spare_own[] = {
+		SC_ALLOW(__NR_recvmsg),
+		SC_ALLOW_IF(__NR_munmap, 0, (uint32_t)spare_gate_page, SC_KILL),
+	};
+	const struct sock_filter from_spare_gate[] = {
+		SC_LD(SC_IP), SC_JEQ((uint32_t)spare_gate_ip, 0, 3 + SC_LEN(spare_own)),
+		SC_LD(SC_IP + 4), SC_JEQ((uint32_t)((uint64_t)spare_gate_ip >> 32), 0,
+					 1 + SC_LEN(spare_own)),
+		SC_LD(SC_NR),
 	};
 	/* one table, read whole: the allow-list is the point */
 	struct sock_filter f[] = {
@@ -3890,6 +4006,8 @@ static int sandbox_enter(int log_fd, int stderr_is_log, int child, int acceptor,
 		{ from_gate, SC_LEN(from_gate), acceptor && gate },
 		{ from_anywhere, SC_LEN(from_anywhere), acceptor && !gate },
 		{ own, SC_LEN(own), acceptor },
+		{ from_spare_gate, SC_LEN(from_spare_gate), acceptor && gate && spare_gate_ip },
+		{ spare_own, SC_LEN(spare_own), acceptor && gate && spare_gate_ip },
 		{ f, SC_LEN(f), 1 },
 		{ syslog_send, SC_LEN(syslog_send), log_fd >= 0 },
 		{ end, SC_LEN(end), 1 },
@@ -3899,6 +4017,7 @@ static int sandbox_enter(int log_fd, int stderr_is_log, int child, int acceptor,
 	size_t i, n = 0;
 
 	static_assert(sizeof arch + sizeof from_gate + sizeof from_anywhere + sizeof own +
+		      sizeof from_spare_gate + sizeof spare_own +
 		      sizeof f + sizeof syslog_send + sizeof end <= sizeof all,
 		      "the filter is over SC_MAX");
 	for (i = 0; i < SC_LEN(parts); i++) {
@@ -3934,7 +4053,8 @@ static const char usage_text[] =
 	"                [--send-timeout S] [--trust-proxy] [--log=auto|stderr|syslog|none]\n"
 	"                [-q] [--sandbox=on|off|required] [--no-sandbox] [-h] [-V]\n"
 	"                [--binary] [--clear-env] [--grace S] [--max-connections N]\n"
-	"                [--max-per-source N] [--stop-timeout S] [--idle-exit S]\n"
+	"                [--max-per-source N] [--spares N] [--stop-timeout S]\n"
+	"                [--idle-exit S]\n"
 	"                [--dir DIR] [--check PROGRAM] [--sameorigin]\n"
 	"                [--header 'NAME: VALUE']... [--] [PROGRAM [ARG...]]\n";
 
@@ -3983,6 +4103,7 @@ static const char help_text[] =
 	"Given a listening socket (systemd Accept=no, inetd wait), wsfilter accepts\n"
 	"and forks one process per connection itself:\n"
 	"  --max-connections N    at most N at once; more wait in the backlog (4096)\n"
+	"  --spares N             processes forked ahead of their connection (default 1)\n"
 	"  --max-per-source N     at most N from one address; more get 429 (0: off)\n"
 	"  --stop-timeout S       on SIGTERM, wait S seconds for them, then kill (10)\n"
 	"  --idle-exit S          exit after S seconds without one (0: never; the\n"
@@ -4017,6 +4138,7 @@ static const struct numopt {
 	{ "ping-timeout",      1, 86400,           offsetof(struct options, ping_timeout) },
 	{ "send-timeout",      1, 86400,           offsetof(struct options, send_timeout) },
 	{ "max-connections",   1, 1000000,         offsetof(struct options, max_conn) },
+	{ "spares",            0, SPARES_MAX,      offsetof(struct options, spares) },
 	{ "max-per-source",    0, 1000000,         offsetof(struct options, max_per_source) },
 	{ "stop-timeout",      0, 3600,            offsetof(struct options, stop_timeout) },
 	{ "grace",             0, 3600,            offsetof(struct options, grace) },
@@ -4054,6 +4176,7 @@ static void options_init(struct options *o)
 	o->log = LOG_AUTO;
 	o->sandbox = SANDBOX_ON;
 	o->max_conn = DEF_MAX_CONN;
+	o->spares = DEF_SPARES;
 	o->stop_timeout = DEF_STOP_TIMEOUT;
 	o->grace = DEF_GRACE;
 	o->idle_exit = -1;
@@ -4533,16 +4656,19 @@ struct accepted {
 
 /* One connection on fds, handed over by a launcher or by the acceptor
  * (ac: what the acceptor knows of it; the peer then comes from accept(2)
- * alone, not from a launcher's variables): set it up, confine the
+ * alone, not from a launcher's variables; w: its program's waiting
+ * child, made by a spare before, or NULL): set it up, confine the
  * process, run the loop, write the log line and end the process with the
  * connection's exit status. */
 static void serve(struct conn *c, const struct options *o, const int fds[2],
-		  const sigset_t *run_mask, const struct accepted *ac, pid_t *pgid_slot)
-	__attribute__((noreturn));
+		  const sigset_t *run_mask, const struct accepted *ac, pid_t *pgid_slot,
+		  const struct waiter *w) __attribute__((noreturn));
 
 static void serve(struct conn *c, const struct options *o, const int fds[2],
-		  const sigset_t *run_mask, const struct accepted *ac, pid_t *pgid_slot)
+		  const sigset_t *run_mask, const struct accepted *ac, pid_t *pgid_slot,
+		  const struct waiter *w)
 {
+	struct waiter made;
 	struct timespec wall;
 
 	clock_gettime(CLOCK_REALTIME, &wall);
@@ -4563,8 +4689,12 @@ static void serve(struct conn *c, const struct options *o, const int fds[2],
 		rng_seed(c->k.rng);
 	}
 	c->pgid_slot = pgid_slot;
+	if (o->gate && !w) {
+		prog_prepare(&made, o, pgid_slot, -1);
+		w = &made;
+	}
 	if (o->gate)
-		prog_prepare(c, o);
+		prog_attach(c, w);
 	/* an acceptor's child under its parent's gated filter has the
 	 * connection's already (no program: prog_pid is 0) */
 	assert(!(ac && ac->confined && c->prog_pid));
@@ -4590,15 +4720,26 @@ static void serve(struct conn *c, const struct options *o, const int fds[2],
  * waits on the listening socket, accepts, forks, reaps, signals and
  * limits, and never touches a connection's state.
  *
+ * The fork is made ahead of the connection: --spares children (a spare
+ * each) wait, forked and set up (with a PROGRAM, their program's waiting
+ * child made too), for the parent to hand them a connection, its socket
+ * and what accept(2) told, over a Unix socket pair of their own.  The
+ * next fork then runs while that connection is served.  A spare takes
+ * nothing else: EOF on its pair (the parent gone, or stopping) ends it
+ * quietly.  With no spare left the parent forks one for the connection.
+ *
  * At --max-connections the parent stops accepting: new connections wait
  * in the kernel's backlog.  Above --max-per-source a connection gets 429
  * from the parent and is closed.  A stop signal closes the listening
- * socket and passes SIGTERM on to every child (each sends close 1001
- * after what it has queued); after --stop-timeout, SIGKILL. */
+ * socket and the spares' pairs and passes SIGTERM on to every child (each
+ * sends close 1001 after what it has queued); after --stop-timeout,
+ * SIGKILL. */
 
 struct child {
 	pid_t pid;
 	int slot;                    /* its entry in pgids, or -1 */
+	int spare;                   /* no connection: a spare (or one that was) */
+	int sock;                    /* a spare's pair, our end; -1 once closed */
 	unsigned short port;         /* the client's, for the log */
 	unsigned char src[16];       /* source address; IPv4 as ::ffff:a.b.c.d */
 };
@@ -4608,10 +4749,13 @@ struct acceptor {
 	int lfd;                     /* the listening socket; -1 once stopping */
 	short events;                /* what the loop waits for on it */
 	struct conn *conn;           /* for a child to serve its connection in */
-	struct child *kids;          /* the live children: kids[0, live) */
-	long long live;
+	struct child *kids;          /* the children: kids[0, nkids) */
+	long long nkids;
+	long long live;              /* of them, serving a connection */
+	long long spares;            /* of them, spares with a pair open */
 	long long idle_exit;         /* seconds without a child, 0: never */
 	int stopping;                /* no more accepts; waiting for the children */
+	int idle;                    /* stopping at --idle-exit: the spares alone */
 	int killed;                  /* the stop timeout sent SIGKILL */
 	int full;                    /* at --max-connections (logged once) */
 	int status;                  /* the parent's exit status */
@@ -4652,8 +4796,8 @@ static long long per_source(const struct acceptor *a, const unsigned char key[16
 {
 	long long i, n = 0;
 
-	for (i = 0; i < a->live; i++)
-		n += !memcmp(a->kids[i].src, key, 16);
+	for (i = 0; i < a->nkids; i++)
+		n += !a->kids[i].spare && !memcmp(a->kids[i].src, key, 16);
 	return n;
 }
 
@@ -4693,7 +4837,7 @@ static void acceptor_signal(struct acceptor *a, int sig)
 {
 	long long i;
 
-	for (i = 0; i < a->live; i++)
+	for (i = 0; i < a->nkids; i++)
 		(void)acc_call(__NR_kill, a->kids[i].pid, sig, 0, 0, 0);
 }
 
@@ -4704,9 +4848,9 @@ static void acceptor_reap(struct acceptor *a, int64_t now)
 	int st;
 
 	while ((pid = (pid_t)acc_call(__NR_wait4, -1, (long)&st, WNOHANG, 0, 0)) > 0) {
-		for (i = 0; i < a->live && a->kids[i].pid != pid; i++)
+		for (i = 0; i < a->nkids && a->kids[i].pid != pid; i++)
 			;
-		if (i == a->live)
+		if (i == a->nkids)
 			continue;
 		if (a->kids[i].slot >= 0) {
 			/* its program's group, if it died before ending it */
@@ -4715,17 +4859,43 @@ static void acceptor_reap(struct acceptor *a, int64_t now)
 			a->pgids[a->kids[i].slot] = 0;
 			a->free_slots[a->nfree++] = a->kids[i].slot;
 		}
-		if (WIFSIGNALED(st) && !(a->killed && WTERMSIG(st) == SIGKILL)) {
-			char who[INET6_ADDRSTRLEN + 16];
+		if (a->kids[i].spare) {
+			/* one that went before its connection: killed, or its
+			 * pair closed by us (then it exits 0) */
+			if (a->kids[i].sock >= 0) {
+				close(a->kids[i].sock);
+				a->spares--;
+			}
+			if (WIFSIGNALED(st) && !a->stopping)
+				log_line("spare %d killed by SIG%s", (int)pid,
+					 sigabbrev_np(WTERMSIG(st)) ? sigabbrev_np(WTERMSIG(st)) : "?");
+		} else {
+			if (WIFSIGNALED(st) && !(a->killed && WTERMSIG(st) == SIGKILL)) {
+				char who[INET6_ADDRSTRLEN + 16];
 
-			source_text(a->kids[i].src, a->kids[i].port, who, sizeof who);
-			log_line("%s connection %d killed by SIG%s", who, (int)pid,
-				 sigabbrev_np(WTERMSIG(st)) ? sigabbrev_np(WTERMSIG(st)) : "?");
+				source_text(a->kids[i].src, a->kids[i].port, who, sizeof who);
+				log_line("%s connection %d killed by SIG%s", who, (int)pid,
+					 sigabbrev_np(WTERMSIG(st)) ? sigabbrev_np(WTERMSIG(st)) : "?");
+			}
+			a->live--;
 		}
-		a->kids[i] = a->kids[--a->live];
+		a->kids[i] = a->kids[--a->nkids];
 	}
 	if (!a->live && !a->idle_since)
 		a->idle_since = now;
+}
+
+/* The spares' pairs closed: each ends (EOF) and is reaped. */
+static void acceptor_close_spares(struct acceptor *a)
+{
+	long long i;
+
+	for (i = 0; i < a->nkids; i++)
+		if (a->kids[i].sock >= 0) {
+			close(a->kids[i].sock);
+			a->kids[i].sock = -1;
+			a->spares--;
+		}
 }
 
 /* A stop signal, or the loop cannot go on (status 1). */
@@ -4738,6 +4908,7 @@ static void acceptor_stop(struct acceptor *a, int64_t now, int status)
 		log_line("stopping: %lld connection%s", a->live, a->live == 1 ? "" : "s");
 		if (a->lfd >= 0)
 			close(a->lfd);
+		acceptor_close_spares(a);
 		a->lfd = -1;
 		a->stop_deadline = now + a->opt->stop_timeout * 1000;
 	}
@@ -4765,27 +4936,156 @@ struct child_start {
 	const sigset_t *run_mask;
 	int lfd;
 	int alive_w;                 /* the parent's end of that pipe: closed */
+	int alive_r;                 /* its read end: ac.parent_fd */
+	int confined;                /* ac.confined */
+	int sock;                    /* its end of its pair */
 	pid_t *pgid_slot;            /* its entry in pgids, or NULL */
-	struct accepted ac;
+	int others[SPARES_MAX + 1];  /* the parent's ends of the pairs: closed */
+	int nothers;
 };
 
-/* The child: the connection alone, as if a launcher had started it. */
-static void acceptor_child(const struct child_start *cs, int fd) __attribute__((noreturn));
+/* A spare: set up, wait for the connection, then serve it, as if a
+ * launcher had started the process with it. */
+static void spare_run(const struct child_start *cs) __attribute__((noreturn));
 
-static void acceptor_child(const struct child_start *cs, int fd)
+static void spare_run(const struct child_start *cs)
 {
-	int fds[2] = { fd, fd };
+	union {
+		struct cmsghdr h;
+		char b[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	struct accepted ac;
+	struct iovec v = { &ac, sizeof ac };
+	struct msghdr m = { .msg_iov = &v, .msg_iovlen = 1,
+			    .msg_control = ctl.b, .msg_controllen = sizeof ctl.b };
+	struct cmsghdr *h;
+	struct waiter w;
+	int i, fds[2] = { -1, -1 };
+	long n;
 
 	close(cs->lfd);
-	/* from now on the parent alone holds the pipe's write end: its
-	 * death, even before this line, is an EOF on ac.parent_fd */
+	/* from now on the parent alone holds the pipe's write end (its
+	 * death, even before this line, is an EOF on alive_r) and the
+	 * other ends of the pairs (its death is EOF on ours) */
 	close(cs->alive_w);
+	for (i = 0; i < cs->nothers; i++)
+		close(cs->others[i]);
 	/* written only when set: every page a child writes is its own copy */
 	if (stop_signal)
 		stop_signal = 0;
 	if (child_signal)
 		child_signal = 0;
-	serve(cs->conn, cs->opt, fds, cs->run_mask, &cs->ac, cs->pgid_slot);
+	if (cs->opt->gate)
+		prog_prepare(&w, cs->opt, cs->pgid_slot, cs->sock);
+	do
+		n = spare_call(__NR_recvmsg, cs->sock, (long)&m, MSG_CMSG_CLOEXEC, 0, 0);
+	while (n < 0 && errno == EINTR);
+	/* the spare's gate goes before a byte of the client is read */
+	if (spare_gate_page &&
+	    spare_call(__NR_munmap, (long)spare_gate_page, GATE_PAGE, 0, 0, 0) < 0)
+		_exit(EXIT_INTERNAL);
+	close(cs->sock);
+	h = n == (long)sizeof ac ? CMSG_FIRSTHDR(&m) : NULL;
+	if (h && h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS &&
+	    h->cmsg_len == CMSG_LEN(sizeof(int)) && !(m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+		memcpy(&fds[0], CMSG_DATA(h), sizeof(int));
+	if (fds[0] < 0)
+		_exit(n == 0 ? EXIT_CLEAN : EXIT_INTERNAL); /* EOF: no connection */
+	fds[1] = fds[0];
+	ac.parent_fd = cs->alive_r;
+	ac.confined = cs->confined;
+	serve(cs->conn, cs->opt, fds, cs->run_mask, &ac, cs->pgid_slot,
+	      cs->opt->gate ? &w : NULL);
+}
+
+/* Fork a spare.  Returns its index in kids, or -1 (errno). */
+static long long acceptor_spawn(struct acceptor *a)
+{
+	struct child_start cs = { .conn = a->conn, .opt = a->opt, .run_mask = a->run_mask,
+				  .lfd = a->lfd, .alive_w = a->alive[1], .alive_r = a->alive[0],
+				  .confined = a->confined };
+	struct child *k = &a->kids[a->nkids];
+	long long i;
+	int sv[2], slot, err;
+	pid_t pid;
+
+	if (acc_call(__NR_socketpair, AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, (long)sv, 0) < 0)
+		return -1;
+	for (i = 0; i < a->nkids; i++)
+		if (a->kids[i].sock >= 0)
+			cs.others[cs.nothers++] = a->kids[i].sock;
+	cs.others[cs.nothers++] = sv[0];
+	cs.sock = sv[1];
+	slot = a->pgids ? a->free_slots[--a->nfree] : -1;
+	cs.pgid_slot = slot >= 0 ? &a->pgids[slot] : NULL;
+	pid = acceptor_fork();
+	if (pid == 0)
+		spare_run(&cs);     /* *a is wiped there: cs only */
+	err = errno;
+	close(sv[1]);
+	if (pid < 0) {
+		close(sv[0]);
+		if (slot >= 0)
+			a->free_slots[a->nfree++] = slot;
+		errno = err;
+		return -1;
+	}
+	*k = (struct child){ .pid = pid, .slot = slot, .spare = 1, .sock = sv[0] };
+	a->spares++;
+	return a->nkids++;
+}
+
+/* Up to --spares, unless stopping or failing to. */
+static void acceptor_refill(struct acceptor *a)
+{
+	while (!a->stopping && !a->retry_at && a->spares < a->opt->spares &&
+	       acceptor_spawn(a) >= 0)
+		;
+}
+
+/* Hand a spare (forked now if there is none) the connection fd, with
+ * what the acceptor learnt of it.  0, or -1 (errno): fd is the caller's
+ * to close either way. */
+static int acceptor_hand(struct acceptor *a, int fd, const struct accepted *ac,
+			 const unsigned char key[16], unsigned port)
+{
+	union {
+		struct cmsghdr h;
+		char b[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	struct iovec v = { (void *)ac, sizeof *ac };
+	struct msghdr m = { .msg_iov = &v, .msg_iovlen = 1,
+			    .msg_control = ctl.b, .msg_controllen = sizeof ctl.b };
+	struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+	long long i, tries;
+	long r;
+
+	memset(&ctl, 0, sizeof ctl);
+	h->cmsg_level = SOL_SOCKET;
+	h->cmsg_type = SCM_RIGHTS;
+	h->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(h), &fd, sizeof(int));
+	/* a spare that has gone (killed) refuses it: then another */
+	for (tries = 0; tries < 2; tries++) {
+		for (i = a->nkids - 1; i >= 0 && a->kids[i].sock < 0; i--)
+			;
+		if (i < 0 && (i = acceptor_spawn(a)) < 0)
+			return -1;
+		r = acc_call(__NR_sendmsg, a->kids[i].sock, (long)&m, MSG_NOSIGNAL, 0, 0);
+		close(a->kids[i].sock);
+		a->kids[i].sock = -1;
+		a->spares--;
+		if (r == (long)sizeof *ac) {
+			a->kids[i].spare = 0;
+			a->kids[i].port = (unsigned short)port;
+			memcpy(a->kids[i].src, key, 16);
+			a->live++;
+			a->idle_since = 0;
+			return 0;
+		}
+	}
+	errno = r < 0 ? errno : EPIPE;
+	return -1;
 }
 
 static void acceptor_accept_failed(struct acceptor *a, int64_t now, int err)
@@ -4807,32 +5107,28 @@ static void acceptor_accept_failed(struct acceptor *a, int64_t now, int err)
 static void acceptor_accept(struct acceptor *a, int64_t now)
 {
 	const struct options *o = a->opt;
-	struct child_start cs = { .conn = a->conn, .opt = o, .run_mask = a->run_mask,
-				  .lfd = a->lfd, .alive_w = a->alive[1],
-				  .ac.parent_fd = a->alive[0], .ac.confined = a->confined };
-	struct accepted *ac = &cs.ac;
+	struct accepted ac;
 	struct sockaddr_storage ss;
 	unsigned char key[16];
 	char who[INET6_ADDRSTRLEN + 16];
 	socklen_t sl;
 	long long n;
 	unsigned port;
-	pid_t pid;
-	int i, fd, slot;
+	int i, fd, r;
 
 	for (i = 0; i < ACCEPT_BATCH && !acceptor_full(a, o); i++) {
 		sl = sizeof ss;
 		fd = (int)acc_call(__NR_accept4, a->lfd, (long)&ss, (long)&sl,
 				   SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		if (fd < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			return;
+			break;
 		if (fd < 0 && (errno == EINTR || errno == ECONNABORTED || errno == EPROTO))
 			continue;
 		if (fd < 0) {
 			/* out of descriptors or memory: the backlog holds them;
 			 * logged once a second at most, with the count */
 			acceptor_accept_failed(a, now, errno);
-			return;
+			break;
 		}
 		port = source_of(&ss, key);
 		if (o->max_per_source && (n = per_source(a, key)) >= o->max_per_source) {
@@ -4841,36 +5137,26 @@ static void acceptor_accept(struct acceptor *a, int64_t now)
 			continue;
 		}
 		/* the peer as the child would have read it with getpeername */
-		ac->addr[0] = ac->port[0] = '\0';
+		memset(&ac, 0, sizeof ac);
 		if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
-			key_addr(key, ac->addr, sizeof ac->addr);
-			snprintf(ac->port, sizeof ac->port, "%u", port);
+			key_addr(key, ac.addr, sizeof ac.addr);
+			snprintf(ac.port, sizeof ac.port, "%u", port);
 		} else if (ss.ss_family == AF_UNIX) {
-			snprintf(ac->addr, sizeof ac->addr, "unix");
+			snprintf(ac.addr, sizeof ac.addr, "unix");
 		}
-		memcpy(ac->local_port, a->local_port, sizeof ac->local_port);
-		rng_seed(ac->seed);
-		slot = a->pgids ? a->free_slots[--a->nfree] : -1;
-		cs.pgid_slot = slot >= 0 ? &a->pgids[slot] : NULL;
-		pid = acceptor_fork();
-		if (pid == 0)
-			acceptor_child(&cs, fd);    /* *a is wiped there: cs only */
+		memcpy(ac.local_port, a->local_port, sizeof ac.local_port);
+		rng_seed(ac.seed);
+		r = acceptor_hand(a, fd, &ac, key, port);
 		close(fd);
-		if (pid < 0 && slot >= 0)
-			a->free_slots[a->nfree++] = slot;
-		if (pid < 0) {
+		if (r < 0) {
 			source_text(key, port, who, sizeof who);
 			log_line("%s closed: cannot fork: %s", who, strerror(errno));
 			a->retry_at = now + ACCEPT_RETRY_MS;
-			return;
+			break;
 		}
-		a->kids[a->live].pid = pid;
-		a->kids[a->live].slot = slot;
-		a->kids[a->live].port = (unsigned short)port;
-		memcpy(a->kids[a->live].src, key, 16);
-		a->live++;
-		a->idle_since = 0;
 	}
+	/* the next connections' forks, while these are served */
+	acceptor_refill(a);
 }
 
 /* The parent's step between waits.  Returns 1 when it is done. */
@@ -4887,20 +5173,29 @@ static int acceptor_step(struct acceptor *a, int64_t now, int *handled)
 		acceptor_stop(a, now, EXIT_CLEAN);
 	}
 	if (a->stopping) {
-		if (a->stop_deadline && now >= a->stop_deadline && a->live) {
+		if (a->stop_deadline && now >= a->stop_deadline && a->nkids) {
 			log_line("stop timeout: killing %lld connection%s", a->live, a->live == 1 ? "" : "s");
 			a->killed = 1;
 			acceptor_signal(a, SIGKILL);
 			a->stop_deadline = 0;
 		}
-		if (a->live)
+		if (a->nkids)
 			return 0;
-		log_line("stopped");
+		if (!a->idle)
+			log_line("stopped");
 		return 1;
 	}
 	if (a->idle_exit && a->idle_since && now >= a->idle_since + a->idle_exit * 1000) {
+		/* the spares go first: then nothing of ours is left */
 		log_line("idle for %lld s: exiting", a->idle_exit);
-		return 1;
+		a->idle = 1;
+		a->stopping = 1;
+		if (a->lfd >= 0)
+			close(a->lfd);
+		a->lfd = -1;
+		acceptor_close_spares(a);
+		a->stop_deadline = now + a->opt->stop_timeout * 1000;
+		return 0;
 	}
 	if (acceptor_full(a, o) && !a->full)
 		log_line("at --max-connections %lld: new connections wait", o->max_conn);
@@ -5022,7 +5317,7 @@ static int acceptor_run(struct conn *c, struct options *o, int lfd, const sigset
 		return EXIT_INTERNAL;
 	}
 	a->opt = o;
-	if (acceptor_tables(a, o->max_conn) < 0) {
+	if (acceptor_tables(a, o->max_conn + o->spares) < 0) {
 		log_line("cannot allocate the table of %lld connections", o->max_conn);
 		return EXIT_INTERNAL;
 	}
@@ -5057,6 +5352,7 @@ static int acceptor_run(struct conn *c, struct options *o, int lfd, const sigset
 			return EXIT_INTERNAL;
 		a->confined = on && gate_ip;
 	}
+	acceptor_refill(a);
 	acceptor_loop(a);
 	return a->status;
 }
@@ -5081,6 +5377,6 @@ int main(int argc, char **argv)
 	signals_setup(&run_mask);
 	if (lfd >= 0)
 		return acceptor_run(&conn, &opt, lfd, &run_mask);
-	serve(&conn, &opt, fds, &run_mask, NULL, NULL);
+	serve(&conn, &opt, fds, &run_mask, NULL, NULL, NULL);
 }
 #endif

@@ -196,7 +196,7 @@ wait_main() {
 	journal_mark
 	hold_clients 1 "$T/hold"
 	local kids
-	mapfile -t kids < <(descendants "$HP")
+	mapfile -t kids < <(serving "$HP")
 	assert_equal "${#kids[@]}" 1
 	local who s
 	for who in "$HP" "${kids[0]}"; do

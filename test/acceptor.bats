@@ -109,16 +109,19 @@ teardown() {
 	start_acceptor
 	# the replies wait for each client when the signal comes
 	busy_clients_start 50
-	local p kids
+	local p kids all
 	p=$(acceptor_parent)
-	mapfile -t kids < <(descendants "$ROOT_PID")
+	mapfile -t kids < <(serving "$ROOT_PID")
 	assert_equal "${#kids[@]}" 50
+	# and the spare
+	mapfile -t all < <(descendants "$ROOT_PID")
+	assert_equal "${#all[@]}" 51
 	stop_acceptor "$p"
 	busy_clients_closed 50
 	run parent_lines "$p"
 	assert_line 'stopping: 50 connections'
 	assert_children_ended "$p" 50 0
-	wait_gone 50 0.1 "${kids[@]}" || fail "wsfilter processes left after the parent exited: $(ps -o pid,args -p "$(IFS=,; echo "${kids[*]}")")"
+	wait_gone 50 0.1 "${all[@]}" || fail "wsfilter processes left after the parent exited: $(ps -o pid,args -p "$(IFS=,; echo "${all[*]}")")"
 }
 
 @test "the parent killed by SIGKILL: each open connection gets close 1001 and its process exits 0, none is left behind" {
@@ -131,8 +134,11 @@ teardown() {
 	wait_files_match 3 '^TEXT one - [0-9]+$' "${logs[@]}"
 	local p
 	p=$(acceptor_parent)
-	mapfile -t kids < <(descendants "$ROOT_PID")
+	mapfile -t kids < <(serving "$ROOT_PID")
 	assert_equal "${#kids[@]}" 3
+	# the spare too must go
+	mapfile -t kids < <(descendants "$ROOT_PID")
+	assert_equal "${#kids[@]}" 4
 	kill -KILL "$ROOT_PID"
 	for k in "${BG_PIDS[@]}"; do
 		wait "$k" || fail "a client failed: $(tail -n 3 "${logs[@]}")"
@@ -167,7 +173,7 @@ teardown() {
 	hold_clients 1 "$T/hold"
 	local p kids
 	p=$(acceptor_parent)
-	mapfile -t kids < <(descendants "$ROOT_PID")
+	mapfile -t kids < <(serving "$ROOT_PID")
 	assert_equal "${#kids[@]}" 1
 	local ps cs
 	ps=$(cat "/proc/$ROOT_PID/status")
@@ -178,6 +184,9 @@ teardown() {
 	assert_equal "$(awk '/^Seccomp:/ { print $2 }' <<<"$cs")" 2
 	assert_equal "$(awk '/^NoNewPrivs:/ { print $2 }' <<<"$cs")" 1
 	assert_child_confined "$ROOT_PID" "${kids[0]}"
+	mapfile -t kids < <(spares "$ROOT_PID")
+	assert_equal "${#kids[@]}" 1
+	assert_child_confined "$ROOT_PID" "${kids[0]}" spare
 	release "$T/hold" 1
 	assert_children_ended "$p" 1 4
 	stop_acceptor "$p"
@@ -191,12 +200,65 @@ teardown() {
 	hold_clients 2 "$T/hold"
 	local p kids
 	p=$(acceptor_parent)
-	mapfile -t kids < <(descendants "$ROOT_PID")
+	mapfile -t kids < <(serving "$ROOT_PID")
 	assert_equal "${#kids[@]}" 2
 	assert_equal "$(awk '/^Seccomp:/ { print $2 }' "/proc/$ROOT_PID/status")" 2
 	assert_child_confined "$ROOT_PID" "${kids[0]}" nogate
 	release "$T/hold" 2
 	assert_children_ended "$p" 2 4
+	stop_acceptor "$p"
+}
+
+@test "--spares 2: two processes wait, forked ahead; a connection goes to one of them and another is forked; they end quietly with the parent" {
+	start_acceptor --spares 2
+	check_page
+	local p before kids all
+	p=$(acceptor_parent)
+	wait_spares "$ROOT_PID" 2
+	mapfile -t before < <(spares "$ROOT_PID")
+	hold_clients 1 "$T/hold"
+	mapfile -t kids < <(serving "$ROOT_PID")
+	assert_equal "${#kids[@]}" 1
+	[[ " ${before[*]} " == *" ${kids[0]} "* ]] ||
+		fail "the connection went to ${kids[0]}, not to a spare (${before[*]})"
+	wait_spares "$ROOT_PID" 2
+	release "$T/hold" 1
+	assert_children_ended "$p" 2 "0|4"
+	mapfile -t all < <(descendants "$ROOT_PID")
+	assert_equal "${#all[@]}" 2
+	stop_acceptor "$p"
+	wait_gone 50 0.1 "${all[@]}" || fail "spares left after the parent exited: ${all[*]}"
+	# a spare has nothing to log: only the two connections' lines
+	assert_children_ended "$p" 2 "0|4"
+	run parent_lines "$p"
+	refute_line --partial spare
+	refute_line --partial 'stop timeout'
+}
+
+@test "--spares 0: no process waits; each connection is forked when it comes, and served" {
+	start_acceptor --spares 0
+	check_page
+	local p
+	p=$(acceptor_parent)
+	check_page
+	assert_equal "$(descendants "$ROOT_PID" | wc -l)" 0
+	assert_children_ended "$p" 2 0
+	stop_acceptor "$p"
+}
+
+@test "a spare killed by SIGKILL: the parent logs it, and the next connection is served by a new one" {
+	start_acceptor
+	check_page
+	local p s
+	p=$(acceptor_parent)
+	wait_spares "$ROOT_PID" 1
+	s=$(spares "$ROOT_PID")
+	kill -KILL "$s"
+	wait_parent_line "$p" "^spare $s killed by SIGKILL\$"
+	assert_equal "$(spares "$ROOT_PID" | wc -l)" 0
+	check_page
+	wait_spares "$ROOT_PID" 1
+	assert_children_ended "$p" 2 0
 	stop_acceptor "$p"
 }
 

@@ -29,6 +29,9 @@ load lib/common
 	run --separate-stderr "$WSFILTER" --ping-interval -1
 	assert_failure 2
 	[[ "$stderr" == *"--ping-interval: '-1' is not a number from 0 to 86400"* ]]
+	run --separate-stderr "$WSFILTER" --spares 65
+	assert_failure 2
+	[[ "$stderr" == *"--spares: '65' is not a number from 0 to 64"* ]]
 }
 
 @test "a missing option value is a usage error" {

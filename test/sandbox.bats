@@ -100,7 +100,7 @@ probe() {
 	fi
 }
 
-@test "the filter of each mode: its calls pass; a connection's kill(-1) or of another process, system call -1, an unknown ioctl and what only comes before the filter die by SIGSYS" {
+@test "the filter of each mode: its calls pass; a connection's kill(-1) or of another process, system call -1, an unknown ioctl and what only comes before the filter die by SIGSYS; a spare takes its connection through its own gate alone" {
 	FILTER_PROBE=${FILTER_PROBE:-$TOP/test/lib/filter_probe}
 	[ -x "$FILTER_PROBE" ] || fail "no $FILTER_PROBE (make test/lib/filter_probe)"
 	local m c
@@ -128,8 +128,8 @@ probe() {
 		probe "$m" kill-all SIGSYS
 		probe "$m" kill-init SIGSYS
 		probe "$m" kill-child SIGSYS
-		# the acceptor's calls: no connection makes them
-		for c in accept4 clone getrandom prctl; do
+		# the acceptor's calls: no connection makes them; nor a spare's
+		for c in accept4 clone getrandom prctl recvmsg sendmsg socketpair; do
 			probe "$m" "$c" SIGSYS
 		done
 	done
@@ -148,6 +148,11 @@ probe() {
 	probe acceptor-nogate clone "allowed (-1 EINVAL)"
 	probe acceptor-nogate getrandom "allowed (1)"
 	probe acceptor-nogate prctl "allowed (1)"
+	# a spare's connection: a pair per spare (Unix only), sent and taken
+	probe acceptor-nogate socketpair "allowed (0)"
+	probe acceptor-nogate socketpair-inet SIGSYS
+	probe acceptor-nogate sendmsg "allowed (-1 EBADF)"
+	probe acceptor-nogate recvmsg "allowed (-1 EBADF)"
 	if [ "$("$FILTER_PROBE" has-gate)" != gate ]; then
 		[ "$(uname -m)" != x86_64 ] || fail "x86_64, and the acceptor has no gate"
 		skip "no gate on $(uname -m): its half is not run"
@@ -158,11 +163,29 @@ probe() {
 	probe acceptor gate-accept4 "allowed (-1 EBADF)"
 	probe acceptor gate-clone "allowed (-1 EINVAL)"
 	probe acceptor gate-getrandom "allowed (1)"
-	for c in kill-child kill-prog kill-all accept4 clone getrandom prctl; do
+	probe acceptor gate-socketpair "allowed (0)"
+	probe acceptor gate-socketpair-inet SIGSYS
+	probe acceptor gate-sendmsg "allowed (-1 EBADF)"
+	for c in kill-child kill-prog kill-all accept4 clone getrandom prctl recvmsg sendmsg socketpair; do
 		probe acceptor "$c" SIGSYS
 	done
 	# a child has the gate's page no more: whatever it would make there
-	for c in kill-all kill-prog kill-child accept4 clone getrandom; do
+	for c in kill-all kill-prog kill-child accept4 clone getrandom sendmsg socketpair; do
 		probe child "gate-$c" SIGSEGV
+		probe spare "gate-$c" SIGSEGV
 	done
+	# a spare: the connection's table, and through the spare's gate its
+	# connection and the unmapping of that gate's page, nothing else
+	probe spare write "allowed (0)"
+	for c in open nr-1 getsockname getppid sendto kill-all kill-child accept4 clone getrandom \
+		prctl recvmsg sendmsg socketpair; do
+		probe spare "$c" SIGSYS
+	done
+	probe spare spare-recvmsg "allowed (-1 EBADF)"
+	probe spare spare-munmap-gate "allowed (0)"
+	probe spare spare-munmap-other SIGSYS
+	probe spare spare-accept4 SIGSYS
+	# once serving, that page is gone too
+	probe child spare-recvmsg SIGSEGV
+	probe child spare-munmap-gate SIGSEGV
 }

@@ -13,7 +13,8 @@
 #     (wsload --raw): the fork ceiling, `lineecho --fork` given the
 #     listening socket as wsfilter is (it accepts, forks, filters lines,
 #     _exits), for Accept=no; the exec ceiling, a static lineecho under
-#     --accept, for Accept=yes; and `wsfilter -- lineecho` in acceptor mode
+#     --accept, for Accept=yes; Accept=no at --spares 0 too (each fork at
+#     its connection, none ahead); and `wsfilter -- lineecho` in acceptor mode
 #     beside websocketd running the same lineecho;
 #  2. C connections at once (1,000, and 10,000 in the full run), each doing
 #     10 round trips one at a time, then held open HOLD s: whether all
@@ -54,7 +55,7 @@ rm -f "$D"/*.log "$D"/*.out
 : >"$TSV"
 
 # ---- the servers
-ALL_SERVERS="acc-dyn acc-static fork-ceiling inetd-dyn inetd-static exec-ceiling acc-prog node-ws python-websockets websocketd"
+ALL_SERVERS="acc-dyn acc-nospare acc-static fork-ceiling inetd-dyn inetd-static exec-ceiling acc-prog node-ws python-websockets websocketd"
 ACC_SERVERS=${ACC_SERVERS:-$ALL_SERVERS}
 CONC_SERVERS="acc-dyn acc-static inetd-dyn inetd-static node-ws"
 server_cmd() {	# NAME PORT: lib/bench.sh's per_conn_cmd, but the peers
@@ -104,7 +105,7 @@ ACCEPTOR=1
 if ! "$WSFILTER" --max-connections "$MAXCONN" -V >/dev/null 2>&1; then
 	ACCEPTOR=
 	log "bench: $WSFILTER has no acceptor mode (--max-connections is not an option): Accept=no is left out"
-	ACC_SERVERS=$(echo " $ACC_SERVERS " | sed 's/ acc-dyn / /; s/ acc-static / /; s/ acc-prog / /')
+	ACC_SERVERS=$(echo " $ACC_SERVERS " | sed 's/ acc-dyn / /; s/ acc-nospare / /; s/ acc-static / /; s/ acc-prog / /')
 	CONC_SERVERS=$(echo " $CONC_SERVERS " | sed 's/ acc-dyn / /; s/ acc-static / /')
 fi
 CONC_SERVERS=$(for s in $CONC_SERVERS; do case " $ACC_SERVERS " in *" $s "*) echo "$s" ;; esac; done | xargs)

@@ -18,6 +18,7 @@ from bench_figures import cell, num as fnum, read_figures, stat, status, values 
 
 NAMES = {
     "acc-dyn": "wsfilter Accept=no",
+    "acc-nospare": "wsfilter Accept=no, --spares 0",
     "acc-static": "wsfilter Accept=no, static",
     "fork-ceiling": "fork ceiling: lineecho --fork (lines)",
     "inetd-dyn": "wsfilter Accept=yes",
@@ -32,6 +33,7 @@ ORDER = list(NAMES)
 # what each server's sequential rate is held against, and the goal
 AGAINST = {
     "acc-dyn": ("fork-ceiling", 0.9),
+    "acc-nospare": ("fork-ceiling", 0.9),
     "acc-static": ("fork-ceiling", 0.9),
     "inetd-dyn": ("exec-ceiling", 0.9),
     "inetd-static": ("exec-ceiling", 0.9),

@@ -137,7 +137,8 @@ rotate() {
 #   exec        lineecho-static under --accept --inetd (the exec ceiling)
 #   websocketd  websocketd running lineecho (it listens by itself)
 # and for the wsfilter ones a suffix: -static (WSFILTER_STATIC), -before
-# (WSFILTER_BEFORE), -other (WSFILTER_OTHER), -nosb (--no-sandbox).
+# (WSFILTER_BEFORE), -other (WSFILTER_OTHER), -nosb (--no-sandbox), -nospare
+# (--spares 0).
 per_conn_cmd() {
 	local name=$1 port=$2 sa="systemd-socket-activate -l 127.0.0.1:$2" w=$WSFILTER
 	shift 2
@@ -146,6 +147,7 @@ per_conn_cmd() {
 	*-before) w=${WSFILTER_BEFORE:?} ;;
 	*-other) w=${WSFILTER_OTHER:?} ;;
 	*-nosb) set -- "$@" --no-sandbox ;;
+	*-nospare) set -- "$@" --spares 0 ;;
 	esac
 	case $name in
 	acc-prog*) echo "$sa $w $* -- $BIN/lineecho" ;;

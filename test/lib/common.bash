@@ -234,39 +234,113 @@ within() {
 
 # ---- processes and ports ----------------------------------------------------
 
-# assert_child_confined PARENT CHILD [nogate]: an acceptor's child runs under
-# its parent's filter alone and lacks the gate's page, where this machine has
-# a gate (filter_probe has-gate: x86_64) and the build uses it (not nogate:
-# wsfilter-test-nogate); else it has its own filter on top, and every page.
-# The gate's page: one 4 KiB r-xp mapping of the parent's own executable
-# that the child has not, and the child has no mapping the parent has not.
+# map_units PID: the mappings of PID, one a line ("START-END PERM PATH"), but
+# those of its own executable's code page by page ("PAGE r-xp PATH"): a page
+# taken out of that code splits its mapping, and the rest stays comparable.
+map_units() {
+	local exe range perm off dev ino path a e
+	exe=$(readlink "/proc/$1/exe")
+	while read -r range perm off dev ino path; do
+		if [ "$perm" = r-xp ] && [ "$path" = "$exe" ]; then
+			for ((a = 16#${range%-*}, e = 16#${range#*-}; a < e; a += 4096)); do
+				printf '%x r-xp %s\n' "$a" "$path"
+			done
+		else
+			echo "$range $perm $path"
+		fi
+	done <"/proc/$1/maps" | sort
+}
+
+# assert_child_confined PARENT CHILD [nogate|spare]: an acceptor's child runs
+# under its parent's filter alone and lacks the gates' pages, where this
+# machine has a gate (filter_probe has-gate: x86_64) and the build uses it
+# (not nogate: wsfilter-test-nogate); else it has its own filter on top, and
+# every page. The gates' pages: two pages of the parent's own code, one after
+# the other, that a child serving a connection has not (a spare, waiting for
+# its connection, still has the second: one page); and the child has no
+# mapping the parent has not.
 assert_child_confined() {
 	local probe=${FILTER_PROBE:-$TOP/test/lib/filter_probe} pf cf only_parent only_child
+	local want=2 exe
 	[ -x "$probe" ] || fail "no $probe (make test/lib/filter_probe)"
+	[ "${3:-}" != spare ] || want=1
 	pf=$(awk '/^Seccomp_filters:/ { print $2 }' "/proc/$1/status")
 	cf=$(awk '/^Seccomp_filters:/ { print $2 }' "/proc/$2/status")
-	only_parent=$(comm -23 <(awk '{ print $1, $2, $6 }' "/proc/$1/maps" | sort) \
-			       <(awk '{ print $1, $2, $6 }' "/proc/$2/maps" | sort))
-	only_child=$(comm -13 <(awk '{ print $1, $2, $6 }' "/proc/$1/maps" | sort) \
-			      <(awk '{ print $1, $2, $6 }' "/proc/$2/maps" | sort))
+	only_parent=$(comm -23 <(map_units "$1") <(map_units "$2"))
+	only_child=$(comm -13 <(map_units "$1") <(map_units "$2"))
 	echo "filters: the parent's $pf, the child's $cf"
 	echo "only the parent's: $only_parent"
 	echo "only the child's: $only_child"
 	if [ "${3:-}" = nogate ] || [ "$("$probe" has-gate)" != gate ]; then
-		[ "$cf" -gt "$pf" ] || fail "the child has $cf filters, the parent $pf"
+		[ "$cf" -gt "$pf" ] || [ "${3:-}" = spare ] || fail "the child has $cf filters, the parent $pf"
 		[ -z "$only_parent$only_child" ] || fail "the child's mappings are not its parent's"
 		return
 	fi
 	# one filter for both: the child cannot reach the gate its parent's
-	# accept4, clone, wait4 and kill must come from
+	# accept4, clone, wait4 and kill must come from, nor (serving) the one
+	# its recvmsg came from
 	[ "$cf" = "$pf" ] || fail "the child has $cf filters, the parent $pf"
-	[ "$(wc -l <<<"$only_parent")" = 1 ] || fail "more than the gate's page: $only_parent"
-	local range perm path
-	read -r range perm path <<<"$only_parent"
-	[ "$perm" = r-xp ] || fail "the page the child lacks is $perm, not r-xp"
-	[ "$path" = "$(readlink "/proc/$1/exe")" ] || fail "the page the child lacks is of $path"
-	[ $((16#${range#*-} - 16#${range%-*})) = 4096 ] || fail "the child lacks $range, not one page"
+	[ "$(grep -c . <<<"$only_parent")" = "$want" ] ||
+		fail "the child lacks other than $want page(s) of code: $only_parent"
+	exe=$(readlink "/proc/$1/exe")
+	local page perm path first=
+	while read -r page perm path; do
+		[ "$perm" = r-xp ] || fail "a page the child lacks is $perm, not r-xp"
+		[ "$path" = "$exe" ] || fail "a page the child lacks is of $path"
+		[ -z "$first" ] || [ $((16#$page)) = $((16#$first + 4096)) ] ||
+			fail "the pages the child lacks are not one after the other: $only_parent"
+		first=$page
+	done <<<"$only_parent"
 	[ -z "$only_child" ] || fail "the child has mappings its parent has not: $only_child"
+}
+
+# is_spare PID: PID is one of an acceptor's spares, forked ahead of its
+# connection: it holds an end of a Unix SEQPACKET pair (its parent's), which a
+# process serving a connection never does.
+is_spare() {
+	local ino
+	for ino in $(find "/proc/$1/fd" -lname 'socket:*' -printf '%l\n' 2>/dev/null | tr -dc '0-9\n'); do
+		awk -v i="$ino" 'NR > 1 && $5 == "0005" && $7 == i { f = 1 } END { exit !f }' \
+			"/proc/$1/net/unix" 2>/dev/null && return 0
+	done
+	return 1
+}
+
+# spares PID: the spares among PID's descendants, one a line.
+spares() {
+	local p
+	for p in $(descendants "$1"); do
+		is_spare "$p" && echo "$p"
+	done
+	return 0
+}
+
+# wait_spares PID N: wait up to 5 s until N spares descend from PID; fails if
+# they do not.
+wait_spares() {
+	local i n
+	for i in $(seq 1 50); do
+		n=$(spares "$1" | wc -l)
+		[ "$n" = "$2" ] && return 0
+		sleep 0.1
+	done
+	fail "$n spare(s) under $1 after 5 s, not $2"
+}
+
+# serving PID: the descendants of PID but its spares and theirs (a spare's
+# program's waiting child): the processes of its connections and their
+# programs, one a line.
+serving() {
+	ps -e -o pid=,ppid= | awk -v root="$1" -v spares="$(spares "$1" | paste -sd' ')" '
+		{ parent[$1] = $2 }
+		END {
+			n = split(spares, s, " ")
+			for (i = 1; i <= n; i++) skip[s[i]] = 1
+			for (p in parent) {
+				for (q = p; (q in parent) && !(q in skip); q = parent[q])
+					if (parent[q] == root) { print p; break }
+			}
+		}'
 }
 
 # descendants PID: the pids of every descendant of PID, one a line.

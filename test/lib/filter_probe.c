@@ -5,8 +5,10 @@
  *   MODE  conn      a connection without a program (wsfilter, launched)
  *         prog      a connection whose program's group is a child here
  *         acceptor  the acceptor's parent, with its gate (x86_64)
- *         child     an acceptor's child: forked through the parent's gate,
- *                   under the parent's filter alone, as wsfilter's are
+ *         child     an acceptor's child serving its connection: forked
+ *                   through the parent's gate, under the parent's filter
+ *                   alone, the spare's gate unmapped, as wsfilter's are
+ *         spare     the same before its connection: it has the spare's gate
  *         acceptor-nogate, child-nogate
  *                   the same without a gate: the parent's calls from
  *                   anywhere, and a child's own filter over the parent's
@@ -28,8 +30,14 @@
  *         prctl     prctl(PR_GET_DUMPABLE)
  *         getppid
  *         sendto    send(-1, ...): there is no syslog socket here
+ *         recvmsg, sendmsg  on fd -1
+ *         socketpair        AF_UNIX, SOCK_SEQPACKET; socketpair-inet: AF_INET
  *         gate-CALL the same call through the acceptor's gate (acc_call):
- *                   kill-all, kill-prog, kill-child, accept4, clone, getrandom
+ *                   kill-all, kill-prog, kill-child, accept4, clone, getrandom,
+ *                   sendmsg, socketpair, socketpair-inet
+ *         spare-CALL        through the spare's gate (spare_call): recvmsg,
+ *                   accept4, munmap-gate (the spare's gate's page: a spare's
+ *                   last call there), munmap-other (an unmapped page)
  *   has-gate        prints "gate" when this build and system have one
  *
  * In the child modes the parent waits for the child and ends as it did:
@@ -48,11 +56,29 @@ static long probe_call(const char *call, pid_t prog)
 	socklen_t sl = sizeof ss;
 	struct stat st;
 	char b;
-	int gate = !strncmp(call, "gate-", 5);
-	long (*sys)(long, long, long, long, long, long) = gate ? acc_call : NULL;
+	int gate = !strncmp(call, "gate-", 5), spare = !strncmp(call, "spare-", 6);
+	long (*sys)(long, long, long, long, long, long) = gate ? acc_call : spare ? spare_call : NULL;
+	struct msghdr m = { .msg_iov = &v, .msg_iovlen = 1 };
+	int sv[2];
 
 	if (gate)
 		call += 5;
+	if (spare)
+		call += 6;
+	if (spare && !strcmp(call, "munmap-gate"))
+		return sys(__NR_munmap, (long)spare_gate_page, GATE_PAGE, 0, 0, 0);
+	if (spare && !strcmp(call, "munmap-other"))
+		return sys(__NR_munmap, 0x10000, 4096, 0, 0, 0);
+	if (!strcmp(call, "recvmsg"))
+		return sys ? sys(__NR_recvmsg, -1, (long)&m, 0, 0, 0) : recvmsg(-1, &m, 0);
+	if (!strcmp(call, "sendmsg"))
+		return sys ? sys(__NR_sendmsg, -1, (long)&m, 0, 0, 0) : sendmsg(-1, &m, 0);
+	if (!strcmp(call, "socketpair"))
+		return sys ? sys(__NR_socketpair, AF_UNIX, SOCK_SEQPACKET, 0, (long)sv, 0)
+			   : socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv);
+	if (!strcmp(call, "socketpair-inet"))
+		return sys ? sys(__NR_socketpair, AF_INET, SOCK_STREAM, 0, (long)sv, 0)
+			   : socketpair(AF_INET, SOCK_STREAM, 0, sv);
 	if (!strcmp(call, "kill-all"))
 		return sys ? sys(__NR_kill, -1, 0, 0, 0, 0) : kill(-1, 0);
 	if (!strcmp(call, "kill-prog"))
@@ -67,7 +93,7 @@ static long probe_call(const char *call, pid_t prog)
 	if (!strcmp(call, "getrandom"))
 		return sys ? sys(__NR_getrandom, (long)&b, 1, 0, 0, 0)
 			   : syscall(__NR_getrandom, &b, 1, 0);
-	if (gate)
+	if (gate || spare)
 		return -2;
 	if (!strcmp(call, "write"))
 		return write(1, "", 0);
@@ -99,7 +125,8 @@ static long probe_call(const char *call, pid_t prog)
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 2 ? argv[1] : "", *call = argc > 2 ? argv[2] : "";
-	int acceptor = !strncmp(mode, "acceptor", 8), child = !strncmp(mode, "child", 5);
+	int acceptor = !strncmp(mode, "acceptor", 8);
+	int child = !strncmp(mode, "child", 5) || !strcmp(mode, "spare");
 	int nogate = strstr(mode, "-nogate") != NULL;
 	pid_t prog = 0, pid = 0;
 	long r;
@@ -111,7 +138,8 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (strcmp(mode, "conn") && strcmp(mode, "prog") && strcmp(mode, "acceptor") &&
-	    strcmp(mode, "child") && strcmp(mode, "acceptor-nogate") && strcmp(mode, "child-nogate"))
+	    strcmp(mode, "child") && strcmp(mode, "acceptor-nogate") && strcmp(mode, "child-nogate") &&
+	    strcmp(mode, "spare"))
 		return 2;
 	/* the parent's own calls go through the gate: the library's kill is
 	 * what a child (or a bug in the parent) would call */
@@ -149,6 +177,10 @@ int main(int argc, char **argv)
 			return 2;
 		/* without a gate the child installs the connection's filter */
 		if (nogate && sandbox_enter(-1, 0, 0, 0, 0) < 0)
+			_exit(2);
+		/* with one, a child that serves has given up the spare's */
+		if (!nogate && !strcmp(mode, "child") &&
+		    spare_call(__NR_munmap, (long)spare_gate_page, GATE_PAGE, 0, 0, 0) < 0)
 			_exit(2);
 	}
 	r = probe_call(call, prog);

@@ -24,13 +24,14 @@ STARTED_PIDS=()
 # ---- process helpers --------------------------------------------------------
 
 # count_wsfilter PID: how many live (not zombie) wsfilter processes descend
-# from PID. A process is wsfilter when its name is "wsfilter" or the name of
-# $WSFILTER (wsfilter-asan under make test-asan), cut as the kernel cuts it.
+# from PID, an acceptor's spares not counted (serving). A process is wsfilter
+# when its name is "wsfilter" or the name of $WSFILTER (wsfilter-asan under
+# make test-asan), cut as the kernel cuts it.
 count_wsfilter() {
 	local n=0 p comm state name
 	name=$(basename "$WSFILTER")
 	name=${name:0:15}
-	for p in $(descendants "$1"); do
+	for p in $(serving "$1"); do
 		comm=$(cat "/proc/$p/comm" 2>/dev/null) || continue
 		state=$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null) || continue
 		if { [ "$comm" = wsfilter ] || [ "$comm" = "$name" ]; } && [ "$state" != Z ]; then

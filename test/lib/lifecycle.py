@@ -26,7 +26,11 @@ Invariants, each case:
   bounded   the connection process ends within BOUND seconds.
   log       one summary line per connection, the program's stderr line, nothing else.
   acceptor  the parent keeps no descriptor and no zombie, and exits 0 on SIGTERM;
-            killed, it leaves its connection to end as on SIGTERM, bounded.
+            killed, it leaves its connection to end as on SIGTERM, bounded. Its
+            --spares (0, 1 or 2: processes forked ahead) are there at the start, one
+            of them takes the connection, and they are there again at the end.
+  spares    nothing of a spare (a spare, its program's waiting child) outlives the
+            parent by 2 s, however the parent ended.
 
 Prints the seed first; any failure prints its case, which --case replays. The last
 line is "N passed, M failed".
@@ -98,17 +102,19 @@ def draw(rng):
     elif rng.random() < 0.05:
         c["event"] = "sigexec"
     c["route"] = rng.choice(["none"] * 4 + ["dir", "check", "dircheck"])
+    c["spares"] = rng.choice([0, 1, 1, 2])
     return c
 
 
 FIELDS = ["mode", "bin", "lines", "size", "rate", "end", "msgs", "client", "at", "pause", "event", "et", "req",
-          "route"]
+          "route", "spares"]
 # the request: plain; a long legal target (a head near 8 KiB, the target three times
 # in the variables); hostile headers (Proxy, a name with '_'); starved: wsfilter under an
 # open-files limit that leaves no room for the program's pipes (503).  The event sigexec
 # stops the child that is to exec the program, then sends SIGTERM while the request
 # waits for that exec (503).  The route: the program as PROGRAM (none), or found by
 # --dir (dir) as DIR/lc, or admitted by a --check that names the user (check), or both.
+# spares: the acceptor's --spares (processes forked ahead of their connection).
 LONG_PATH = "/lc/" + "p" * 2500
 LONG_QUERY = "q=" + "v" * 4000
 
@@ -121,8 +127,9 @@ def parse_spec(text):
     c = dict(kv.split("=", 1) for kv in text.split())
     c.setdefault("req", "plain")
     c.setdefault("route", "none")
+    c.setdefault("spares", "1")  # wsfilter's default
     c.setdefault("want", "")  # a named test's one ending (signal, prog0, ...), else any it can have
-    for k in ("bin", "lines", "size", "msgs"):
+    for k in ("bin", "lines", "size", "msgs", "spares"):
         c[k] = int(c[k])
     for k in ("rate", "at", "pause", "et"):
         c[k] = float(c[k])
@@ -146,6 +153,8 @@ def wsfilter_args(c, state, grace):
         a += ["--grace", "1"]
     if c["bin"]:
         a.append("--binary")
+    if c["mode"] == "acceptor":
+        a += ["--spares", str(c["spares"])]
     rate = ("%g" % c["rate"])
     prog = [PY, os.path.join(HERE, "lcprog.py"), state, str(c["lines"]), str(c["size"]), rate, c["end"]]
     top = os.path.dirname(state)
@@ -193,6 +202,45 @@ def group_alive(pgid):
             if st and st[1] == pgid and st[0] != "Z":
                 alive.append(int(d))
     return alive
+
+
+def track_spares(parent, conn_pid, tree):
+    """Adds the parent's spares but conn_pid, and their children (a program's
+    waiting child), to tree."""
+    for k in children(parent):
+        if k != conn_pid and is_spare(k):
+            tree.add(k)
+            tree.update(descendants(k))
+
+
+def descendants(pid):
+    out, todo = [], [pid]
+    while todo:
+        for k in children(todo.pop()):
+            out.append(k)
+            todo.append(k)
+    return out
+
+
+def running(pid):
+    st = proc_stat(pid)
+    return bool(st) and st[0] != "Z"
+
+
+def is_spare(pid):
+    """Whether pid is an acceptor's spare: it holds an end of a Unix SEQPACKET pair,
+    which a process serving a connection never does."""
+    try:
+        inos = set()
+        for fd in os.listdir("/proc/%d/fd" % pid):
+            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+            if link.startswith("socket:["):
+                inos.add(link[8:-1])
+        with open("/proc/%d/net/unix" % pid) as f:
+            next(f)
+            return any(w[4] == "0005" and w[6] in inos for w in (line.split() for line in f))
+    except (OSError, StopIteration, IndexError):
+        return False
 
 
 def fd_count(pid):
@@ -501,6 +549,7 @@ def run_case(c, grace, keep=False):
     fails, fig = [], {}
     proc = lst = sock = None
     parent = conn_pid = None
+    spare_tree = set()
     try:
         args = wsfilter_args(c, state, grace)
         env = dict(os.environ)
@@ -545,6 +594,13 @@ def run_case(c, grace, keep=False):
                 if proc.poll() is not None:
                     break
                 time.sleep(0.01)
+            # its steady state: the spares forked, each with its pair
+            while len(children(parent)) < c["spares"] and time.monotonic() < t + 5:
+                time.sleep(0.005)
+            spares0 = children(parent)
+            if len(spares0) != c["spares"]:
+                fails.append("acceptor: %d spare(s) at the start, not %d" % (len(spares0), c["spares"]))
+                return fails, fig
             base_fds = fd_count(parent)
             sock = socket.socket()
             if rcv:
@@ -552,14 +608,17 @@ def run_case(c, grace, keep=False):
             sock.connect(lst.getsockname())
             lst.close()
             lst = None
+            # the connection's process: a spare that took it, or one forked for it
             t = time.monotonic()
-            while not children(parent) and time.monotonic() < t + 5:
+            kids = []
+            while not kids and time.monotonic() < t + 5:
+                kids = [k for k in spares0 if not is_spare(k)] if spares0 else children(parent)
                 time.sleep(0.005)
-            kids = children(parent)
             if not kids:
                 fails.append("acceptor: no connection process appeared")
                 return fails, fig
             conn_pid = kids[0]
+            track_spares(parent, conn_pid, spare_tree)
         sampler = Sampler(conn_pid)
         sampler.start()
 
@@ -586,6 +645,8 @@ def run_case(c, grace, keep=False):
             fails.append("handshake: %r %s" % (status, "; ".join(problems)))
             return fails, fig
         t101 = time.monotonic()
+        if c["mode"] == "acceptor":
+            track_spares(parent, conn_pid, spare_tree)
         # what the header reader took beyond the head belongs to the frames
         leftover = bytes(head.buf[head.pos:])
 
@@ -673,11 +734,14 @@ def run_case(c, grace, keep=False):
             if prc != -signal.SIGKILL:
                 fails.append("acceptor: the parent ended with %d before or instead of its SIGKILL" % prc)
         elif c["mode"] == "acceptor":
+            def busy():
+                return [k for k in children(parent) if not is_spare(k)]
             t = time.monotonic()
-            while time.monotonic() < t + 2 and (children(parent) or fd_count(parent) > base_fds):
+            while time.monotonic() < t + 2 and (busy() or fd_count(parent) > base_fds):
                 time.sleep(0.02)
-            if children(parent):
-                fails.append("acceptor: the parent keeps children %s" % children(parent))
+            if busy():
+                fails.append("acceptor: the parent keeps children that are not spares %s" % busy())
+            track_spares(parent, conn_pid, spare_tree)
             # a parent told to stop closes its listener: its count is its own business
             stopping = c["event"] in ("sigterm", "accstop")
             if not stopping and proc.poll() is None and fd_count(parent) != base_fds:
@@ -692,6 +756,14 @@ def run_case(c, grace, keep=False):
                 fails.append("acceptor: the parent still runs 10 s after SIGTERM")
                 proc.kill()
                 proc.wait()
+        if c["mode"] == "acceptor":
+            # nothing of a spare outlives the parent, however it ended
+            t = time.monotonic()
+            while time.monotonic() < t + 2 and [p for p in spare_tree if running(p)]:
+                time.sleep(0.02)
+            left = [p for p in spare_tree if running(p)]
+            if left:
+                fails.append("spares: %d process(es) of the spares outlive the parent: %s" % (len(left), left))
         err.close()
         log = open(errpath, "rb").read().decode("utf-8", "replace")
         fig["log"] = log
@@ -709,9 +781,10 @@ def run_case(c, grace, keep=False):
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
-        if conn_pid:
+        for p in [conn_pid] + sorted(spare_tree):
             try:
-                os.kill(conn_pid, signal.SIGKILL)
+                if p:
+                    os.kill(p, signal.SIGKILL)
             except OSError:
                 pass
         try:
