@@ -3652,7 +3652,8 @@ static void conn_run(struct conn *c, const sigset_t *run_mask)
  * than anything else it does after the fork (the kernel compiles it, and
  * frees it at the exit).  The gate forbids it without a second filter.
  *
- * The parent makes those calls (accept4, clone, wait4, kill, getrandom)
+ * The parent makes those calls (accept4, clone, wait4, kill, getrandom,
+ * socketpair, sendmsg)
  * through one syscall instruction, the last of a page of wsfilter's code
  * that is given to no child (MADV_DONTFORK); the instruction after it, a
  * ret, begins the next page.  The parent's filter allows those calls only
@@ -3676,24 +3677,27 @@ static void conn_run(struct conn *c, const sigset_t *run_mask)
  * installs the connection's filter over its parent's as before. */
 #if defined(__x86_64__) && !defined(__ILP32__) && defined(__linux__)
 #define GATE_PAGE 4096
+/* long gate(nr, a, b, c, d, e): the arguments moved to the kernel's
+ * registers, then the syscall at END, whose 2 bytes end the page: a
+ * shorter stub slides to it on NOPs, a longer one does not assemble */
+#define GATE_STUB(end) \
+	"endbr64\n" \
+	"mov %rdi, %rax\n" \
+	"mov %rsi, %rdi\n" \
+	"mov %rdx, %rsi\n" \
+	"mov %rcx, %rdx\n" \
+	"mov %r8, %r10\n" \
+	"mov %r9, %r8\n" \
+	".org " end " - 2, 0x90\n" \
+	"syscall\n"
 __asm__(".pushsection .text.wsfilter_gate, \"ax\", @progbits\n"
 	".balign 4096\n"
 	".globl wsfilter_gate_page, wsfilter_gate, wsfilter_gate_end\n"
 	".hidden wsfilter_gate_page, wsfilter_gate, wsfilter_gate_end\n"
 	"wsfilter_gate_page:\n"
 	".fill 4096 - 24, 1, 0xcc\n"          /* int3: nothing else lives here */
-	"wsfilter_gate:\n"                      /* long gate(nr, a, b, c, d, e) */
-	"endbr64\n"
-	"mov %rdi, %rax\n"
-	"mov %rsi, %rdi\n"
-	"mov %rdx, %rsi\n"
-	"mov %rcx, %rdx\n"
-	"mov %r8, %r10\n"
-	"mov %r9, %r8\n"
-	/* the syscall's 2 bytes end the page: a shorter stub slides to it
-	 * on NOPs, a longer one does not assemble */
-	".org wsfilter_gate_page + 4096 - 2, 0x90\n"
-	"syscall\n"
+	"wsfilter_gate:\n"
+	GATE_STUB("wsfilter_gate_page + 4096")
 	"wsfilter_gate_end:\n"                  /* the next page */
 	"ret\n"
 	/* the spare's gate, the same stub at the end of that page */
@@ -3701,15 +3705,7 @@ __asm__(".pushsection .text.wsfilter_gate, \"ax\", @progbits\n"
 	".hidden wsfilter_spare_gate, wsfilter_spare_gate_end\n"
 	".fill 4096 - 1 - 24, 1, 0xcc\n"
 	"wsfilter_spare_gate:\n"
-	"endbr64\n"
-	"mov %rdi, %rax\n"
-	"mov %rsi, %rdi\n"
-	"mov %rdx, %rsi\n"
-	"mov %rcx, %rdx\n"
-	"mov %r8, %r10\n"
-	"mov %r9, %r8\n"
-	".org wsfilter_gate_page + 2 * 4096 - 2, 0x90\n"
-	"syscall\n"
+	GATE_STUB("wsfilter_gate_page + 2 * 4096")
 	"wsfilter_spare_gate_end:\n"            /* the third page */
 	"ret\n"
 	".popsection\n");

@@ -6,7 +6,7 @@
 # (exit status, close code and log line agree; a death by a signal fails), the program's
 # group gone after the connection, the connection's CPU near zero while it waits, a
 # bounded end, one log line, and in acceptor mode a parent with no descriptor or zombie
-# left. The last test draws random cases for LIFECYCLE_MINUTES (default 1.25); its seed is
+# left and nothing of its spares (processes forked ahead) left after it. The last test draws random cases for LIFECYCLE_MINUTES (default 1.25); its seed is
 # printed, and `SEED=N make soak` or `lifecycle.py --seed N` replays them.
 
 load lib/common
@@ -29,6 +29,8 @@ case_of() {
 	done
 	# want=ENDING: this case must end so (lifecycle.py: signal, prog0, ...)
 	[ -z "${f[want]:-}" ] || out+="want=${f[want]} "
+	# spares=N: the acceptor's --spares (default: wsfilter's)
+	[ -z "${f[spares]:-}" ] || out+="spares=${f[spares]} "
 	echo "${out% }"
 }
 
@@ -73,9 +75,11 @@ one_case() {
 	one_case mode=acceptor end=ignore event=accstop
 }
 
-@test "acceptor: the parent killed by SIGKILL: each connection ends as on SIGTERM (close 1001 after its replies), its program's group too" {
+@test "acceptor: the parent killed by SIGKILL: each connection ends as on SIGTERM (close 1001 after its replies), its program's group too, and nothing of its spares is left" {
 	one_case mode=acceptor end=cat msgs=3 event=killparent et=0.5 want=signal
 	one_case mode=acceptor end=bgfree event=killparent et=0.5 want=signal
+	one_case mode=acceptor end=cat msgs=3 event=killparent et=0.5 want=signal spares=2
+	one_case mode=acceptor end=cat msgs=3 event=killparent et=0.5 want=signal spares=0
 	# its stop steps take 2 s (--grace 1): the client's quiet close may come first
 	one_case mode=acceptor end=ignore event=killparent et=0.5
 }
