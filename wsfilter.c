@@ -112,7 +112,8 @@
 #define DEF_PING_INTERVAL 20           /* keepalive, as Python websockets */
 #define DEF_SEND_TIMEOUT  20           /* when pings are off */
 #define DEF_MAX_CONN      4096         /* the acceptor's children at once */
-#define DEF_SPARES        1            /* and forked ahead of their connection */
+#define DEF_SPARES        1            /* and forked ahead of their connection
+					* (0 with a program: measured, no gain) */
 #define SPARES_MAX        64
 #define DEF_STOP_TIMEOUT  10           /* the acceptor's wait for them at a stop */
 #define DEF_IDLE_INETD    60           /* inetd wait: the socket goes back when idle */
@@ -284,7 +285,8 @@ struct options {
 	int binary;                  /* --binary: bytes as they come, no lines */
 	int clear_env;               /* --clear-env: only the request's variables */
 	long long max_conn;          /* the acceptor: children at once */
-	long long spares;            /* the acceptor: children forked ahead */
+	long long spares;            /* the acceptor: children forked ahead,
+				      * -1: the default for the mode */
 	long long max_per_source;    /* children per source address, 0: no own limit */
 	long long stop_timeout;      /* seconds to wait for them at a stop */
 	long long idle_exit;         /* seconds without a child to exit, 0: never,
@@ -4099,7 +4101,8 @@ static const char help_text[] =
 	"Given a listening socket (systemd Accept=no, inetd wait), wsfilter accepts\n"
 	"and forks one process per connection itself:\n"
 	"  --max-connections N    at most N at once; more wait in the backlog (4096)\n"
-	"  --spares N             processes forked ahead of their connection (default 1)\n"
+	"  --spares N             processes forked ahead of their connection (default 1;\n"
+	"                         0 with a PROGRAM, --dir or --check)\n"
 	"  --max-per-source N     at most N from one address; more get 429 (0: off)\n"
 	"  --stop-timeout S       on SIGTERM, wait S seconds for them, then kill (10)\n"
 	"  --idle-exit S          exit after S seconds without one (0: never; the\n"
@@ -4172,7 +4175,7 @@ static void options_init(struct options *o)
 	o->log = LOG_AUTO;
 	o->sandbox = SANDBOX_ON;
 	o->max_conn = DEF_MAX_CONN;
-	o->spares = DEF_SPARES;
+	o->spares = -1;                  /* DEF_SPARES, or 0 with a program */
 	o->stop_timeout = DEF_STOP_TIMEOUT;
 	o->grace = DEF_GRACE;
 	o->idle_exit = -1;
@@ -5308,6 +5311,10 @@ static int acceptor_run(struct conn *c, struct options *o, int lfd, const sigset
 		return EXIT_INTERNAL;
 	if (o->idle_exit < 0)
 		o->idle_exit = 0;
+	/* with a program the spares gained nothing measurable here and cost
+	 * CPU (BENCHMARKS.md): none unless asked for */
+	if (o->spares < 0)
+		o->spares = o->gate ? 0 : DEF_SPARES;
 	if (!a) {
 		log_line("cannot allocate the acceptor's state");
 		return EXIT_INTERNAL;

@@ -57,7 +57,7 @@ rm -f "$D"/*.log "$D"/*.out
 # ---- the servers
 ALL_SERVERS="acc-dyn acc-nospare acc-static fork-ceiling inetd-dyn inetd-static exec-ceiling acc-prog node-ws python-websockets websocketd"
 ACC_SERVERS=${ACC_SERVERS:-$ALL_SERVERS}
-CONC_SERVERS="acc-dyn acc-static inetd-dyn inetd-static node-ws"
+CONC_SERVERS="acc-dyn acc-nospare acc-static inetd-dyn inetd-static node-ws"
 server_cmd() {	# NAME PORT: lib/bench.sh's per_conn_cmd, but the peers
 	local kind=${1%-dyn}
 	case $1 in
@@ -106,7 +106,7 @@ if ! "$WSFILTER" --max-connections "$MAXCONN" -V >/dev/null 2>&1; then
 	ACCEPTOR=
 	log "bench: $WSFILTER has no acceptor mode (--max-connections is not an option): Accept=no is left out"
 	ACC_SERVERS=$(echo " $ACC_SERVERS " | sed 's/ acc-dyn / /; s/ acc-nospare / /; s/ acc-static / /; s/ acc-prog / /')
-	CONC_SERVERS=$(echo " $CONC_SERVERS " | sed 's/ acc-dyn / /; s/ acc-static / /')
+	CONC_SERVERS=$(echo " $CONC_SERVERS " | sed 's/ acc-dyn / /; s/ acc-nospare / /; s/ acc-static / /')
 fi
 CONC_SERVERS=$(for s in $CONC_SERVERS; do case " $ACC_SERVERS " in *" $s "*) echo "$s" ;; esac; done | xargs)
 

@@ -213,7 +213,7 @@ if [[ " $PARTS " == *" 3 "* ]]; then
 			127.0.0.1 "${PORT[$s]}" >/dev/null 2>&1 &
 		wl=$!
 		for _ in $(seq 1 100); do [ -s "$OUT/ready" ] && break; sleep 0.05; done
-		kid=$(pgrep -P "${PID[$s]}" | head -1)
+		kid=$(busy_children "${PID[$s]}" | head -1)
 		if [ -n "$kid" ]; then
 			"$PY" - "$s" "/proc/$kid/smaps" <<-'EOF'
 				import sys

@@ -24,6 +24,7 @@ if [ "$QUICK" = 0 ]; then
 fi
 WSFILTER=${WSFILTER:-$TOP/wsfilter}
 . "$TOP/test/lib/ports.sh"
+. "$TOP/test/lib/spares.sh"
 
 log() { printf '%s\n' "$*" >&2; }
 
@@ -104,11 +105,12 @@ cpu_seconds() {
 }
 
 # wait_children_gone PID [SECONDS]: wait up to SECONDS (2) until PID has no child
-# left (a launcher has reaped every connection's process).
+# left but an acceptor's spares (a launcher has reaped every connection's
+# process).
 wait_children_gone() {
 	# each try 0.05 s apart
 	for _ in $(seq 1 $(( ${2:-2} * 20 ))); do
-		[ -z "$(pgrep -P "$1" 2>/dev/null)" ] && return 0
+		[ -z "$(busy_children "$1")" ] && return 0
 		sleep 0.05
 	done
 	return 1

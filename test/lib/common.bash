@@ -14,6 +14,7 @@ export WSFILTER
 PY=/usr/bin/python3
 # pick_port, listening, wait_port
 source "$LIB/ports.sh"
+source "$LIB/spares.sh"
 
 # The start of each log line of wsfilter: "wsfilter[PID]: ".
 LOGP='wsfilter\[[0-9]+\]: '
@@ -292,18 +293,6 @@ assert_child_confined() {
 		first=$page
 	done <<<"$only_parent"
 	[ -z "$only_child" ] || fail "the child has mappings its parent has not: $only_child"
-}
-
-# is_spare PID: PID is one of an acceptor's spares, forked ahead of its
-# connection: it holds an end of a Unix SEQPACKET pair (its parent's), which a
-# process serving a connection never does.
-is_spare() {
-	local ino
-	for ino in $(find "/proc/$1/fd" -lname 'socket:*' -printf '%l\n' 2>/dev/null | tr -dc '0-9\n'); do
-		awk -v i="$ino" 'NR > 1 && $5 == "0005" && $7 == i { f = 1 } END { exit !f }' \
-			"/proc/$1/net/unix" 2>/dev/null && return 0
-	done
-	return 1
 }
 
 # spares PID: the spares among PID's descendants, one a line.

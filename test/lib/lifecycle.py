@@ -114,23 +114,25 @@ FIELDS = ["mode", "bin", "lines", "size", "rate", "end", "msgs", "client", "at",
 # stops the child that is to exec the program, then sends SIGTERM while the request
 # waits for that exec (503).  The route: the program as PROGRAM (none), or found by
 # --dir (dir) as DIR/lc, or admitted by a --check that names the user (check), or both.
-# spares: the acceptor's --spares (processes forked ahead of their connection).
+# spares: the acceptor's --spares (processes forked ahead of their connection), or
+# empty: its default (none, as a program runs).
 LONG_PATH = "/lc/" + "p" * 2500
 LONG_QUERY = "q=" + "v" * 4000
 
 
 def spec(c):
-    return " ".join("%s=%s" % (k, c[k]) for k in FIELDS)
+    return " ".join("%s=%s" % (k, "" if c[k] is None else c[k]) for k in FIELDS)
 
 
 def parse_spec(text):
     c = dict(kv.split("=", 1) for kv in text.split())
     c.setdefault("req", "plain")
     c.setdefault("route", "none")
-    c.setdefault("spares", "1")  # wsfilter's default
+    c.setdefault("spares", "")  # wsfilter's default: none with a program
     c.setdefault("want", "")  # a named test's one ending (signal, prog0, ...), else any it can have
-    for k in ("bin", "lines", "size", "msgs", "spares"):
+    for k in ("bin", "lines", "size", "msgs"):
         c[k] = int(c[k])
+    c["spares"] = int(c["spares"]) if c["spares"] != "" else None
     for k in ("rate", "at", "pause", "et"):
         c[k] = float(c[k])
     missing = [k for k in FIELDS if k not in c]
@@ -153,7 +155,7 @@ def wsfilter_args(c, state, grace):
         a += ["--grace", "1"]
     if c["bin"]:
         a.append("--binary")
-    if c["mode"] == "acceptor":
+    if c["mode"] == "acceptor" and c["spares"] is not None:
         a += ["--spares", str(c["spares"])]
     rate = ("%g" % c["rate"])
     prog = [PY, os.path.join(HERE, "lcprog.py"), state, str(c["lines"]), str(c["size"]), rate, c["end"]]
@@ -594,12 +596,14 @@ def run_case(c, grace, keep=False):
                 if proc.poll() is not None:
                     break
                 time.sleep(0.01)
-            # its steady state: the spares forked, each with its pair
-            while len(children(parent)) < c["spares"] and time.monotonic() < t + 5:
+            # its steady state: the spares forked, each with its pair (by
+            # default none, as a program runs)
+            want = c["spares"] or 0
+            while len(children(parent)) < want and time.monotonic() < t + 5:
                 time.sleep(0.005)
             spares0 = children(parent)
-            if len(spares0) != c["spares"]:
-                fails.append("acceptor: %d spare(s) at the start, not %d" % (len(spares0), c["spares"]))
+            if len(spares0) != want:
+                fails.append("acceptor: %d spare(s) at the start, not %d" % (len(spares0), want))
                 return fails, fig
             base_fds = fd_count(parent)
             sock = socket.socket()
