@@ -235,7 +235,10 @@ def is_spare(pid):
     try:
         inos = set()
         for fd in os.listdir("/proc/%d/fd" % pid):
-            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+            try:
+                link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+            except OSError:
+                continue  # closed meanwhile (a new spare closes the others' pairs)
             if link.startswith("socket:["):
                 inos.add(link[8:-1])
         with open("/proc/%d/net/unix" % pid) as f:
@@ -605,7 +608,12 @@ def run_case(c, grace, keep=False):
             if len(spares0) != want:
                 fails.append("acceptor: %d spare(s) at the start, not %d" % (len(spares0), want))
                 return fails, fig
-            base_fds = fd_count(parent)
+            # a spare shows before the parent has closed the child's end of
+            # its pair: the count once it holds still
+            base_fds, t = -2, time.monotonic()
+            while fd_count(parent) != base_fds and time.monotonic() < t + 2:
+                base_fds = fd_count(parent)
+                time.sleep(0.05)
             sock = socket.socket()
             if rcv:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcv)
