@@ -190,7 +190,7 @@ wait_main() {
 	wait_no_wsfilter "$HP" 5
 }
 
-@test "container: the parent and a connection's process run as a dynamic user without capabilities, under seccomp (the child under its parent's filter, without the gate's page), in their own network namespace" {
+@test "container: the parent and a connection's process run as a dynamic user without capabilities, under seccomp (the child under its parent's filter, without the gates' pages), in their own network namespace" {
 	need_container
 	service_up
 	journal_mark

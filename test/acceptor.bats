@@ -167,7 +167,7 @@ teardown() {
 	stop_acceptor "$p"
 }
 
-@test "the parent and each connection's process run under seccomp (Seccomp: 2); a child under its parent's filter alone and without the gate's page (x86_64), else its own filter on top" {
+@test "the parent and each connection's process run under seccomp (Seccomp: 2); a child under its parent's filter alone and without the gates' pages (x86_64; a spare without the first), else its own filter on top" {
 	skip_if_sanitized "it runs without the seccomp filter"
 	start_acceptor
 	hold_clients 1 "$T/hold"
