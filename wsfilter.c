@@ -4750,6 +4750,7 @@ struct acceptor {
 	struct conn *conn;           /* for a child to serve its connection in */
 	struct child *kids;          /* the children: kids[0, nkids) */
 	long long nkids;
+	long long cap;               /* room in kids (and pgids) */
 	long long live;              /* of them, serving a connection */
 	long long spares;            /* of them, spares with a pair open */
 	long long idle_exit;         /* seconds without a child, 0: never */
@@ -5003,11 +5004,14 @@ static long long acceptor_spawn(struct acceptor *a)
 	struct child_start cs = { .conn = a->conn, .opt = a->opt, .run_mask = a->run_mask,
 				  .lfd = a->lfd, .alive_w = a->alive[1], .alive_r = a->alive[0],
 				  .confined = a->confined };
-	struct child *k = &a->kids[a->nkids];
 	long long i;
 	int sv[2], slot, err;
 	pid_t pid;
 
+	if (a->nkids >= a->cap) {
+		errno = EAGAIN;
+		return -1;
+	}
 	if (acc_call(__NR_socketpair, AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, (long)sv, 0) < 0)
 		return -1;
 	for (i = 0; i < a->nkids; i++)
@@ -5029,7 +5033,7 @@ static long long acceptor_spawn(struct acceptor *a)
 		errno = err;
 		return -1;
 	}
-	*k = (struct child){ .pid = pid, .slot = slot, .spare = 1, .sock = sv[0] };
+	a->kids[a->nkids] = (struct child){ .pid = pid, .slot = slot, .spare = 1, .sock = sv[0] };
 	a->spares++;
 	return a->nkids++;
 }
@@ -5320,7 +5324,10 @@ static int acceptor_run(struct conn *c, struct options *o, int lfd, const sigset
 		return EXIT_INTERNAL;
 	}
 	a->opt = o;
-	if (acceptor_tables(a, o->max_conn + o->spares) < 0) {
+	/* the connections, the spares, and as many again for spares gone
+	 * (killed) but not reaped yet; acceptor_spawn never goes beyond */
+	a->cap = o->max_conn + 2 * o->spares + 2;
+	if (acceptor_tables(a, a->cap) < 0) {
 		log_line("cannot allocate the table of %lld connections", o->max_conn);
 		return EXIT_INTERNAL;
 	}
