@@ -121,7 +121,7 @@ teardown() {
 	run parent_lines "$p"
 	assert_line 'stopping: 50 connections'
 	assert_children_ended "$p" 50 0
-	wait_gone 50 0.1 "${all[@]}" || fail "wsfilter processes left after the parent exited: $(ps -o pid,args -p "$(IFS=,; echo "${all[*]}")")"
+	gone_or_kill 50 0.1 "${all[@]}" || fail "wsfilter processes left after the parent exited, of ${all[*]}"
 }
 
 @test "the parent killed by SIGKILL: each open connection gets close 1001 and its process exits 0, none is left behind" {
@@ -150,7 +150,7 @@ teardown() {
 	done
 	assert_children_ended "$p" 3 0
 	assert_equal "$(child_ends "$p" | grep -c ', close 1001 by server (server shutting down), exit 0$')" 3
-	wait_gone 50 0.1 "${kids[@]}" || fail "children outlived their parent: ${kids[*]}"
+	gone_or_kill 50 0.1 "${kids[@]}" || fail "children outlived their parent: ${kids[*]}"
 }
 
 @test "a child killed by SIGSYS (test build): the parent logs it, another open connection goes on, and new ones are served" {
@@ -227,7 +227,7 @@ teardown() {
 	mapfile -t all < <(descendants "$ROOT_PID")
 	assert_equal "${#all[@]}" 2
 	stop_acceptor "$p"
-	wait_gone 50 0.1 "${all[@]}" || fail "spares left after the parent exited: ${all[*]}"
+	gone_or_kill 50 0.1 "${all[@]}" || fail "spares left after the parent exited: ${all[*]}"
 	# a spare has nothing to log: only the two connections' lines
 	assert_children_ended "$p" 2 "0|4"
 	run parent_lines "$p"

@@ -363,6 +363,15 @@ wait_gone() {
 	return 1
 }
 
+# gone_or_kill TRIES STEP PID...: wait_gone; whatever is still alive is then
+# killed (a test leaves nothing running, even when it fails) and it fails.
+gone_or_kill() {
+	wait_gone "$@" && return 0
+	shift 2
+	kill -KILL "$@" 2>/dev/null
+	return 1
+}
+
 # stop_tree PID: TERM PID and its descendants, KILL what is left after 3 s, reap PID.
 stop_tree() {
 	local all
