@@ -4899,18 +4899,25 @@ static void acceptor_close_spares(struct acceptor *a)
 }
 
 /* A stop signal, or the loop cannot go on (status 1). */
+/* No more accepts: the listening socket and the spares' pairs closed,
+ * the children given until the stop timeout. */
+static void acceptor_wind_down(struct acceptor *a, int64_t now)
+{
+	a->stopping = 1;
+	if (a->lfd >= 0)
+		close(a->lfd);
+	a->lfd = -1;
+	acceptor_close_spares(a);
+	a->stop_deadline = now + a->opt->stop_timeout * 1000;
+}
+
 static void acceptor_stop(struct acceptor *a, int64_t now, int status)
 {
 	if (status > a->status)
 		a->status = status;
 	if (!a->stopping) {
-		a->stopping = 1;
 		log_line("stopping: %lld connection%s", a->live, a->live == 1 ? "" : "s");
-		if (a->lfd >= 0)
-			close(a->lfd);
-		acceptor_close_spares(a);
-		a->lfd = -1;
-		a->stop_deadline = now + a->opt->stop_timeout * 1000;
+		acceptor_wind_down(a, now);
 	}
 	/* a second signal: once more, and a child that is closing goes now */
 	acceptor_signal(a, SIGTERM);
@@ -5192,12 +5199,7 @@ static int acceptor_step(struct acceptor *a, int64_t now, int *handled)
 		/* the spares go first: then nothing of ours is left */
 		log_line("idle for %lld s: exiting", a->idle_exit);
 		a->idle = 1;
-		a->stopping = 1;
-		if (a->lfd >= 0)
-			close(a->lfd);
-		a->lfd = -1;
-		acceptor_close_spares(a);
-		a->stop_deadline = now + a->opt->stop_timeout * 1000;
+		acceptor_wind_down(a, now);
 		return 0;
 	}
 	if (acceptor_full(a, o) && !a->full)

@@ -170,26 +170,22 @@ teardown() {
 @test "the parent and each connection's process run under seccomp (Seccomp: 2); a child under its parent's filter alone and without the gates' pages (x86_64; a spare without the first), else its own filter on top" {
 	skip_if_sanitized "it runs without the seccomp filter"
 	start_acceptor
-	hold_clients 1 "$T/hold"
-	local p kids
-	p=$(acceptor_parent)
-	mapfile -t kids < <(serving "$ROOT_PID")
-	assert_equal "${#kids[@]}" 1
-	local ps cs
+	hold_serving 1
+	local ps cs kids
 	ps=$(cat "/proc/$ROOT_PID/status")
-	cs=$(cat "/proc/${kids[0]}/status")
+	cs=$(cat "/proc/${KIDS[0]}/status")
 	echo "parent: $(grep -E '^(Seccomp|NoNewPrivs)' <<<"$ps" | paste -sd' ')"
 	echo "child:  $(grep -E '^(Seccomp|NoNewPrivs)' <<<"$cs" | paste -sd' ')"
 	assert_equal "$(awk '/^Seccomp:/ { print $2 }' <<<"$ps")" 2
 	assert_equal "$(awk '/^Seccomp:/ { print $2 }' <<<"$cs")" 2
 	assert_equal "$(awk '/^NoNewPrivs:/ { print $2 }' <<<"$cs")" 1
-	assert_child_confined "$ROOT_PID" "${kids[0]}"
+	assert_child_confined "$ROOT_PID" "${KIDS[0]}"
 	mapfile -t kids < <(spares "$ROOT_PID")
 	assert_equal "${#kids[@]}" 1
 	assert_child_confined "$ROOT_PID" "${kids[0]}" spare
 	release "$T/hold" 1
-	assert_children_ended "$p" 1 4
-	stop_acceptor "$p"
+	assert_children_ended "$PARENT" 1 4
+	stop_acceptor "$PARENT"
 }
 
 @test "without a gate (test build, as where there is none): each child installs its own filter on its parent's, and serves" {
@@ -197,16 +193,12 @@ teardown() {
 	[ -x "$TOP/wsfilter-test-nogate" ] || fail "no $TOP/wsfilter-test-nogate (make wsfilter-test-nogate)"
 	WSFILTER=$TOP/wsfilter-test-nogate
 	start_acceptor
-	hold_clients 2 "$T/hold"
-	local p kids
-	p=$(acceptor_parent)
-	mapfile -t kids < <(serving "$ROOT_PID")
-	assert_equal "${#kids[@]}" 2
+	hold_serving 2
 	assert_equal "$(awk '/^Seccomp:/ { print $2 }' "/proc/$ROOT_PID/status")" 2
-	assert_child_confined "$ROOT_PID" "${kids[0]}" nogate
+	assert_child_confined "$ROOT_PID" "${KIDS[0]}" nogate
 	release "$T/hold" 2
-	assert_children_ended "$p" 2 4
-	stop_acceptor "$p"
+	assert_children_ended "$PARENT" 2 4
+	stop_acceptor "$PARENT"
 }
 
 @test "--spares 2: two processes wait, forked ahead; a connection goes to one of them and another is forked; they end quietly with the parent" {

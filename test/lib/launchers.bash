@@ -922,6 +922,16 @@ _relay_at() {
 	LAUNCH_PID=$LAST_PID
 }
 
+# hold_serving N: N clients held on the started acceptor (hold_clients N
+# $BATS_TEST_TMPDIR/hold); PARENT is its parent, KIDS the processes serving
+# them (serving), checked to be N.
+hold_serving() {
+	hold_clients "$1" "$BATS_TEST_TMPDIR/hold"
+	PARENT=$(acceptor_parent)
+	mapfile -t KIDS < <(serving "$ROOT_PID")
+	assert_equal "${#KIDS[@]}" "$1"
+}
+
 # stop_acceptor PARENT: SIGTERM to the parent, which must log "stopped" and
 # exit 0 within 30 s (its --stop-timeout is 10 s): seen by `wait` when it is
 # ROOT_PID (systemd-socket-activate execed it in its place), else in inetd's
