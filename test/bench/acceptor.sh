@@ -13,9 +13,12 @@
 #     (wsload --raw): the fork ceiling, `lineecho --fork` given the
 #     listening socket as wsfilter is (it accepts, forks, filters lines,
 #     _exits), for Accept=no; the exec ceiling, a static lineecho under
-#     --accept, for Accept=yes; Accept=no at --spares 0 too (each fork at
+#     --accept, for Accept=yes, and the same with lineecho linked
+#     dynamically, as wsfilter is; Accept=no at --spares 0 too (each fork at
 #     its connection, none ahead); and `wsfilter -- lineecho` in acceptor mode
-#     beside websocketd running the same lineecho;
+#     beside websocketd running the same lineecho and the program ceiling,
+#     `lineecho --fork --run lineecho` (accept, fork, then fork and exec
+#     lineecho and relay to it: the processes wsfilter makes, no more);
 #  2. C connections at once (1,000, and 10,000 in the full run), each doing
 #     10 round trips one at a time, then held open HOLD s: whether all
 #     completed, replies lost, the time until the last round trip, the
@@ -55,7 +58,7 @@ rm -f "$D"/*.log "$D"/*.out
 : >"$TSV"
 
 # ---- the servers
-ALL_SERVERS="acc-dyn acc-nospare acc-static fork-ceiling inetd-dyn inetd-static exec-ceiling acc-prog node-ws python-websockets websocketd"
+ALL_SERVERS="acc-dyn acc-nospare acc-static fork-ceiling inetd-dyn inetd-static exec-ceiling exec-dyn-ceiling acc-prog prog-ceiling node-ws python-websockets websocketd"
 ACC_SERVERS=${ACC_SERVERS:-$ALL_SERVERS}
 CONC_SERVERS="acc-dyn acc-nospare acc-static inetd-dyn inetd-static node-ws"
 server_cmd() {	# NAME PORT: lib/bench.sh's per_conn_cmd, but the peers

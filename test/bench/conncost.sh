@@ -19,6 +19,13 @@
 #                under --accept; the static wsfilter and WSFILTER_OTHER
 #                -- lineecho (not in the default set)
 #   exec         lineecho-static under --accept --inetd (the exec ceiling)
+#   exec-dyn     lineecho (linked dynamically, as wsfilter) under --accept
+#                --inetd: the exec ceiling of a dynamically linked program
+#   prog         lineecho --fork --run lineecho: accept, fork, and the child
+#                forks and executes lineecho and relays to it (the program
+#                ceiling: the two process creations of `wsfilter -- PROG`)
+#   spawn        the same with posix_spawn for the program (not in the
+#                default set)
 #
 #  1. N sequential connections (wsload --connections; --raw for the line
 #     servers), R interleaved rounds: conn/s; CPU per connection of the
@@ -50,7 +57,7 @@ LOGS=$OUT
 N=${N:-1000}
 R=${R:-3}
 PARTS=${PARTS:-"1 2 3 4 5"}
-SERVERS=${SERVERS:-"acc acc-static fork acc-prog websocketd inetd exec"}
+SERVERS=${SERVERS:-"acc acc-static fork acc-prog prog websocketd inetd exec exec-dyn"}
 need_commands systemd-socket-activate timeout
 [ -x "$WSFILTER" ] || { log "conncost: $WSFILTER not built (make)"; exit 1; }
 case " $SERVERS " in
@@ -74,7 +81,7 @@ fi
 HZ=$(getconf CLK_TCK)
 
 server_cmd() { per_conn_cmd "$1" "$2"; }	# NAME PORT: the names are lib/bench.sh's
-server_raw() { case $1 in fork|exec) echo --raw ;; esac; }
+server_raw() { case $1 in fork|exec|exec-dyn|prog|spawn) echo --raw ;; esac; }
 
 # the server in its own session, one connection served (launch, server_up,
 # warm_up, stop_server and stop_all are lib/bench.sh's)

@@ -137,6 +137,11 @@ rotate() {
 #   inetd       wsfilter under --accept --inetd (a fork and an exec per connection)
 #   fork        lineecho --fork: accept, fork, the line filter, _exit (the fork ceiling)
 #   exec        lineecho-static under --accept --inetd (the exec ceiling)
+#   exec-dyn    lineecho, linked dynamically, under --accept --inetd (the exec
+#               ceiling of a dynamically linked program)
+#   prog        lineecho --fork --run lineecho: accept, fork, then fork and exec
+#               lineecho and relay to it (the program ceiling)
+#   spawn       the same with posix_spawn in place of the second fork
 #   websocketd  websocketd running lineecho (it listens by itself)
 # and for the wsfilter ones a suffix: -static (WSFILTER_STATIC), -before
 # (WSFILTER_BEFORE), -other (WSFILTER_OTHER), -nosb (--no-sandbox), -nospare
@@ -157,6 +162,9 @@ per_conn_cmd() {
 	inetd*) echo "$sa --accept --inetd $w $*" ;;
 	fork) echo "$sa $BIN/lineecho --fork" ;;
 	exec) echo "$sa --accept --inetd $BIN/lineecho-static" ;;
+	exec-dyn) echo "$sa --accept --inetd $BIN/lineecho" ;;
+	prog) echo "$sa $BIN/lineecho --fork --run $BIN/lineecho" ;;
+	spawn) echo "$sa $BIN/lineecho --fork --spawn $BIN/lineecho" ;;
 	websocketd) echo "websocketd --port=$port --address=127.0.0.1 --loglevel=fatal $BIN/lineecho" ;;
 	*) log "bench: no server $name"; return 1 ;;
 	esac
