@@ -4762,6 +4762,7 @@ struct acceptor {
 	int64_t stop_deadline;       /* stopping: SIGKILL what is left; 0: sent */
 	int64_t idle_since;          /* when the last child went, 0: some live */
 	int64_t retry_at;            /* accept(2) or fork(2) failed: not before */
+	const char *failed;          /* what a spawn or a hand-over failed at */
 	const sigset_t *run_mask;    /* the children's, for their loop */
 	/* With a PROGRAM: each child writes its program's process group
 	 * to its entry (shared), and clears it once that group is gone.
@@ -5005,7 +5006,8 @@ static void spare_run(const struct child_start *cs)
 	      cs->opt->gate ? &w : NULL);
 }
 
-/* Fork a spare.  Returns its index in kids, or -1 (errno). */
+/* Fork a spare.  Returns its index in kids, or -1 (errno, and a->failed
+ * says at what). */
 static long long acceptor_spawn(struct acceptor *a)
 {
 	struct child_start cs = { .conn = a->conn, .opt = a->opt, .run_mask = a->run_mask,
@@ -5015,12 +5017,15 @@ static long long acceptor_spawn(struct acceptor *a)
 	int sv[2], slot, err;
 	pid_t pid;
 
+	a->failed = "cannot fork";
 	if (a->nkids >= a->cap) {
 		errno = EAGAIN;
 		return -1;
 	}
-	if (acc_call(__NR_socketpair, AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, (long)sv, 0) < 0)
+	if (acc_call(__NR_socketpair, AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, (long)sv, 0) < 0) {
+		a->failed = "cannot make a spare's socket pair";
 		return -1;
+	}
 	for (i = 0; i < a->nkids; i++)
 		if (a->kids[i].sock >= 0)
 			cs.others[cs.nothers++] = a->kids[i].sock;
@@ -5054,8 +5059,8 @@ static void acceptor_refill(struct acceptor *a)
 }
 
 /* Hand a spare (forked now if there is none) the connection fd, with
- * what the acceptor learnt of it.  0, or -1 (errno): fd is the caller's
- * to close either way. */
+ * what the acceptor learnt of it.  0, or -1 (errno, and a->failed says
+ * at what): fd is the caller's to close either way. */
 static int acceptor_hand(struct acceptor *a, int fd, const struct accepted *ac,
 			 const unsigned char key[16], unsigned port)
 {
@@ -5094,6 +5099,7 @@ static int acceptor_hand(struct acceptor *a, int fd, const struct accepted *ac,
 			return 0;
 		}
 	}
+	a->failed = "cannot hand it to a spare";
 	errno = r < 0 ? errno : EPIPE;
 	return -1;
 }
@@ -5160,7 +5166,7 @@ static void acceptor_accept(struct acceptor *a, int64_t now)
 		close(fd);
 		if (r < 0) {
 			source_text(key, port, who, sizeof who);
-			log_line("%s closed: cannot fork: %s", who, strerror(errno));
+			log_line("%s closed: %s: %s", who, a->failed, strerror(errno));
 			a->retry_at = now + ACCEPT_RETRY_MS;
 			break;
 		}

@@ -303,6 +303,28 @@ teardown() {
 	stop_acceptor "$p"
 }
 
+@test "--spares 0 with the parent one descriptor short of a spare's socket pair: the connection is closed, logged as that; served once the limit rises" {
+	start_acceptor --spares 0
+	check_page
+	local p n
+	p=$(acceptor_parent)
+	wait_child_ends "$p" 1
+	# room for the accepted connection's descriptor alone: the pair (two) fails with EMFILE
+	n=$(lowest_free_fd "$p")
+	prlimit --pid "$p" --nofile="$((n + 1)):64"
+	script_bg "$T/client" hs head
+	wait "${BG_PIDS[-1]}" || true
+	run cat "$T/client"
+	assert_output --regexp '^EOF in head after 0 bytes'
+	wait_parent_line "$p" "^127\\.0\\.0\\.1:[0-9]+ closed: cannot make a spare's socket pair: Too many open files\$"
+	prlimit --pid "$p" --nofile=64:64
+	# the retry pause (ACCEPT_RETRY_MS) is past by the time this connects
+	sleep 0.3
+	check_page
+	assert_children_ended "$p" 2 0
+	stop_acceptor "$p"
+}
+
 # ---- openbsd-inetd `wait`: the listening socket is fds 0, 1 and 2 -----------
 
 @test "openbsd-inetd wait: one wsfilter serves a burst of 10,000 pipelined messages and 20 clients at once, logging to syslog" {
