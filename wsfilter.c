@@ -3673,7 +3673,9 @@ static void conn_run(struct conn *c, const sigset_t *run_mask)
  * ending the page that the first gate's ret begins, and then unmaps that
  * page through that gate, before it reads a byte of its client: from then
  * on it has neither.  The filter allows recvmsg, and munmap of that page,
- * from the second gate alone.
+ * from the second gate alone.  The parent has that page too and could
+ * make those two calls through it; it never does, and they give it
+ * nothing its own gate does not.
  *
  * x86_64 only; elsewhere, or when the page cannot be withheld, each child
  * installs the connection's filter over its parent's as before. */
