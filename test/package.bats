@@ -246,3 +246,52 @@ package_boot() {
 	assert_output ''
 	assert_equal "$(count_wsfilter "$NSPAWN_PID")" 0
 }
+
+# build_newer DIR: clone the repository into DIR, add a changelog entry one
+# revision above DEB_VERSION and build it as build_in does; prints the new
+# version.
+build_newer() {
+	local dir=$1 v=$DEB_VERSION.1
+	mkdir -p "${dir%/*}"
+	git clone -q --no-hardlinks "$TOP" "$dir"
+	{
+		printf 'wsfilter (%s) unstable; urgency=medium\n\n' "$v"
+		printf '  * The same source one revision up, to test the upgrade.\n\n'
+		printf ' -- %s  %s\n\n' "$(dpkg-parsechangelog -l "$dir/debian/changelog" -S Maintainer)" \
+			"$(dpkg-parsechangelog -l "$dir/debian/changelog" -S Date)"
+		cat "$dir/debian/changelog"
+	} >"$dir/debian/changelog.new"
+	mv "$dir/debian/changelog.new" "$dir/debian/changelog"
+	(cd "$dir" && timeout 600 dpkg-buildpackage -us -uc -b) >"${dir%/*}/build.log" 2>&1 || {
+		tail -n 40 "${dir%/*}/build.log" >&2
+		return 1
+	}
+	echo "$v"
+}
+
+@test "an upgrade in a container booted with systemd: the sockets stay enabled and active, a connection's own process goes on, the acceptor restarts and closes its client with 1001, new connections are served" {
+	need_package
+	local reason deps new
+	if reason=$(nspawn_unavailable); then
+		skip "$reason"
+	fi
+	new=$(build_newer "$BATS_FILE_TMPDIR/three/wsfilter")
+	[ -f "$BATS_FILE_TMPDIR/three/wsfilter_${new}_$ARCH.deb" ] || fail "no wsfilter_${new}_$ARCH.deb"
+	deps=$(sed -n 's/^Depends://p' "$TOP/debian/tests/control" | tr ',' '\n' |
+		sed 's/([^)]*)//; s/^ *//; s/ *$//' | grep -vx -e '@' -e wsfilter -e '')
+	# shellcheck disable=SC2086 # a list of package names
+	timeout 900 sh "$TOP/test/lib/package-image.sh" "$IMAGE" "$PACKAGE_IMAGE" $deps
+	mkdir -p "$BATS_FILE_TMPDIR/upgrade"
+	cp "$OUT1/$DEB" "$BATS_FILE_TMPDIR/three/wsfilter_${new}_$ARCH.deb" "$BATS_FILE_TMPDIR/upgrade/"
+	package_boot "$SRC1" "$BATS_FILE_TMPDIR/upgrade" "$BATS_FILE_TMPDIR/nspawn-upgrade.log"
+	run timeout 300 nsenter -t "$CONTAINER_PID" -a env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+		HOME=/root LANG=C.UTF-8 sh -c 'cd /srv/src && exec bash test/lib/package-upgrade.sh "$@"' sh \
+		"/srv/deb/$DEB" "/srv/deb/wsfilter_${new}_$ARCH.deb"
+	printf '# %s\n' "${lines[@]}" >&3
+	assert_success
+	assert_line "ok: upgraded to $new"
+	assert_line 'ok: the client held on 8765 went on with its process: replied again, close 1000'
+	assert_line 'ok: the client held on 8766 got close 1001 from the acceptor'"'"'s restart'
+	assert_line 'ok: purged: no process or listener left'
+	assert_equal "$(count_wsfilter "$NSPAWN_PID")" 0
+}
