@@ -4,8 +4,10 @@
 # from a clone at another path giving the same bytes, and the package's
 # autopkgtest (debian/tests) run by autopkgtest in a Debian bookworm container
 # booted with systemd as PID 1: the .deb installed there, both unit pairs
-# serving 10,000 messages, then purged. The clones are of HEAD: uncommitted
-# changes are not in them. make check-package runs this file.
+# serving 10,000 messages, then purged; and the upgrade to a build one Debian
+# revision up, in such a container (test/lib/package-upgrade.sh). The clones
+# are of HEAD: uncommitted changes are not in them. make check-package runs
+# this file.
 
 load lib/common
 load lib/launchers
