@@ -4,7 +4,7 @@
     lcprog.py STATE LINES SIZE RATE END
 
 Writes its process group to STATE/pgid, the request's variables it was given to
-STATE/env (JSON), and "lcprog start" to stderr, then LINES
+STATE/env (JSON), and "lcprog start" to stderr (then STATE/said), then LINES
 lines of SIZE bytes each (line i is "%07d " then a pattern, then "\\n"), all at once
 (RATE 0) or RATE lines a second; STATE/count says how many lines are written so far.
 Then it ends as END says:
@@ -80,6 +80,7 @@ def main():
         json.dump({k: os.environ.get(k) for k in ENV_SEEN}, f)
     os.rename(os.path.join(state, "env.tmp"), os.path.join(state, "env"))
     os.write(2, b"lcprog start\n")
+    put(state, "said", 1)
     if end == "ignore":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if rate:
