@@ -628,7 +628,10 @@ def run_case(c, grace, keep=False):
                 kids = [k for k in spares0 if not is_spare(k)] if spares0 else children(parent)
                 time.sleep(0.005)
             if not kids:
-                fails.append("acceptor: no connection process appeared")
+                fails.append("acceptor: no connection process appeared (the parent %s, its children %s)" %
+                             ("running" if proc.poll() is None else "gone: %s" % proc.returncode,
+                              children(parent)))
+                fig["log"] = open(errpath, "rb").read().decode("utf-8", "replace")
                 return fails, fig
             conn_pid = kids[0]
             track_spares(parent, conn_pid, spare_tree)
