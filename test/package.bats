@@ -192,6 +192,16 @@ need_package() {
 
 # ---- installed, under systemd ------------------------------------------------------
 
+# package_image: PACKAGE_IMAGE, with what debian/tests/control makes the
+# tests depend on besides the package (15 minutes at most).
+package_image() {
+	local deps
+	deps=$(sed -n 's/^Depends://p' "$TOP/debian/tests/control" | tr ',' '\n' |
+		sed 's/([^)]*)//; s/^ *//; s/ *$//' | grep -vx -e '@' -e wsfilter -e '')
+	# shellcheck disable=SC2086 # a list of package names
+	timeout 900 sh "$TOP/test/lib/package-image.sh" "$IMAGE" "$PACKAGE_IMAGE" $deps
+}
+
 # package_boot SRC DEBDIR LOG: boot PACKAGE_IMAGE in the background with its
 # own network namespace (only its loopback: the shipped ports 8765 and 8766
 # are free there), SRC read-only on /srv/src and DEBDIR on /srv/deb; sets
@@ -204,16 +214,12 @@ package_boot() {
 
 @test "autopkgtest in a container booted with systemd: the installed package serves 10,000 messages through each unit pair, and purge leaves nothing" {
 	need_package
-	local reason deps t0
+	local reason t0
 	if reason=$(nspawn_unavailable); then
 		skip "$reason"
 	fi
-	# what debian/tests/control makes the test depend on, besides the package
-	deps=$(sed -n 's/^Depends://p' "$TOP/debian/tests/control" | tr ',' '\n' |
-		sed 's/([^)]*)//; s/^ *//; s/ *$//' | grep -vx -e '@' -e wsfilter -e '')
 	t0=$SECONDS
-	# shellcheck disable=SC2086 # a list of package names
-	timeout 900 sh "$TOP/test/lib/package-image.sh" "$IMAGE" "$PACKAGE_IMAGE" $deps
+	package_image
 	echo "# image ready in $((SECONDS - t0)) s" >&3
 	mkdir -p "$BATS_FILE_TMPDIR/debs"
 	cp "$OUT1/$DEB" "$BATS_FILE_TMPDIR/debs/"
@@ -273,16 +279,13 @@ build_newer() {
 
 @test "an upgrade in a container booted with systemd: the sockets stay enabled and active, a connection's own process goes on, the acceptor restarts and closes its client with 1001, new connections are served" {
 	need_package
-	local reason deps new
+	local reason new
 	if reason=$(nspawn_unavailable); then
 		skip "$reason"
 	fi
 	new=$(build_newer "$BATS_FILE_TMPDIR/three/wsfilter")
 	[ -f "$BATS_FILE_TMPDIR/three/wsfilter_${new}_$ARCH.deb" ] || fail "no wsfilter_${new}_$ARCH.deb"
-	deps=$(sed -n 's/^Depends://p' "$TOP/debian/tests/control" | tr ',' '\n' |
-		sed 's/([^)]*)//; s/^ *//; s/ *$//' | grep -vx -e '@' -e wsfilter -e '')
-	# shellcheck disable=SC2086 # a list of package names
-	timeout 900 sh "$TOP/test/lib/package-image.sh" "$IMAGE" "$PACKAGE_IMAGE" $deps
+	package_image
 	mkdir -p "$BATS_FILE_TMPDIR/upgrade"
 	cp "$OUT1/$DEB" "$BATS_FILE_TMPDIR/three/wsfilter_${new}_$ARCH.deb" "$BATS_FILE_TMPDIR/upgrade/"
 	package_boot "$SRC1" "$BATS_FILE_TMPDIR/upgrade" "$BATS_FILE_TMPDIR/nspawn-upgrade.log"
