@@ -491,7 +491,7 @@ def refused(c, proc, parent, conn_pid, sock, req, errpath, err, fails):
     if status != "HTTP/1.1 503 Service Unavailable":
         fails.append("refused: answer %r, expected 503" % status)
     t = time.monotonic()
-    while proc_stat(conn_pid) and proc_stat(conn_pid)[0] != "Z" and time.monotonic() < t + 10:
+    while running(conn_pid) and time.monotonic() < t + 10:
         time.sleep(0.02)
     rc = None
     try:
@@ -512,9 +512,9 @@ def refused(c, proc, parent, conn_pid, sock, req, errpath, err, fails):
         fails.append("log: expected one line 'http 503 ... %s, exit %d', got %r" % (expect[1], expect[0], line))
     if kid:
         t = time.monotonic()
-        while proc_stat(kid) and proc_stat(kid)[0] != "Z" and time.monotonic() < t + 2:
+        while running(kid) and time.monotonic() < t + 2:
             time.sleep(0.02)
-        if proc_stat(kid) and proc_stat(kid)[0] != "Z":
+        if running(kid):
             fails.append("group: the child that was to exec the program outlives the connection")
             os.kill(kid, signal.SIGKILL)
             os.kill(kid, signal.SIGCONT)
